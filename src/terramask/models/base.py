@@ -1,0 +1,96 @@
+"""The backend protocol every model family implements (DESIGN.md "Central types").
+
+A backend turns an RGB uint8 image into an :class:`Embedding` once, then answers any
+number of prompts from it. All coordinates crossing this boundary are pixels of the
+image given to ``set_image`` (the ``scene``/``tile`` frame, ``x=col, y=row``); backends
+convert to their own model input frame internally (SAM: longest side 1024).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from terramask.core.image import GeoImage
+from terramask.core.maskset import MaskSet
+from terramask.core.prompts import Prompts
+
+
+@dataclass
+class Embedding:
+    """Encoder output for one image and one model.
+
+    ``features`` is backend-specific (numpy arrays or tensors); ``image_size`` is the
+    ``(rows, cols)`` of the image given to ``set_image``; ``input_size`` the ``(rows, cols)``
+    after the backend's resize (before padding); ``key`` the cache key, when cached.
+    """
+
+    model: str
+    features: Any
+    image_size: tuple[int, int]
+    input_size: tuple[int, int]
+    key: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What every model adapter offers.
+
+    ``predict`` returns a :class:`MaskSet` on the image grid: ``masks (K, H, W)`` bool,
+    ``scores`` (predicted IoU), ``boxes`` xyxy, and the extra column
+    ``low_res_logits (K, 256, 256) float32`` to pass back as a prior mask. With
+    ``multimask=True`` it returns the candidates sorted by score (3 for SAM); otherwise
+    one mask. Several boxes give one mask per box.
+    """
+
+    name: str
+
+    def set_image(self, image: GeoImage | np.ndarray) -> Embedding: ...
+
+    def predict(self, embedding: Embedding, prompts: Prompts, multimask: bool = True) -> MaskSet: ...
+
+
+@runtime_checkable
+class PointBatchDecoder(Protocol):
+    """Optional capability used by automatic mask generation: decode many single-point
+    prompts at once and return low-resolution results for filtering before upsampling.
+
+    ``decode_points(embedding, coords (B, P, 2) float image pixels, labels (B, P) int)``
+    -> ``(low_res_logits (B, K, h, w) float32, iou_predictions (B, K) float32)``.
+    ``upscale_logits(embedding, low_res (N, h, w), window=None)`` -> logits ``(N, H, W)``
+    on the image grid (or only inside ``window`` = ``(x0, y0, x1, y1)`` when given), using
+    the model's own resize rule, so thresholding at ``mask_threshold`` gives masks.
+    """
+
+    mask_threshold: float
+
+    def decode_points(self, embedding: Embedding, coords: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def upscale_logits(
+        self, embedding: Embedding, low_res: np.ndarray, window: tuple[int, int, int, int] | None = None
+    ) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Optional capability of backends that segment a whole image without prompts in
+    their own way (the weight-free ``classic`` backend): ``generate(image) -> MaskSet``."""
+
+    def generate(self, image: GeoImage | np.ndarray, **params: Any) -> MaskSet: ...
+
+
+def as_rgb8(image: GeoImage | np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` uint8 from a GeoImage (its own bands/stretch) or an array."""
+    if isinstance(image, GeoImage):
+        return image.to_rgb8()
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        from terramask.core.errors import InputError
+
+        raise InputError(f"backends take an HxWx3 uint8 image, got shape {arr.shape} dtype {arr.dtype}")
+    return np.ascontiguousarray(arr)
