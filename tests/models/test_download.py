@@ -257,3 +257,13 @@ def test_verify_checkpoint_reports_size_and_hash(tmp_path):
 def test_classic_has_no_checkpoint():
     with pytest.raises(InputError, match="weight-free"):
         ensure_checkpoint(get_spec("classic"))
+
+
+def test_progress_bar_on_a_terminal_only_when_asked(tmp_path, payload, server, capsys, monkeypatch):
+    _, _, sha = payload
+    monkeypatch.setattr(dl.sys.stderr, "isatty", lambda: True, raising=False)
+    download(server.url("blob.bin"), tmp_path / "a.bin", sha, SIZE, progress=False)
+    assert capsys.readouterr().err == ""
+    download(server.url("blob.bin"), tmp_path / "b.bin", sha, SIZE, progress=True, name="blob")
+    err = capsys.readouterr().err
+    assert "blob" in err and "100%" in err

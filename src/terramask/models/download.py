@@ -234,18 +234,28 @@ def download(
         received = offset
         bar = _progress_bar(progress, expected, offset, name or dest.name)
         try:
-            with open(part, mode) as out:
-                try:
-                    while block := response.read(CHUNK):
+            try:
+                out = open(part, mode)
+            except OSError as exc:
+                raise OutputError(f"cannot write {part}: {exc.strerror or exc}") from exc
+            with out:
+                while True:
+                    try:
+                        block = response.read(CHUNK)
+                    except (OSError, http.client.HTTPException) as exc:
+                        raise DownloadError(
+                            f"download of {url} interrupted after {received} of {expected or '?'} bytes ({exc}); "
+                            f"run the same command again to resume"
+                        ) from exc
+                    if not block:
+                        break
+                    try:
                         out.write(block)
-                        digest.update(block)
-                        received += len(block)
-                        bar.update(len(block))
-                except (OSError, http.client.HTTPException) as exc:
-                    raise DownloadError(
-                        f"download of {url} interrupted after {received} of {expected or '?'} bytes ({exc}); "
-                        f"run the same command again to resume"
-                    ) from exc
+                    except OSError as exc:
+                        raise OutputError(f"cannot write {part}: {exc.strerror or exc}") from exc
+                    digest.update(block)
+                    received += len(block)
+                    bar.update(len(block))
                 out.flush()
                 os.fsync(out.fileno())
         finally:

@@ -1,0 +1,139 @@
+"""Which model to use, and building its backend.
+
+Resolution when no model name is given (issue 2, "Models"):
+
+1. ``--checkpoint PATH`` without a name: the registry model whose official file name it
+   has, else a SAM of the architecture found in the file;
+2. ``$TERRAMASK_MODEL``;
+3. the best SAM checkpoint already in the cache (``sam-vit-h`` > ``sam-vit-l`` > ``sam-vit-b``);
+4. ``classic`` (weight-free), with a one-line notice naming the download command.
+
+Backends are imported lazily here, so importing this module loads no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from terramask.core.errors import InputError, ModelError, UnknownModelError
+from terramask.models.base import Backend
+from terramask.models.download import ensure_checkpoint, is_cached
+from terramask.models.registry import ModelSpec, get_spec, spec_for_filename
+
+logger = logging.getLogger(__name__)
+
+ENV_MODEL = "TERRAMASK_MODEL"
+FALLBACK = "classic"
+# Best first: the model used when nothing is named and several are in the cache.
+CACHE_PREFERENCE = ("sam-vit-h", "sam-vit-l", "sam-vit-b")
+RUNTIMES = ("torch",)
+
+
+def best_cached() -> str | None:
+    """The preferred SAM model whose checkpoint is in the cache, or ``None``."""
+    for name in CACHE_PREFERENCE:
+        if is_cached(get_spec(name)):
+            return name
+    return None
+
+
+def resolve_model_name(name: str | None = None) -> str:
+    """The registry name to use: ``name``, else ``$TERRAMASK_MODEL``, else the best cached
+    SAM checkpoint, else ``"classic"`` (logging a one-line notice at WARNING level).
+
+    Raises :class:`UnknownModelError` for a name (or environment value) not in the registry.
+    """
+    if name is not None and name.strip():
+        return get_spec(name).name
+    env = os.environ.get(ENV_MODEL, "").strip()
+    if env:
+        try:
+            return get_spec(env).name
+        except UnknownModelError as exc:
+            raise UnknownModelError(f"{ENV_MODEL}={env!r}: {exc}") from exc
+    cached = best_cached()
+    if cached is not None:
+        logger.info("using %s, found in the model cache", cached)
+        return cached
+    logger.warning(
+        "no SAM checkpoint in the cache; using the weight-free 'classic' backend "
+        "(get SAM with: terramask models download sam-vit-b)"
+    )
+    return FALLBACK
+
+
+def spec_for_checkpoint(checkpoint: str | os.PathLike[str]) -> ModelSpec:
+    """The spec to load a user-given checkpoint with when no model name is given.
+
+    A file named like an official checkpoint gets that model's spec; anything else is
+    taken as a SAM checkpoint whose architecture the backend reads from the file.
+    """
+    path = Path(checkpoint)
+    spec = spec_for_filename(path.name)
+    if spec is not None:
+        return spec
+    return ModelSpec(
+        name=f"sam:{path.stem}",
+        family="sam",
+        arch=None,
+        url=None,
+        filename=path.name,
+        sha256=None,
+        size_bytes=None,
+        licence="unknown (user checkpoint)",
+        params_millions=None,
+        when_to_use="user-given checkpoint",
+    )
+
+
+def _load_classic(spec: ModelSpec, checkpoint: Path | None, device: str, download: bool) -> Backend:
+    if checkpoint is not None:
+        raise InputError("the 'classic' model is weight-free; it takes no --checkpoint")
+    classic = importlib.import_module("terramask.models.classic")
+    return classic.ClassicBackend()
+
+
+def _load_sam(spec: ModelSpec, checkpoint: Path | None, device: str, download: bool) -> Backend:
+    path = ensure_checkpoint(spec, checkpoint, download_missing=download)
+    sam = importlib.import_module("terramask.models.sam")
+    return sam.SamBackend.from_checkpoint(path, arch=spec.arch, device=device, name=spec.name)
+
+
+# family -> loader(spec, checkpoint, device, download). Families added later (sam2,
+# mobilesam) register their loader here.
+LOADERS: dict[str, Callable[[ModelSpec, Path | None, str, bool], Backend]] = {
+    "classic": _load_classic,
+    "sam": _load_sam,
+}
+
+
+def load_backend(
+    name: str | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    runtime: str = "torch",
+    download: bool = False,
+) -> Backend:
+    """Build the backend for ``name`` (resolved as :func:`resolve_model_name` does).
+
+    ``checkpoint`` is a local file to load instead of the cached one; given without a
+    name it selects a SAM model (see :func:`spec_for_checkpoint`). ``download`` fetches a
+    missing checkpoint into the cache; otherwise a missing one raises
+    :class:`WeightsNotFoundError` naming ``terramask models download NAME``.
+    """
+    if runtime not in RUNTIMES:
+        raise InputError(f"unknown runtime {runtime!r}; available: {', '.join(RUNTIMES)}")
+    ckpt = Path(checkpoint).expanduser() if checkpoint is not None else None
+    if ckpt is not None and (name is None or not name.strip()):
+        spec = spec_for_checkpoint(ckpt)
+    else:
+        spec = get_spec(resolve_model_name(name))
+    loader = LOADERS.get(spec.family)
+    if loader is None:
+        raise ModelError(f"model {spec.name!r} (family {spec.family}) has no backend in this installation")
+    logger.info("loading model %s (%s) on %s", spec.name, spec.family, device)
+    return loader(spec, ckpt, device, download)
