@@ -170,3 +170,17 @@ def test_unnamed_model_loads_the_cached_checkpoint(tiny_ckpt, monkeypatch):
     assert resolve_model_name() == "sam-vit-b"
     backend = load_backend()
     assert backend.name == "sam-vit-b"
+
+
+def test_sam_specs_pass_their_arch_name_and_device_to_the_backend(tmp_path, monkeypatch):
+    sam = pytest.importorskip("terramask.models.sam")
+    calls = []
+    record = classmethod(lambda cls, path, **kw: calls.append((path, kw)) or "ok")
+    monkeypatch.setattr(sam.SamBackend, "from_checkpoint", record)
+    given = tmp_path / "w.pth"
+    given.write_bytes(b"x")
+    for name in ("sam-vit-b", "sam-vit-l", "sam-vit-h"):
+        spec = registry.get_spec(name)
+        assert sam.normalize_arch_name(spec.arch) == spec.arch  # the backend knows the registry's arch keys
+        assert load_backend(name, checkpoint=given, device="cpu") == "ok"
+        assert calls[-1] == (given, {"arch": spec.arch, "device": "cpu", "name": name})
