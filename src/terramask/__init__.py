@@ -1,0 +1,3 @@
+"""terramask: Segment Anything for remote-sensing imagery."""
+
+__version__ = "0.1.0"

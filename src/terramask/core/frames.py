@@ -38,4 +38,4 @@ def pixel_area(transform: Affine) -> float:
 
 def window_transform(transform: Affine, col_off: int, row_off: int) -> Affine:
     """Transform of a window whose upper-left pixel is ``(col_off, row_off)``."""
-    return transform * Affine.translation(col_off, row_off)
+    return transform @ Affine.translation(col_off, row_off)
