@@ -46,7 +46,7 @@ def command() -> None:
     """List, download and locate model checkpoints."""
 
 
-@command.command(name="list")
+@command.command(name="list", short_help="Show every known model and whether it is cached.")
 @click.option("--json", "as_json", is_flag=True, help="Print the registry as JSON.")
 def list_command(as_json: bool) -> None:
     """Show every known model: family, parameters, file size, licence, whether it is
@@ -74,7 +74,7 @@ def list_command(as_json: bool) -> None:
         click.echo("  ".join([*cells, line[-1]]))
 
 
-@command.command(name="download")
+@command.command(name="download", short_help="Download a checkpoint into the cache.")
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Download again even if the checkpoint is already cached.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
@@ -96,7 +96,7 @@ def download_command(name: str, force: bool, quiet: bool) -> None:
     click.echo(str(path))
 
 
-@command.command(name="path")
+@command.command(name="path", short_help="Print where a checkpoint is (or goes) in the cache.")
 @click.argument("name")
 @click.option("--expected", is_flag=True, help="Print the cache location even if the file is not there yet.")
 def path_command(name: str, expected: bool) -> None:
