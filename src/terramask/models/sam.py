@@ -236,6 +236,11 @@ def preprocess_shape(rows: int, cols: int, long_side: int) -> tuple[int, int]:
     return int(rows * scale + 0.5), int(cols * scale + 0.5)
 
 
+def _writable(arr: np.ndarray) -> np.ndarray:
+    """``arr`` itself when writable, else a copy (torch refuses to wrap read-only memory)."""
+    return arr if arr.flags.writeable else arr.copy()
+
+
 class SamBackend:
     """SAM (ViT-B/L/H or any ``segment_anything`` ViT configuration) as a terramask backend.
 
@@ -336,7 +341,9 @@ class SamBackend:
         expect = preprocess_shape(*embedding.image_size, self.img_size)
         if tuple(embedding.input_size) != expect:
             raise InputError(f"embedding input_size {embedding.input_size} does not match image_size {embedding.image_size}")
-        return self._torch.as_tensor(np.asarray(feats, dtype=np.float32), device=self.device)
+        if isinstance(feats, self._torch.Tensor):
+            return feats.to(self.device, self._torch.float32)
+        return self._torch.as_tensor(_writable(np.asarray(feats, dtype=np.float32)), device=self.device)
 
     def _to_model_frame(self, xy: np.ndarray, embedding: Embedding) -> np.ndarray:
         """Image pixels ``(..., 2)`` -> model-frame float32 (ResizeLongestSide.apply_coords)."""
@@ -409,7 +416,7 @@ class SamBackend:
                     self._to_model_frame(prompts.boxes.reshape(-1, 2, 2), embedding).reshape(-1, 4), device=self.device
                 )
             if prompts.mask_logits is not None:
-                mask = torch.as_tensor(prompts.mask_logits[None], dtype=torch.float32, device=self.device)
+                mask = torch.as_tensor(_writable(prompts.mask_logits[None]), dtype=torch.float32, device=self.device)
             several = len(prompts.boxes) > 1
             low_res, iou = self._decode(feats, coords, labels, boxes, mask, multimask and not several)
             low_res, iou = low_res.reshape(-1, low, low), iou.reshape(-1)
