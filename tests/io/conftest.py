@@ -13,7 +13,11 @@ import pytest
 import rasterio
 from affine import Affine
 from PIL import Image
-from rasterio.transform import from_origin
+
+
+def from_origin(west: float, north: float, xsize: float, ysize: float) -> Affine:
+    """North-up transform with its upper-left corner at ``(west, north)``."""
+    return Affine(xsize, 0.0, west, 0.0, -ysize, north)
 
 
 @dataclass(frozen=True)

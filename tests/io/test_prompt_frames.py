@@ -9,7 +9,6 @@ import pytest
 import rasterio
 import rasterio.warp
 from affine import Affine
-from rasterio.transform import from_origin
 
 from terramask.core.errors import PromptError
 from terramask.core.geometry import Window
@@ -19,7 +18,7 @@ from terramask.io.prompt_frames import to_scene_pixels, to_tile_pixels
 from terramask.io.scene import open_scene
 
 UTM = "EPSG:32633"
-T = from_origin(500000, 5000000, 10, 10)  # 10 m pixels, upper-left corner at (500000, 5000000)
+T = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0)  # 10 m pixels, upper-left corner at (500000, 5000000)
 SHAPE = (30, 40)  # rows, cols
 
 
@@ -124,7 +123,7 @@ def test_lonlat_point_on_nodata_of_rgb_byte(rs_data):
     path = rs_data / "geotiffs" / "RGB.byte.tif"
     with open_scene(path) as scene:
         # the centre of pixel (3, 3): a nodata corner of the rotated footprint
-        world = np.array([scene.transform * (3.5, 3.5)])
+        world = np.array([scene.transform @ (3.5, 3.5)])
         lonlat = transform_xy(world, scene.crs, "EPSG:4326")
         p = Prompts(points=lonlat, labels=[1], frame="lonlat", crs="EPSG:4326")
         with pytest.raises(PromptError, match=r"lies on nodata .* \(pixel column 3, row 3\)") as info:
@@ -180,7 +179,7 @@ def test_world_box_becomes_pixel_box():
 
 def test_lonlat_box_covers_the_reprojected_outline():
     corners_px = np.array([[5.0, 5.0], [15.0, 20.0]])
-    corners_lonlat = transform_xy(np.array([T * tuple(c) for c in corners_px]), UTM, "EPSG:4326")
+    corners_lonlat = transform_xy(np.array([T @ tuple(c) for c in corners_px]), UTM, "EPSG:4326")
     box = [*corners_lonlat.min(axis=0), *corners_lonlat.max(axis=0)]
     out = scene_px(Prompts(boxes=[box], frame="lonlat", crs="EPSG:4326"))
     x0, y0, x1, y1 = out.boxes[0]
@@ -263,4 +262,4 @@ def test_scene_to_tile_round_trip_through_world():
     window = Window(20, 15, 10, 10)
     tile = to_tile_pixels(scene, window)
     tile_transform = T @ Affine.translation(window.col_off, window.row_off)
-    np.testing.assert_allclose(np.array([tile_transform * tuple(tile.points[0])]), world)
+    np.testing.assert_allclose(np.array([tile_transform @ tuple(tile.points[0])]), world)

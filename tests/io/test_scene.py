@@ -275,7 +275,7 @@ def test_window_read_has_window_transform_and_pixels(ms_u16):
     assert image.window == window
     assert image.crs == "EPSG:32633" and image.nodata == 0
     # pixel (0, 0) of the window is scene pixel (7, 3): 500000 + 7*10, 5000000 - 3*10
-    assert image.transform * (0, 0) == pytest.approx((500070.0, 4999970.0))
+    assert image.transform @ (0, 0) == pytest.approx((500070.0, 4999970.0))
     assert image.transform == ms_u16.transform @ Affine.translation(7, 3)
 
 
