@@ -26,3 +26,11 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own model/embedding cache, so no test sees a user's cache."""
     monkeypatch.setenv("TERRAMASK_CACHE", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.delenv("TERRAMASK_MODEL", raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_sam_checkpoint(tmp_path_factory) -> Path:
+    """A random-weight SAM checkpoint in the official architecture (tiny image encoder)."""
+    from helpers.tiny_sam import write_sam_checkpoint
+
+    return write_sam_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_sam.pth", arch="tiny", seed=0)

@@ -13,7 +13,7 @@ from terramask.io.scene import open_scene
 from terramask.models.sam import SamBackend
 from terramask.pipelines.predict import ScenePrompter
 
-from conftest import blob_scene, write_geotiff
+from helpers.scenes import blob_scene, write_geotiff
 
 
 class CountingBackend:

@@ -52,14 +52,7 @@ class ScenePrompter:
 
     def to_pixels(self, prompts: Prompts) -> Prompts:
         """Prompts in scene pixels, validated against the scene extent and nodata."""
-        return to_scene_pixels(
-            prompts,
-            self.scene.crs,
-            self.scene.transform,
-            self.scene.shape,
-            valid_mask=self.scene.valid_mask,
-            source=self.scene.path,
-        )
+        return scene_pixel_prompts(self.scene, prompts)
 
     def window_for(self, pixel_prompts: Prompts) -> Window:
         """The window to encode for prompts in scene pixels."""
@@ -106,6 +99,13 @@ class ScenePrompter:
             raise PromptError(f"{self.scene.path}: refinement points must lie inside the encoded window {window.to_dict()}")
         local = replace(to_tile_pixels(new, window), frame="scene")
         return self.session(window).refine(previous, local.points, local.labels, multimask=multimask)
+
+
+def scene_pixel_prompts(scene: Scene, prompts: Prompts) -> Prompts:
+    """``prompts`` (any frame) in pixels of ``scene``, checked against its extent and nodata."""
+    return to_scene_pixels(
+        prompts, scene.crs, scene.transform, scene.shape, valid_mask=scene.valid_mask, source=scene.path
+    )
 
 
 def _covers(window: Window, pixel_prompts: Prompts) -> bool:
