@@ -1,0 +1,7 @@
+"""``python -m terramask`` runs the CLI."""
+
+import sys
+
+from terramask.cli.main import main
+
+sys.exit(main())
