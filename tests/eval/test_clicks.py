@@ -151,19 +151,32 @@ def test_tight_box_and_box_prediction():
         tight_box(np.zeros((3, 3), dtype=bool))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("terramask.models.classic") is None, reason="classic backend not available")
-def test_classic_engine_reaches_090_on_a_blob_and_stops_early():
-    from terramask.models.classic import ClassicBackend
-
+def _blob_scene(touching: bool):
+    """A bright roof-like disc on a vegetation-like background (noise added); with
+    ``touching`` a second bright block of the same colour touches it."""
     rng = np.random.default_rng(0)
     shape = (96, 96)
-    gt = disk(shape, 50, 44, 20)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    gt = disk(shape, 40, 48, 18)
+    bright = gt | ((xx >= 56) & (xx < 90) & (yy >= 38) & (yy < 58)) if touching else gt
     image = np.empty((*shape, 3), dtype=np.uint8)
-    image[:] = (70, 110, 60)  # vegetation-like background
-    image[gt] = (200, 190, 170)  # bright roof-like blob
+    image[:] = (70, 110, 60)
+    image[bright] = (200, 190, 170)
     image = np.clip(image.astype(int) + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)
+    return image, gt
+
+
+@pytest.mark.skipif(importlib.util.find_spec("terramask.models.classic") is None, reason="classic backend not available")
+@pytest.mark.parametrize("touching", [False, True], ids=["isolated", "touching-a-lookalike"])
+def test_classic_engine_reaches_090_on_a_blob_and_stops_early(touching):
+    from terramask.models.classic import ClassicBackend
+
+    image, gt = _blob_scene(touching)
     backend = ClassicBackend()
     trace = simulate_clicks(backend, backend.set_image(image), gt, max_clicks=20, stop_iou=0.9)
     assert trace.final_iou >= 0.9
     assert trace.stopped == "stop_iou"
     assert trace.n_clicks < 20
+    if touching:
+        # the first click takes the look-alike too; background clicks must remove it
+        assert trace.ious[0] < 0.9 and 0 in trace.labels.tolist()
