@@ -272,3 +272,23 @@ def test_real_building_instances_match_their_source_polygons(rs_data, tmp_path):
         truth = shapely.transform(truth_geoms[feat["properties"]["id"] - 1],
                                   lambda xy: np.column_stack(to_lonlat.transform(xy[:, 0], xy[:, 1])))
         assert iou(ours, truth) > 0.5
+
+
+def test_geometry_measures_of_merged_polygons_match_mask_measures():
+    from terramask.io.vectors import geometry_measures
+
+    for crs, tr in [(UTM, T), ("EPSG:4326", Affine(0.0001, 0.0, -74.0, 0.0, -0.0001, 40.7)),
+                    (None, Affine(2.0, 0.0, 0.0, 0.0, 2.0, 0.0))]:
+        feats = masks_to_features(MaskSet(_masks(), transform=tr, crs=crs), {})
+        # Split object 1 in two halves and merge them back, as a tiled run would.
+        ring = feats[1].geometry
+        minx, miny, maxx, maxy = ring.bounds
+        midx = (minx + maxx) / 2
+        halves = [ring.intersection(shapely.box(minx, miny, midx, maxy)),
+                  ring.intersection(shapely.box(midx, miny, maxx, maxy))]
+        merged = shapely.union_all(halves)
+        measured = geometry_measures(merged, crs, tr)
+        assert measured.keys() == feats[1].properties.keys()
+        for key, value in feats[1].properties.items():
+            assert measured[key] == pytest.approx(value, rel=1e-9)
+    assert geometry_measures(None, UTM) == {"area_m2": 0.0, "perimeter_m": 0.0}

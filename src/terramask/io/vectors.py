@@ -8,6 +8,9 @@ masks of a :class:`MaskSet` through its transform and adds ground measures:
 - geographic CRS: geodesic ``area_m2`` and ``perimeter_m`` on the CRS ellipsoid;
 - no CRS (or a CRS without known units): ``area_px`` and ``perimeter_px``.
 
+:func:`geometry_measures` gives the same measures for any world-frame polygon (objects
+merged across tiles).
+
 :func:`write_vector` / :class:`VectorWriter` pick the format by suffix:
 
 - ``.gpkg``: GeoPackage in the scene CRS (one layer, default name = file stem), polygons
@@ -155,41 +158,55 @@ def masks_to_features(maskset: MaskSet, attributes: Mapping[str, Sequence] | Non
     if attributes is None:
         attributes = {"id": np.arange(1, n + 1), "score": maskset.scores}
     cols = {name: _column(name, values, n) for name, values in attributes.items()}
-    transform = maskset.transform
-    pcrs = _pyproj_crs(maskset.crs)
-    unit = None
-    geod = None
-    if pcrs is not None and pcrs.is_geographic:
-        geod = pcrs.get_geod()
-    elif pcrs is not None and pcrs.is_projected:
-        unit = _linear_unit_to_metres(pcrs)
-        if unit is None:
-            log.warning("CRS %s has no known linear unit; areas are given in pixels", pcrs.name)
-    px_area = pixel_area(transform)
-    # Perimeters in pixel units: scale of the transform's linear part.
-    px_scale = math.sqrt(px_area) if px_area else 1.0
+    measure = _Measurer(maskset.crs, maskset.transform)
     counts = maskset.areas
     features = []
     for i in range(n):
-        geom = mask_to_geometry(maskset.masks[i], transform, connectivity=connectivity)
+        geom = mask_to_geometry(maskset.masks[i], maskset.transform, connectivity=connectivity)
         props = {name: col[i] for name, col in cols.items()}
-        if geod is not None:
-            if geom is None:
-                area, perim = 0.0, 0.0
-            else:
-                area, perim = geod.geometry_area_perimeter(geom)
-            props["area_m2"] = abs(float(area))
-            props["perimeter_m"] = float(perim)
-        elif unit is not None:
-            props["area_m2"] = float(counts[i]) * px_area * unit * unit
-            props["perimeter_m"] = 0.0 if geom is None else float(geom.length) * unit
-        else:
-            props["area_px"] = int(counts[i])
-            props["perimeter_px"] = 0.0 if geom is None else float(geom.length) / px_scale
+        props.update(measure(geom, int(counts[i])))
         if geom is not None and simplify_tolerance:
             geom = shapely.simplify(geom, float(simplify_tolerance), preserve_topology=True)
         features.append(Feature(geom, props))
     return features
+
+
+class _Measurer:
+    """Ground measures of world-frame geometries of one grid (see :func:`geometry_measures`)."""
+
+    def __init__(self, crs, transform: Affine | None) -> None:
+        pcrs = _pyproj_crs(crs)
+        self.geod = None
+        self.unit = None
+        if pcrs is not None and pcrs.is_geographic:
+            self.geod = pcrs.get_geod()
+        elif pcrs is not None and pcrs.is_projected:
+            self.unit = _linear_unit_to_metres(pcrs)
+            if self.unit is None:
+                log.warning("CRS %s has no known linear unit; areas are given in pixels", pcrs.name)
+        self.px_area = pixel_area(transform or Affine.identity()) or 1.0
+        self.px_scale = math.sqrt(self.px_area)
+
+    def __call__(self, geom, pixel_count: int | None = None) -> dict:
+        if self.geod is not None:
+            area, perim = (0.0, 0.0) if geom is None else self.geod.geometry_area_perimeter(geom)
+            return {"area_m2": abs(float(area)), "perimeter_m": float(perim)}
+        length = 0.0 if geom is None else float(geom.length)
+        if pixel_count is None:
+            pixel_count = 0 if geom is None else int(round(geom.area / self.px_area))
+        if self.unit is not None:
+            return {"area_m2": float(pixel_count) * self.px_area * self.unit**2, "perimeter_m": length * self.unit}
+        return {"area_px": int(pixel_count), "perimeter_px": length / self.px_scale}
+
+
+def geometry_measures(geometry, crs, transform: Affine | None = None) -> dict:
+    """Ground measures of one world-frame polygon (e.g. an object merged across tiles).
+
+    Returns ``{"area_m2", "perimeter_m"}`` for projected (CRS units converted to metres)
+    and geographic (geodesic) CRSs, else ``{"area_px", "perimeter_px"}`` using the grid's
+    ``transform`` (pixel polygons give whole pixel counts). ``geometry`` None gives zeros.
+    """
+    return _Measurer(crs, transform)(geometry)
 
 
 # -- schema ----------------------------------------------------------------------------
