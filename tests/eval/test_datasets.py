@@ -145,3 +145,17 @@ def test_real_geotiff_set_reads_16bit_pan(rs_data):
     assert s.image.shape == (300, 300, 3) and s.image.dtype == np.uint8
     assert s.image.std() > 10  # stretched, not a black 16-bit->8-bit cast
     assert s.n_instances == s.n_total == 7  # index.csv: 7 buildings in atlanta_r0_c0
+
+
+def test_16bit_png_images_are_stretched(tmp_path):
+    from terramask.eval.datasets import read_rgb8
+
+    arr = (np.arange(40 * 50, dtype=np.uint16).reshape(40, 50) * 20 + 1000).astype(np.uint16)
+    Image.fromarray(arr).save(tmp_path / "pan.png")
+    rgb = read_rgb8(tmp_path / "pan.png")
+    assert rgb.shape == (40, 50, 3) and rgb.dtype == np.uint8
+    assert rgb[..., 0].min() == 0 and rgb[..., 0].max() == 255  # 2-98 % stretch, not a cast
+    assert (rgb[..., 0] == rgb[..., 2]).all()
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match="bad.png"):
+        read_rgb8(tmp_path / "bad.png")
