@@ -150,3 +150,25 @@ def test_run_evaluation_argument_errors(dataset, tmp_path):
         run_evaluation(dataset, ["a", "a"], EvalConfig(), tmp_path / "o")
     with pytest.raises(InputError, match="not evaluated"):
         run_evaluation(dataset, ["a"], EvalConfig(), tmp_path / "o", checkpoints={"b": "x.pth"})
+
+
+@pytest.mark.slow
+def test_auto_mode_through_amg_with_a_tiny_random_sam(dataset, tmp_path):
+    pytest.importorskip("segment_anything")
+    pytest.importorskip("terramask.pipelines.amg")
+    from helpers.tiny_sam import write_sam_checkpoint
+    from terramask.pipelines.evaluate import generate_masks, load_model
+
+    backend = load_model("tiny-sam", str(write_sam_checkpoint(tmp_path / "tiny.pth", arch="tiny")))
+    params = {"points_per_side": 2, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    res = evaluate_backend(backend, dataset, EvalConfig(mode="auto", auto_params=params), progress=False)
+    s = res.summary
+    assert s["n_images"] == 2 and s["n_objects"] == 3
+    assert s["n_predicted"] == sum(r["n_predicted"] for r in res.rows) > 0
+    assert 0.0 <= s["recall@0.5"] <= 1.0 and 0.0 <= s["mean_best_iou"] <= 1.0
+    # a preset name and overrides reach the generator; a bad parameter is an input error
+    image = next(iter(dataset)).image
+    out = generate_masks(backend, image, {"preset": "default", "points_per_side": 2, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0})
+    assert len(list(iter_predicted_masks(out, image.shape[:2]))) == len(out)
+    with pytest.raises(InputError):
+        generate_masks(backend, image, {"points_per_side": -1})

@@ -230,26 +230,35 @@ def make_example(
 # -- automatic generation ------------------------------------------------------------
 
 
-def generate_masks(backend: Any, image: np.ndarray, params: dict | None = None) -> np.ndarray | MaskSet | list:
+def generate_masks(backend: Any, image: np.ndarray, params: dict | None = None) -> Any:
     """Automatic masks of ``image`` ``(H, W, 3)`` uint8 with ``backend``.
 
     Backends with their own ``generate`` (the Generator capability, e.g. ``classic``) use
-    it with ``params`` as keyword arguments; others go through
-    :func:`terramask.pipelines.amg.generate`. Returns what they return (a MaskSet or records).
+    it with ``params`` as keyword arguments. Others (SAM) go through
+    :mod:`terramask.pipelines.amg` (compact masks, bounded memory): ``params`` may hold
+    ``preset`` (a preset name), ``mode`` (``fast``/``exact``) and any generator parameter
+    (``points_per_side`` …). Returns a MaskSet or the generator's compact result; read
+    masks from either with :func:`iter_predicted_masks`.
     """
     params = dict(params or {})
     if callable(getattr(backend, "generate", None)):
         return backend.generate(image, **params)
     try:
         amg = importlib.import_module("terramask.pipelines.amg")
+        presets = importlib.import_module("terramask.pipelines.presets")
     except ImportError as exc:
         raise ModelError(f"automatic mode for {getattr(backend, 'name', backend)!r} needs terramask.pipelines.amg ({exc})") from exc
-    return amg.generate(backend, image, params)
+    mode = params.pop("mode", "fast")
+    preset = params.pop("preset", None)
+    amg_params = presets.resolve_params(preset, **params) if (preset is not None or params) else None
+    run = getattr(amg, "generate_compact", None) or amg.generate
+    return run(backend, image, amg_params, mode)
 
 
 def iter_predicted_masks(result: Any, shape: tuple[int, int]) -> Iterable[np.ndarray]:
-    """``(H, W)`` bool masks from a MaskSet, an ``(N, H, W)`` array, or records whose
-    ``segmentation`` is a bool array or an RLE dict (COCO or uncompressed)."""
+    """``(H, W)`` bool masks, one at a time, from a MaskSet, an ``(N, H, W)`` array, a
+    compact generator result (``masks.dense(i)``), or records whose ``segmentation`` is
+    a bool array or an RLE dict (COCO or uncompressed)."""
     if isinstance(result, MaskSet):
         yield from result.masks
         return
@@ -257,6 +266,10 @@ def iter_predicted_masks(result: Any, shape: tuple[int, int]) -> Iterable[np.nda
         yield from np.asarray(result, dtype=bool).reshape(-1, *shape)
         return
     masks = getattr(result, "masks", None)
+    if masks is not None and callable(getattr(masks, "dense", None)):
+        for i in range(len(masks)):
+            yield np.asarray(masks.dense(i), dtype=bool)
+        return
     if masks is not None and not isinstance(result, (list, tuple)):
         yield from np.asarray(masks, dtype=bool)
         return
