@@ -172,3 +172,17 @@ def test_auto_mode_through_amg_with_a_tiny_random_sam(dataset, tmp_path):
     assert len(list(iter_predicted_masks(out, image.shape[:2]))) == len(out)
     with pytest.raises(InputError):
         generate_masks(backend, image, {"points_per_side": -1})
+
+
+def test_auto_params_per_model(dataset, tmp_path):
+    cfg = EvalConfig(mode="auto", auto_params={"a": 1, "gen-b:a": 2, "gen-b:c": 3, "other:z": 0})
+    assert cfg.auto_params_for("gen-a") == {"a": 1}
+    assert cfg.auto_params_for("gen-b") == {"a": 2, "c": 3}
+    masks = np.zeros((1, 48, 64), dtype=bool)
+    gens = {"gen-a": FixedGenerator(masks), "gen-b": FixedGenerator(masks)}
+    with pytest.raises(InputError, match="other"):
+        run_evaluation(dataset, ["gen-a", "gen-b"], cfg, tmp_path / "o", loader=lambda n, c: gens[n], progress=False, plots=False)
+    cfg = EvalConfig(mode="auto", auto_params={"a": 1, "gen-b:a": 2})
+    m = run_evaluation(dataset, ["gen-a", "gen-b"], cfg, tmp_path / "o", loader=lambda n, c: gens[n], progress=False, plots=False)
+    assert gens["gen-a"].calls[0]["params"] == {"a": 1} and gens["gen-b"].calls[0]["params"] == {"a": 2}
+    assert m["models"]["gen-b"]["auto_params"] == {"a": 2}

@@ -22,12 +22,12 @@ def _parse_checkpoints(values: tuple[str, ...], models: tuple[str, ...]) -> dict
 
 
 def _parse_params(values: tuple[str, ...]) -> dict:
-    """``KEY=VALUE`` -> dict, values parsed as int, float, bool or left as text."""
+    """``[MODEL:]KEY=VALUE`` -> dict, values parsed as int, float, bool or left as text."""
     out: dict = {}
     for v in values:
         key, sep, raw = v.partition("=")
         if not sep or not key:
-            raise InputError(f"--auto-param {v!r}: write KEY=VALUE, e.g. points_per_side=64")
+            raise InputError(f"--auto-param {v!r}: write [MODEL:]KEY=VALUE, e.g. points_per_side=64 or sam-vit-b:preset=small-objects")
         low = raw.lower()
         value: object
         if low in ("true", "false"):
@@ -40,7 +40,8 @@ def _parse_params(values: tuple[str, ...]) -> dict:
                     value = float(raw)
                 except ValueError:
                     value = raw
-        out[key.replace("-", "_")] = value
+        model, colon, name = key.rpartition(":")
+        out[f"{model}{colon}{name.replace('-', '_')}"] = value
     return out
 
 
@@ -60,7 +61,7 @@ def _parse_params(values: tuple[str, ...]) -> dict:
 @click.option("--error-region", "region", type=click.Choice(["deepest", "area"]), default="deepest", show_default=True, help="Which error region gets the next click (deepest = RITM).")
 @click.option("--no-prior", is_flag=True, help="Do not pass the previous logits as a prior mask.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=2.0, show_default=True, help="Boundary F-score tolerance in pixels.")
-@click.option("--auto-param", "auto_params", multiple=True, help="Automatic-generation parameter KEY=VALUE (repeatable).")
+@click.option("--auto-param", "auto_params", multiple=True, help="Automatic-generation parameter [MODEL:]KEY=VALUE (repeatable); a MODEL: prefix limits it to that model, e.g. sam-vit-b:preset=small-objects.")
 @click.option("--examples", type=click.IntRange(min=0), default=3, show_default=True, help="Best and worst examples drawn per model.")
 @click.option("--no-plots", is_flag=True, help="Write metrics and report without PNG plots (no matplotlib needed).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str), help="Output directory.")

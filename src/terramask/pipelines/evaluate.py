@@ -86,6 +86,14 @@ class EvalConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def auto_params_for(self, model: str) -> dict:
+        """Generation parameters of ``model``: keys without a prefix apply to every model,
+        ``"MODEL:key"`` only to that model (and win)."""
+        out = {k: v for k, v in self.auto_params.items() if ":" not in k}
+        prefix = f"{model}:"
+        out.update({k[len(prefix) :]: v for k, v in self.auto_params.items() if k.startswith(prefix)})
+        return out
+
 
 @dataclass
 class Example:
@@ -321,7 +329,7 @@ def evaluate_backend(
         n_total += sample.n_total
         t0 = time.perf_counter()
         if config.mode == "auto":
-            row, dt = _auto_image(backend, sample, config, acc, keeper)
+            row, dt = _auto_image(backend, name, sample, config, acc, keeper)
             t_prompt += dt
             n_prompts += 1
         else:
@@ -356,6 +364,8 @@ def evaluate_backend(
             "ms_per_prompt": None if n_prompts == 0 else round(1000 * t_prompt / n_prompts, 2),
         }
     )
+    if config.mode == "auto":
+        summary["auto_params"] = config.auto_params_for(name)
     return ModelResult(name, config.mode, summary, rows, keeper.best, keeper.worst)
 
 
@@ -433,9 +443,9 @@ def _box_image(backend, embedding, sample: Sample, config: EvalConfig, acc: Mask
     return {k: _mean(v) for k, v in per.items()}, sample.n_instances
 
 
-def _auto_image(backend, sample: Sample, config: EvalConfig, acc: AutoAccumulator, keeper: ExampleKeeper):
+def _auto_image(backend, name: str, sample: Sample, config: EvalConfig, acc: AutoAccumulator, keeper: ExampleKeeper):
     t0 = time.perf_counter()
-    result = generate_masks(backend, sample.image, config.auto_params)
+    result = generate_masks(backend, sample.image, config.auto_params_for(name))
     shape = sample.target.shape
     union = np.zeros(shape, dtype=bool)
     paint = np.zeros(shape, dtype=np.int32)
@@ -536,6 +546,8 @@ def run_evaluation(
     checkpoints = dict(checkpoints or {})
     if unknown := set(checkpoints) - set(models):
         raise InputError(f"checkpoint given for a model that is not evaluated: {', '.join(sorted(unknown))}")
+    if unknown := {k.split(":", 1)[0] for k in config.auto_params if ":" in k} - set(models):
+        raise InputError(f"generation parameter given for a model that is not evaluated: {', '.join(sorted(unknown))}")
     out = ensure_output_dir(out_dir)
     dataset.check_sizes()
     results = []

@@ -321,7 +321,9 @@ def _protocol(config: dict) -> list[str]:
         "Automatic generation on the whole image; for each labelled object, the best IoU with any predicted mask "
         "(not one-to-one). Recall@t = fraction of objects whose best IoU >= t.",
         "Coverage = labelled target pixels inside the union of predicted masks / all labelled target pixels.",
-        f"Generation parameters: {config['auto_params'] or 'defaults'}.",
+        "Generation parameters: "
+        + (", ".join(f"`{k}={v}`" for k, v in config["auto_params"].items()) if config["auto_params"] else "each model's defaults")
+        + " (a `MODEL:` prefix applies to that model only).",
     ]
 
 
