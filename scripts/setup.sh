@@ -14,6 +14,15 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=".venv/.installed-$extras"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+  case ",$extras," in
+    *,test,*|*,sam2,*)
+      # sam2 is an sdist only: build it against this venv's torch (no isolated build env
+      # pulling another torch) and without its optional CUDA extension.
+      .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt torch torchvision setuptools
+      SAM2_BUILD_CUDA=0 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-build-isolation \
+        -c constraints.txt "sam2==1.1.0"
+      ;;
+  esac
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[$extras]"
   touch "$stamp"
 fi

@@ -218,6 +218,18 @@ def _json_safe(extras: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _aligned_buffer(size: int) -> np.ndarray:
+    """A writable ``uint8`` array of ``size`` bytes starting on a 64-byte boundary.
+
+    Payload arrays sit at 64-byte offsets in the file; reading into an aligned buffer
+    puts them on 64-byte addresses like torch's own allocations, so SIMD kernels take the
+    same path and a cached embedding decodes bit-identically to a fresh one.
+    """
+    raw = np.empty(size + _ALIGN, dtype=np.uint8)
+    shift = (-raw.ctypes.data) % _ALIGN
+    return raw[shift : shift + size]
+
+
 def _atomic_write_bytes(path: Path, data: bytes | list[bytes | memoryview]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
@@ -332,8 +344,8 @@ class EmbeddingCache:
         try:
             with open(path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
-                buf = bytearray(size)
-                n = f.readinto(buf)
+                buf = _aligned_buffer(size)
+                n = f.readinto(memoryview(buf))
         except FileNotFoundError:
             self.stats.misses += 1
             return None
@@ -349,19 +361,15 @@ class EmbeddingCache:
             self.stats.misses += 1
             self._remove(path)
             return None
-        leaves = []
-        for info in header["arrays"]:
-            arr = np.frombuffer(payload, dtype=np.dtype(info["dtype"]), count=int(np.prod(info["shape"], dtype=np.int64)), offset=info["offset"]).reshape(info["shape"])
-            if info.get("kind") == "torch":
-                import torch
-
-                t = torch.from_numpy(arr)
-                dtype = getattr(torch, info["torch_dtype"])
-                target = device if device is not None else info.get("device", "cpu")
-                t = t.to(device=target, dtype=dtype)
-                leaves.append(t)
-            else:
-                leaves.append(arr)
+        try:
+            leaves = [self._leaf(payload, info, device) for info in header["arrays"]]
+            features = _unflatten(header["tree"], leaves)
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+            log.warning("discarding bad embedding cache entry %s: %s", path, exc)
+            self.stats.rejected += 1
+            self.stats.misses += 1
+            self._remove(path)
+            return None
         try:
             os.utime(path)  # LRU clock
         except OSError:
@@ -369,7 +377,7 @@ class EmbeddingCache:
         self.stats.hits += 1
         return Embedding(
             model=header["model"],
-            features=_unflatten(header["tree"], leaves),
+            features=features,
             image_size=tuple(header["image_size"]),
             input_size=tuple(header["input_size"]),
             key=key,
@@ -377,12 +385,26 @@ class EmbeddingCache:
         )
 
     @staticmethod
-    def _parse(buf: bytearray, n: int, key: str) -> tuple[dict, memoryview]:
+    def _leaf(payload: np.ndarray, info: dict, device: Any) -> Any:
+        start = int(info["offset"])
+        arr = payload[start : start + int(info["nbytes"])].view(np.dtype(info["dtype"])).reshape(info["shape"])
+        if info.get("kind") != "torch":
+            return arr
+        import torch
+
+        dtype = getattr(torch, info["torch_dtype"])
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"unknown torch dtype {info['torch_dtype']!r}")
+        target = device if device is not None else info.get("device", "cpu")
+        return torch.from_numpy(arr).to(device=target, dtype=dtype)
+
+    @staticmethod
+    def _parse(buf: np.ndarray, n: int, key: str) -> tuple[dict, np.ndarray]:
         if n != len(buf):
             raise ValueError("short read")
         if len(buf) < len(MAGIC) + 8 or bytes(buf[: len(MAGIC)]) != MAGIC:
             raise ValueError("not a terramask embedding file (bad magic)")
-        (hlen,) = struct.unpack_from("<Q", buf, len(MAGIC))
+        (hlen,) = struct.unpack_from("<Q", bytes(buf[len(MAGIC) : len(MAGIC) + 8]))
         start = len(MAGIC) + 8
         if start + hlen > len(buf):
             raise ValueError("truncated header")
@@ -394,10 +416,10 @@ class EmbeddingCache:
             raise ValueError(f"format {header.get('format') if isinstance(header, dict) else '?'} != {FORMAT_VERSION}")
         if header.get("key") != key:
             raise ValueError("entry holds another key (stale)")
-        payload = memoryview(buf)[start + hlen :]
+        payload = buf[start + hlen :]
         if len(payload) != header["payload_nbytes"]:
             raise ValueError(f"payload is {len(payload)} bytes, header says {header['payload_nbytes']} (truncated)")
-        if hashlib.blake2b(payload, digest_size=32).hexdigest() != header["checksum"]:
+        if hashlib.blake2b(memoryview(payload), digest_size=32).hexdigest() != header["checksum"]:
             raise ValueError("checksum mismatch (corrupt)")
         for info in header["arrays"]:
             if info["offset"] + info["nbytes"] > len(payload):
@@ -473,7 +495,8 @@ class CachedBackend:
     hashing, reading or writing). ``key`` is the cache key.
 
     The weights are identified by ``weights_id`` if given, else the backend's own
-    ``weights_id`` attribute, else the SHA-256 of its ``checkpoint`` file (memoised).
+    ``weights_id`` attribute, else the SHA-256 of its ``checkpoint`` (or ``source``)
+    file, memoised.
     """
 
     def __init__(self, backend: Any, cache: EmbeddingCache | None = None, weights_id: str | None = None) -> None:
@@ -492,8 +515,8 @@ class CachedBackend:
             if isinstance(own, str) and own:
                 self._weights_id = own
             else:
-                ckpt = getattr(self.backend, "checkpoint", None)
-                if ckpt is None:
+                ckpt = getattr(self.backend, "checkpoint", None) or getattr(self.backend, "source", None)
+                if ckpt is None or not Path(ckpt).is_file():
                     raise ModelError(
                         f"backend {self.name!r} has neither a weights_id nor a checkpoint path; "
                         "cannot key its embeddings"
