@@ -1,0 +1,91 @@
+"""``terramask serve``: the browser app for interactive segmentation of one scene."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import click
+
+from terramask.cli.options import model_options
+
+#: Hosts that only this machine can reach; the app then accepts only these Host headers.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise :class:`InputError` when ``host:port`` cannot be bound (in use, unknown host),
+    before the model is loaded, instead of a server log line after it."""
+    from terramask.core.errors import InputError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise InputError(f"--host {host!r}: cannot resolve ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise InputError(f"--port {port}: {host}:{port} is already in use; choose another port") from None
+            raise InputError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})") from None
+
+
+def _url(host: str, port: int) -> str:
+    """The address to open in a browser for a server listening on ``host:port``."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
+
+
+@click.command("serve")
+@click.argument("scene", type=click.Path(dir_okay=True))
+@click.option("--bands", help="1-based bands to show and segment, e.g. 4,3,2 (default: first three, or band 1 as grey).")
+@model_options
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. The default is reachable from this machine only; "
+              "0.0.0.0 opens the app (and exports) to the network.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.option("--out", "out_dir", default="terramask-exports", show_default=True, type=click.Path(file_okay=False),
+              help="Folder that receives exports (one sub-folder per exported mask).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the app in the default web browser.")
+def command(scene, bands, model, checkpoint, device, host, port, out_dir, open_browser):
+    """Segment SCENE interactively in a web browser.
+
+    Click an object for an object point, right-click (or Shift+click) for a background
+    point, drag for a box; choose among the candidate masks, refine with more points,
+    export the chosen mask as mask.tif / mask.gpkg / mask.geojson. The embedding is
+    computed once per encoded window and reused by every click.
+    """
+    from terramask.core.lazy import require
+
+    require("fastapi", "web")
+    uvicorn = require("uvicorn", "web")
+    from terramask.web.app import create_app
+
+    check_port_free(host, port)
+    loopback = host in LOOPBACK_HOSTS
+    app = create_app(
+        scene, model=model, checkpoint=checkpoint, device=device, bands=bands, out_dir=out_dir,
+        allowed_hosts=list(LOOPBACK_HOSTS) if loopback else None,
+    )
+    state = app.state.terramask
+    url = _url(host, port)
+    click.echo(f"terramask: serving {state.scene.path} ({state.scene.width}x{state.scene.height} px) "
+               f"with model {state.model} at {url}  (Ctrl+C to stop)", err=True)
+    click.echo(f"terramask: exports go to {state.out_dir}", err=True)
+    if not loopback:
+        click.echo(f"terramask: warning: listening on {host}: anyone who can reach this machine can use the app "
+                   "and write exports", err=True)
+    if open_browser:
+        import threading
+        import webbrowser
+
+        threading.Timer(1.0, webbrowser.open, args=(url,)).start()
+    uvicorn.run(app, host=host, port=port, log_level="warning")

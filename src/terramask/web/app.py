@@ -1,0 +1,302 @@
+"""The browser app for interactive segmentation of one scene: ``create_app(scene, ...)``.
+
+A thin shell over :class:`terramask.pipelines.predict.ScenePrompter` (one embedding per
+encoded window, reused by every click) and
+:func:`terramask.pipelines.predict_outputs.write_prediction`. Routes:
+
+====================================  ==============================================================
+``GET /``                             the single-page UI (static files, no CDN: works offline)
+``GET /healthz``                      ``{"status": "ok", "model", "scene", "version"}``
+``GET /scene``                        size, CRS, transform, bounds (scene CRS and lon/lat), bands,
+                                      a pixel -> lon/lat grid for the coordinate readout
+``GET /scene/image.png?max_size=``    stretched RGBA preview of the whole scene (decimated when
+                                      larger than ``max_size``; nodata transparent)
+``GET /scene/window.png?col_off=&row_off=&width=&height=``  a native-resolution window
+``POST /predict``                     candidates (score, areas, polygon GeoJSON, PNG) for points
+                                      and boxes in pixel/lonlat/map frame; refinement with
+                                      ``session_id`` + ``refine_from`` (see :mod:`.schemas`)
+``GET /prediction.geojson?session_id=&prediction_id=&candidate=``  one candidate's polygon
+                                      (lon/lat, or ``frame=map`` for the scene CRS) as a download
+``POST /export``                      write a chosen candidate like ``terramask predict``
+====================================  ==============================================================
+
+Errors are JSON ``{"detail", "type"}`` with the status from :mod:`terramask.web.errors`.
+The scene is opened and the model loaded when the app is created, so a bad path or
+model name fails at start-up with one line, not at the first click. A scene is not
+thread-safe, so scene reads and model calls are serialised by one lock (one user, one
+scene: the tool runs on a workstation).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from fastapi import FastAPI, Query
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from terramask import __version__
+from terramask.core.errors import PromptError
+from terramask.core.prompts import Prompts
+from terramask.io.crs import prompt_frame
+from terramask.io.scene import Scene, open_scene
+from terramask.models.base import Backend
+from terramask.pipelines.predict import FULL_SCENE_MAX, WINDOW_SIZE, ScenePrompter
+from terramask.web.errors import add_exception_handlers
+from terramask.web.export import check_name, export_candidate, free_name
+from terramask.web.render import (
+    MAX_PREVIEW_SIDE,
+    MAX_WINDOW_SIDE,
+    candidate_collection,
+    candidates_payload,
+    json_timings,
+    parse_window,
+    png_bytes,
+    scene_info,
+    scene_preview,
+    scene_prompts,
+    window_picture,
+)
+from terramask.web.schemas import ID_PATTERN, ExportRequest, PredictRequest
+from terramask.web.store import MAX_PREDICTIONS, PredictionStore, new_id, with_candidate_first
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: Default long side of the whole-scene preview the UI asks for.
+PREVIEW_MAX_SIZE = 2048
+#: Side of the native-resolution tiles the UI requests when zoomed in.
+TILE_SIZE = 512
+#: Default output root for exports.
+DEFAULT_OUT_DIR = "terramask-exports"
+_PREVIEW_CACHE = 4
+
+
+class WebState:
+    """What the routes share: the open scene, the prompter (backend + embeddings), the
+    remembered predictions, the export root and the lock around scene/model work."""
+
+    def __init__(self, scene: Scene, backend: Backend, prompter: ScenePrompter, store: PredictionStore,
+                 out_dir: Path, owns_scene: bool) -> None:
+        self.scene = scene
+        self.backend = backend
+        self.prompter = prompter
+        self.store = store
+        self.out_dir = out_dir
+        self.owns_scene = owns_scene
+        self.lock = threading.RLock()
+        self.previews: OrderedDict[int, bytes] = OrderedDict()
+
+    @property
+    def model(self) -> str:
+        return getattr(self.backend, "name", type(self.backend).__name__)
+
+    def close(self) -> None:
+        if self.owns_scene and not self.scene.closed:
+            self.scene.close()
+
+
+def _safe_stem(path: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem).strip("._-")
+    return stem[:60] or "scene"
+
+
+def _png(data: bytes, cache_seconds: int = 300) -> Response:
+    return Response(content=data, media_type="image/png", headers={"Cache-Control": f"private, max-age={cache_seconds}"})
+
+
+def create_app(
+    scene: str | os.PathLike | Scene,
+    backend: Backend | None = None,
+    *,
+    model: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    device: str = "cpu",
+    bands: str | Sequence[int] | None = None,
+    out_dir: str | os.PathLike | None = None,
+    window_size: int = WINDOW_SIZE,
+    full_scene_max: int = FULL_SCENE_MAX,
+    max_predictions: int = MAX_PREDICTIONS,
+    allowed_hosts: Sequence[str] | None = None,
+    status_codes: dict | None = None,
+) -> FastAPI:
+    """The web app for interactive segmentation of ``scene``.
+
+    ``scene``: a path (opened here with ``bands``, closed on shutdown) or an open
+    :class:`Scene` (the caller closes it). ``backend``: a ready backend, else one is
+    loaded with :func:`terramask.models.resolve.load_backend` from ``model``,
+    ``checkpoint`` and ``device`` (no name: ``$TERRAMASK_MODEL``, the best cached SAM, else
+    the weight-free classic engine). ``out_dir``: root folder of exports (default
+    ``./terramask-exports``). ``window_size`` / ``full_scene_max`` are passed to
+    :class:`ScenePrompter` (scenes larger than ``full_scene_max`` px are encoded in
+    ``window_size`` windows around the clicks). ``allowed_hosts``: accepted ``Host``
+    headers (the CLI restricts a loopback server to loopback names, against DNS
+    rebinding); ``None`` accepts any. ``status_codes`` extends the error table.
+
+    Raises the terramask errors of opening the scene or loading the model
+    (:class:`SceneNotFoundError`, :class:`UnknownModelError`, :class:`WeightsNotFoundError` …).
+    """
+    owns_scene = not isinstance(scene, Scene)
+    opened = open_scene(scene, bands=bands) if owns_scene else scene
+    try:
+        if backend is None:
+            from terramask.models.resolve import load_backend
+
+            backend = load_backend(model, checkpoint=checkpoint, device=device)
+        prompter = ScenePrompter(opened, backend, window_size=window_size, full_scene_max=full_scene_max)
+    except BaseException:
+        if owns_scene:
+            opened.close()
+        raise
+    state = WebState(
+        opened, backend, prompter, PredictionStore(max_predictions),
+        Path(out_dir) if out_dir is not None else Path.cwd() / DEFAULT_OUT_DIR, owns_scene,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        state.close()
+
+    app = FastAPI(
+        title="terramask",
+        version=__version__,
+        summary="Interactive segmentation of remote-sensing scenes with the Segment Anything family.",
+        lifespan=lifespan,
+        docs_url=None,  # Swagger/ReDoc pages load scripts from a CDN; the app must work offline
+        redoc_url=None,
+    )
+    app.state.terramask = state
+    add_exception_handlers(app, status_codes)
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        """Liveness: the scene is open and the model loaded."""
+        return {"status": "ok", "version": __version__, "model": state.model, "scene": Path(opened.path).name}
+
+    @app.get("/scene")
+    def scene_route() -> dict:
+        """The scene (size, CRS, transform, bounds, bands, lon/lat grid) and the app's settings."""
+        with state.lock:
+            info = scene_info(opened)
+        return info | {
+            "model": state.model,
+            "encoding": {"full_scene_max": prompter.full_scene_max, "window_size": prompter.window_size},
+            "preview": {"max_size": PREVIEW_MAX_SIZE, "tile_size": TILE_SIZE, "max_window": MAX_WINDOW_SIDE},
+            "out_dir": str(state.out_dir),
+        }
+
+    @app.get("/scene/image.png", response_class=Response)
+    def scene_image(max_size: int = Query(PREVIEW_MAX_SIZE, ge=16, le=MAX_PREVIEW_SIDE)) -> Response:
+        """RGBA PNG of the whole scene, long side at most ``max_size`` (never upsampled)."""
+        with state.lock:
+            data = state.previews.get(max_size)
+            if data is None:
+                data = png_bytes(scene_preview(opened, max_size))
+                state.previews[max_size] = data
+                while len(state.previews) > _PREVIEW_CACHE:
+                    state.previews.popitem(last=False)
+            state.previews.move_to_end(max_size)
+        return _png(data)
+
+    @app.get("/scene/window.png", response_class=Response)
+    def scene_window(col_off: int = Query(..., ge=0), row_off: int = Query(..., ge=0),
+                     width: int = Query(..., ge=1), height: int = Query(..., ge=1)) -> Response:
+        """RGBA PNG of a window at native resolution (at most ``MAX_WINDOW_SIDE`` px a side)."""
+        with state.lock:
+            window = parse_window(opened, col_off, row_off, width, height)
+            data = png_bytes(window_picture(opened, window))
+        return _png(data)
+
+    @app.post("/predict")
+    def predict(req: PredictRequest) -> dict:
+        """Candidate masks for the prompts, best first.
+
+        Returns ``{session_id, prediction_id, model, window, prompts (scene pixels,
+        all of them, earlier ones included), candidates: [{index, title, score, area_px,
+        area_m2, perimeter_m, bbox_px, geojson, geojson_lonlat, png}], timings}``.
+        """
+        frame, crs = prompt_frame(req.frame, opened.crs)
+        points = np.array([[p.x, p.y] for p in req.points], dtype=np.float64).reshape(-1, 2)
+        labels = np.array([p.label for p in req.points], dtype=np.int64)
+        boxes = np.array(req.boxes, dtype=np.float64).reshape(-1, 4)
+        session_id = req.session_id or new_id()
+        with state.lock:
+            if req.refine_from is not None:
+                if len(boxes):
+                    raise PromptError("refinement adds points only; to change the box, predict again without refine_from")
+                if not len(points):
+                    raise PromptError("refine_from needs at least one new point")
+                _, previous = state.store.get(session_id, req.refine_from)
+                previous = with_candidate_first(previous, req.refine_candidate)
+                prediction = prompter.refine(previous, points, labels, frame=frame, crs=crs, multimask=req.multimask)
+            else:
+                prompts = Prompts(points=points, labels=labels, boxes=boxes, frame=frame, crs=crs)
+                prediction = prompter.predict(prompts, multimask=req.multimask)
+            prediction_id = state.store.add(session_id, prediction)
+        window = prediction.window or opened.window
+        log.info("prediction %s/%s: %d candidate(s), best %.3f", session_id, prediction_id,
+                 len(prediction.candidates), float(prediction.candidates.scores[0]))
+        return {
+            "session_id": session_id,
+            "prediction_id": prediction_id,
+            "model": prediction.model,
+            "window": window.to_dict(),
+            "prompts": scene_prompts(prediction, opened),
+            "candidates": candidates_payload(prediction, opened, tuple(req.include)),
+            "timings": json_timings(prediction.timings),
+        }
+
+    @app.get("/prediction.geojson", response_class=JSONResponse)
+    def prediction_geojson(
+        session_id: str = Query(..., pattern=ID_PATTERN),
+        prediction_id: str = Query("last", pattern=ID_PATTERN),
+        candidate: int = Query(0, ge=0),
+        frame: str = Query("lonlat", pattern="^(lonlat|map)$"),
+    ) -> JSONResponse:
+        """The polygon of one candidate as a GeoJSON FeatureCollection, in lon/lat
+        (RFC 7946, default) or the scene CRS (``frame=map``); served as a download."""
+        with state.lock:
+            prediction_id, prediction = state.store.get(session_id, prediction_id)
+        collection = candidate_collection(prediction, candidate, lonlat=frame == "lonlat")
+        filename = f"{_safe_stem(opened.path)}-mask{candidate + 1}.geojson"
+        return JSONResponse(collection, media_type="application/geo+json",
+                            headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+    @app.post("/export")
+    def export(req: ExportRequest) -> dict:
+        """Write the chosen candidate (mask.tif, mask.gpkg, mask.geojson, overlay.png,
+        logits.npy, result.json) into ``<out>/<name>``; returns the folder and the paths."""
+        with state.lock:
+            prediction_id, prediction = state.store.get(req.session_id, req.prediction_id)
+            name = check_name(req.name) if req.name else free_name(state.out_dir, f"{_safe_stem(opened.path)}-object")
+            rgb8 = prompter.session(prediction.window or opened.window).rgb8
+            folder, paths = export_candidate(prediction, req.candidate, opened, rgb8, state.out_dir, name,
+                                             overwrite=req.overwrite)
+        log.info("exported %s candidate %d to %s", prediction_id, req.candidate, folder)
+        return {
+            "folder": str(folder),
+            "name": folder.name,
+            "files": {key: str(path) for key, path in sorted(paths.items())},
+            "prediction_id": prediction_id,
+            "candidate": req.candidate,
+            "score": float(prediction.candidates.scores[req.candidate]),
+        }
+
+    return app

@@ -1,0 +1,82 @@
+"""The single-page UI: served, offline (only local assets), calling only real routes."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import pytest
+
+from terramask.web.app import STATIC_DIR
+
+
+class _Refs(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        for name, value in attrs:
+            if name in ("src", "href") and value is not None:
+                self.refs.append(value)
+            if name == "id":
+                self.ids.add(value)
+
+
+def _page(client) -> _Refs:
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    parser = _Refs()
+    parser.feed(response.text)
+    return parser
+
+
+def test_page_references_only_local_assets_that_are_served(client):
+    refs = _page(client).refs
+    assert "static/app.js" in refs and "static/app.css" in refs
+    for ref in refs:
+        if ref.startswith("data:"):
+            continue
+        assert not re.match(r"^([a-z]+:)?//", ref, re.I), f"external reference {ref}"
+        response = client.get("/" + ref.lstrip("/"))
+        assert response.status_code == 200, ref
+
+
+def test_assets_load_nothing_from_the_network():
+    for path in STATIC_DIR.iterdir():
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"https?://", text), f"{path.name} references a URL"
+        assert "@import" not in text and "import(" not in text, f"{path.name} imports a module"
+
+
+def test_every_element_the_script_uses_exists(client):
+    ids = _page(client).ids
+    script = (STATIC_DIR / "app.js").read_text(encoding="utf-8")
+    used = set(re.findall(r'\$\("([\w-]+)"\)', script)) | set(re.findall(r'getElementById\("([\w-]+)"\)', script))
+    assert used and used <= ids, f"missing elements: {sorted(used - ids)}"
+
+
+def test_the_script_calls_only_routes_of_the_app(app):
+    script = (STATIC_DIR / "app.js").read_text(encoding="utf-8")
+    calls = set(re.findall(r'api\("([\w/.-]+)"', script)) | set(re.findall(r'"([a-z][\w/.-]*)\?', script))
+    assert {"scene", "predict", "export", "scene/image.png", "scene/window.png", "prediction.geojson"} <= calls
+    routes = {getattr(route, "path", "") for route in app.routes}
+    for call in calls:
+        assert "/" + call in routes, call
+
+
+def test_no_cdn_docs_pages(client):
+    # FastAPI's Swagger/ReDoc pages pull scripts from a CDN; the app is offline, so they are off
+    assert client.get("/docs").status_code == 404
+    assert client.get("/redoc").status_code == 404
+    assert client.get("/openapi.json").status_code == 200
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_script_is_valid_javascript():
+    result = subprocess.run(["node", "--check", str(STATIC_DIR / "app.js")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
