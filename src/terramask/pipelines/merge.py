@@ -424,6 +424,7 @@ class TileMerger:
         large.last = max(self.grid.last_seq_meeting(large.box), self._next_seq)
         self._buckets[large.last].add(r_large)
         del self._comps[r_small]
+        self.stats["matches"] += 1
         return True
 
     # -- tiles --------------------------------------------------------------------------
@@ -537,8 +538,7 @@ class TileMerger:
         # Best agreement in the overlap first; equal agreement there (an object and a larger
         # one holding it may look alike in a narrow band) is decided by the whole masks.
         for *_, a, b in sorted(pairs, key=lambda t: (-t[0], -t[1], t[2], t[3])):
-            if self._union(a, b):
-                self.stats["matches"] += 1
+            self._union(a, b)
 
     def _finalise(self, roots: set[int]) -> list[MergedObject]:
         out = []
