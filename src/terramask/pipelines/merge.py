@@ -215,21 +215,33 @@ class Part:
     def from_mask(cls, mask: np.ndarray, tile: int, window: Window, interior_edges: int, edge_margin: int,
                   score: float = 1.0, stability: float = float("nan"), index: int = 0) -> "Part | None":
         """A part from an ``(H, W)`` bool mask on the grid of ``window``; None if empty."""
-        mask = np.asarray(mask, dtype=bool)
-        rows = np.flatnonzero(mask.any(axis=1))
+        return cls.from_window(mask, (0, 0), tile, window, interior_edges, edge_margin, score, stability, index)
+
+    @classmethod
+    def from_window(cls, win: np.ndarray, origin: tuple[int, int], tile: int, window: Window, interior_edges: int,
+                    edge_margin: int, score: float = 1.0, stability: float = float("nan"),
+                    index: int = 0) -> "Part | None":
+        """A part from a bool array ``win`` whose top-left pixel is ``origin`` ``(x, y)`` in
+        the grid of ``window`` (a compact mask); None if empty."""
+        win = np.asarray(win, dtype=bool)
+        rows = np.flatnonzero(win.any(axis=1))
         if rows.size == 0:
             return None
-        cols = np.flatnonzero(mask[rows[0] : rows[-1] + 1].any(axis=0))
-        ly0, ly1, lx0, lx1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-        crop = mask[ly0:ly1, lx0:lx1]
+        cols = np.flatnonzero(win[rows[0] : rows[-1] + 1].any(axis=0))
+        wy0, wy1, wx0, wx1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        crop = win[wy0:wy1, wx0:wx1]
+        lx0, ly0 = int(origin[0]) + wx0, int(origin[1]) + wy0
+        lx1, ly1 = lx0 + (wx1 - wx0), ly0 + (wy1 - wy0)
         h, w = window.height, window.width
+        if lx0 < 0 or ly0 < 0 or lx1 > w or ly1 > h:
+            raise InputError(f"tile {tile}: a mask window reaches outside the {w}x{h} tile")
         touch = 0
         touch |= EDGE_LEFT if lx0 < edge_margin else 0
         touch |= EDGE_TOP if ly0 < edge_margin else 0
         touch |= EDGE_RIGHT if lx1 > w - edge_margin else 0
         touch |= EDGE_BOTTOM if ly1 > h - edge_margin else 0
         box = (window.col_off + lx0, window.row_off + ly0, window.col_off + lx1, window.row_off + ly1)
-        return cls(tile=tile, box=box, packed=np.packbits(crop, axis=None), area=int(crop.sum()),
+        return cls(tile=tile, box=box, packed=np.packbits(crop, axis=None), area=int(np.count_nonzero(crop)),
                    score=float(score), stability=float(stability), edges=touch & interior_edges, index=index)
 
 
@@ -250,6 +262,23 @@ def parts_from_maskset(maskset: MaskSet, tile: int, window: Window, interior_edg
             mask = mask & valid
         part = Part.from_mask(mask, tile, window, interior_edges, edge_margin,
                               score=float(maskset.scores[i]), stability=float(stab[i]), index=i)
+        if part is not None:
+            parts.append(part)
+    return parts
+
+
+def parts_from_windows(items: Iterable[tuple[tuple[int, int], np.ndarray, float, float]], tile: int, window: Window,
+                       interior_edges: int, edge_margin: int = 2, valid: np.ndarray | None = None) -> list[Part]:
+    """Parts of compact masks: ``(origin (x, y), bool window, score, stability)`` items in
+    the grid of ``window`` (e.g. automatic generation's packed windows), clipped to
+    ``valid`` pixels when given; empty masks are skipped."""
+    parts = []
+    for i, (origin, win, score, stability) in enumerate(items):
+        win = np.asarray(win, dtype=bool)
+        if valid is not None and win.size:
+            x0, y0 = int(origin[0]), int(origin[1])
+            win = win & valid[y0 : y0 + win.shape[0], x0 : x0 + win.shape[1]]
+        part = Part.from_window(win, origin, tile, window, interior_edges, edge_margin, score, stability, index=i)
         if part is not None:
             parts.append(part)
     return parts

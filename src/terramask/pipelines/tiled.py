@@ -58,7 +58,15 @@ from terramask.io.rasters import LabelRasterWriter
 from terramask.io.scene import Scene, open_scene
 from terramask.io.vectors import Feature, VectorWriter, geometry_measures, mask_to_geometry
 from terramask.pipelines.engines import make_engine, worker_name
-from terramask.pipelines.merge import MergedObject, MergeParams, Part, TileGrid, TileMerger, parts_from_maskset
+from terramask.pipelines.merge import (
+    MergedObject,
+    MergeParams,
+    Part,
+    TileGrid,
+    TileMerger,
+    parts_from_maskset,
+    parts_from_windows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,38 +83,32 @@ SUMMARY_NAME = "summary.json"
 
 # -- segmenters -------------------------------------------------------------------------------
 def segment_function(backend: Any, params: Mapping[str, Any] | Any | None = None, mode: str = "fast") -> SegmentTile:
-    """``segment_tile(image) -> MaskSet`` for a loaded backend.
+    """``segment_tile(image)`` for a loaded backend: automatic masks of one tile.
 
-    Backends with their own whole-image segmentation (the ``Generator`` capability, e.g.
-    ``classic``) use ``backend.generate(image, **params)``; prompt-driven backends (SAM
-    family) go through :func:`terramask.pipelines.amg.generate` with ``params`` (a dict
-    or an ``AmgParams``) and ``mode``.
+    Prompt-driven backends (SAM family) go through automatic mask generation
+    (:func:`terramask.pipelines.amg.generate_compact`, compact masks) with ``params`` (an
+    ``AmgParams`` or a dict of its fields) and ``mode``. Backends that segment on their own
+    (the ``Generator`` capability, e.g. ``classic``) get ``backend.generate(image,
+    **params)`` when ``params`` holds their own options, else the same generation path.
     """
-    from terramask.models.base import Generator, PointBatchDecoder
+    from terramask.pipelines import amg
+    from terramask.pipelines.amg_params import AmgParams
 
-    if isinstance(backend, Generator) and not isinstance(backend, PointBatchDecoder):
-        return partial(_generate_with, backend, dict(_params_dict(params or {})))
-    import importlib
-
-    amg = importlib.import_module("terramask.pipelines.amg")
-    amg_params = _amg_params(amg, params)
-    return partial(_amg_generate, amg.generate, backend, amg_params, mode)
+    if not amg.supports_point_decoding(backend) and callable(getattr(backend, "generate", None)):
+        if params is None or (isinstance(params, Mapping) and not set(params) <= set(AmgParams.names())):
+            return partial(_generate_with, backend, dict(params or {}))
+    amg_params = params if isinstance(params, AmgParams) else AmgParams.from_mapping(dict(_params_dict(params or {})))
+    return partial(_amg_generate, backend, amg_params, mode)
 
 
 def _generate_with(backend: Any, kwargs: dict, image: GeoImage) -> MaskSet:
     return backend.generate(image, **kwargs)
 
 
-def _amg_generate(generate: Callable, backend: Any, params: Any, mode: str, image: GeoImage) -> MaskSet:
-    return generate(backend, image, params, mode=mode)
+def _amg_generate(backend: Any, params: Any, mode: str, image: GeoImage):
+    from terramask.pipelines import amg
 
-
-def _amg_params(amg: Any, params: Any) -> Any:
-    if params is None or isinstance(params, Mapping):
-        from terramask.pipelines.amg_params import AmgParams
-
-        return AmgParams.from_mapping(dict(params or {}))
-    return params
+    return amg.generate_compact(backend, image, params, mode=mode)
 
 
 @dataclass(frozen=True)
@@ -225,18 +227,33 @@ class TileWorker:
         if not valid.any():
             return TileResult(job.seq, [], 0, True, time.perf_counter() - started, worker_name())
         masks = self._segment(image)
-        if not isinstance(masks, MaskSet):
-            raise InputError(f"the tile segmenter returned {type(masks).__name__}, expected a MaskSet")
-        if masks.shape != window.shape:
-            raise InputError(f"the tile segmenter returned masks of shape {masks.shape} for a {window.shape} tile")
-        parts = parts_from_maskset(masks, job.seq, window, job.interior_edges, job.edge_margin,
-                                   valid=None if valid.all() else valid)
+        parts = tile_parts(masks, job, None if valid.all() else valid)
         return TileResult(job.seq, parts, len(masks), False, time.perf_counter() - started, worker_name())
 
     def close(self) -> None:
         if self._scene is not None:
             self._scene.close()
         self._scene, self._spec = None, None
+
+
+def tile_parts(masks: Any, job: TileJob, valid: np.ndarray | None) -> list[Part]:
+    """Parts from what a tile segmenter returned: a :class:`MaskSet`, or a compact result
+    (``masks.window(i) -> ((x0, y0), bool window)``, ``scores``, ``stability``, ``shape``,
+    like automatic generation's ``AmgResult``)."""
+    window = job.tile.window
+    shape = getattr(masks, "shape", None)
+    if tuple(shape or ()) != window.shape:
+        raise InputError(f"the tile segmenter returned masks of shape {shape} for a {window.shape} tile")
+    if isinstance(masks, MaskSet):
+        return parts_from_maskset(masks, job.seq, window, job.interior_edges, job.edge_margin, valid=valid)
+    compact = getattr(masks, "masks", None)
+    if compact is None or not callable(getattr(compact, "window", None)) or not hasattr(masks, "scores"):
+        raise InputError(f"the tile segmenter returned {type(masks).__name__}, expected a MaskSet or compact masks")
+    stability = getattr(masks, "stability", None)
+    if stability is None:
+        stability = np.full(len(masks.scores), np.nan)
+    items = ((*compact.window(i), float(masks.scores[i]), float(stability[i])) for i in range(len(compact)))
+    return parts_from_windows(items, job.seq, window, job.interior_edges, job.edge_margin, valid=valid)
 
 
 # -- writing objects ---------------------------------------------------------------------------
