@@ -44,9 +44,9 @@ def _build(arch: str):
 def make_sam_state_dict(arch: str = "tiny", seed: int = 0, scale_decoder: bool = True) -> dict:
     """State dict of an official SAM with random weights (deterministic for ``seed``).
 
-    Parameters that the official code zero-initialises (absolute and relative positional
-    embeddings) get small random values too, so an adapter that mishandles them fails
-    the parity tests.
+    Parameters that the official code initialises to constants (absolute and relative
+    positional embeddings, layer-norm scales and offsets) get small random values too, so
+    an adapter that mishandles them fails the parity tests.
     """
     import torch
 
@@ -61,6 +61,12 @@ def make_sam_state_dict(arch: str = "tiny", seed: int = 0, scale_decoder: bool =
                 if getattr(blk.attn, "use_rel_pos", False):
                     blk.attn.rel_pos_h.normal_(0.0, 0.02)
                     blk.attn.rel_pos_w.normal_(0.0, 0.02)
+            for name, module in sam.named_modules():
+                # LayerNorm / LayerNorm2d start at weight 1, bias 0: perturb them so an
+                # adapter that skipped an affine norm parameter would be caught
+                if type(module).__name__ in ("LayerNorm", "LayerNorm2d"):
+                    module.weight.add_(torch.randn_like(module.weight) * 0.1)
+                    module.bias.add_(torch.randn_like(module.bias) * 0.1)
             if scale_decoder:
                 dec = sam.mask_decoder
                 for mlp in dec.output_hypernetworks_mlps:

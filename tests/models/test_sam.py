@@ -78,6 +78,10 @@ PROMPT_CASES = {
     "points_with_background": dict(point_coords=[[210.0, 150.0], [60.5, 40.25], [380.0, 280.0]], point_labels=[1, 0, 1]),
     "box": dict(box=[150.0, 90.0, 275.0, 215.0]),
     "box_and_point": dict(box=[150.0, 90.0, 275.0, 215.0], point_coords=[[200.0, 140.0]], point_labels=[0]),
+    # 12 points: enough prompt tokens for the lean decoder to switch to plain projections
+    "twelve_points": dict(
+        point_coords=[[20.0 + 31.0 * i, 15.0 + 23.0 * i] for i in range(12)], point_labels=[1, 0] * 6
+    ),
 }
 
 
@@ -139,6 +143,63 @@ def test_several_boxes_match_official_predict_torch(sam_backend, embedding, offi
         np.testing.assert_allclose(result.scores, scores[:, 0].numpy(), atol=SCORE_ATOL, rtol=0)
         np.testing.assert_allclose(result["low_res_logits"], low[:, 0].numpy(), atol=LOGIT_ATOL, rtol=1e-5)
         _assert_masks_equal(result.masks, logits[:, 0].numpy() > 0)
+
+
+def test_several_boxes_with_prior_mask_match_official(sam_backend, embedding, official):
+    boxes = np.array([[150.0, 90.0, 275.0, 215.0], [10.0, 20.0, 120.0, 90.0]])
+    prior = sam_backend.predict(embedding, Prompts(points=[[210.0, 150.0]], labels=[1]))["low_res_logits"][:1]
+    result = sam_backend.predict(embedding, Prompts(boxes=boxes, mask_logits=prior))
+    with torch.no_grad():
+        tb = official.transform.apply_boxes_torch(torch.as_tensor(boxes, dtype=torch.float), official.original_size)
+        logits, scores, low = official.predict_torch(
+            None, None, boxes=tb, mask_input=torch.as_tensor(prior[None].copy()), multimask_output=False, return_logits=True
+        )
+    np.testing.assert_allclose(result.scores, scores[:, 0].numpy(), atol=SCORE_ATOL, rtol=0)
+    np.testing.assert_allclose(result["low_res_logits"], low[:, 0].numpy(), atol=LOGIT_ATOL, rtol=1e-5)
+    _assert_masks_equal(result.masks, logits[:, 0].numpy() > 0)
+
+
+def test_official_decoder_path_matches_lean_decoder(tiny_sam_checkpoint, sam_backend, embedding):
+    """``lean_decoder=False`` runs segment_anything's MaskDecoder.forward itself."""
+    plain = SamBackend.from_checkpoint(tiny_sam_checkpoint, name=sam_backend.name)
+    plain.lean_decoder = False
+    prior = sam_backend.predict(embedding, Prompts(points=[[210.0, 150.0]], labels=[1]))["low_res_logits"][:1]
+    cases = [
+        (Prompts(points=[[210.0, 150.0], [60.0, 40.0]], labels=[1, 0]), True),
+        (Prompts(points=[[210.0, 150.0]], labels=[1], mask_logits=prior), False),
+        (Prompts(boxes=[[150.0, 90.0, 275.0, 215.0], [10.0, 20.0, 120.0, 90.0]]), True),
+    ]
+    for prompts, multimask in cases:
+        a = sam_backend.predict(embedding, prompts, multimask=multimask)
+        b = plain.predict(embedding, prompts, multimask=multimask)
+        np.testing.assert_allclose(a.scores, b.scores, atol=SCORE_ATOL, rtol=0)
+        np.testing.assert_allclose(a["low_res_logits"], b["low_res_logits"], atol=LOGIT_ATOL, rtol=1e-5)
+        _assert_masks_equal(a.masks, b.masks)
+    coords, labels = np.array([[[210.0, 150.0]], [[20.0, 30.0]]]), np.ones((2, 1))
+    for x, y in zip(sam_backend.decode_points(embedding, coords, labels), plain.decode_points(embedding, coords, labels)):
+        np.testing.assert_allclose(x, y, atol=LOGIT_ATOL, rtol=1e-5)
+
+
+def test_per_image_decoder_state_follows_the_embedding(sam_backend, sam_test_image, embedding):
+    """The backend reuses per-image decoder work for the last embedding; switching images
+    back and forth must never mix them up."""
+    other = sam_backend.set_image(np.ascontiguousarray(sam_test_image[::-1, ::-1]))
+    prompts = Prompts(points=[[210.0, 150.0]], labels=[1])
+    first = sam_backend.predict(embedding, prompts)
+    on_other = sam_backend.predict(other, prompts)
+    again = sam_backend.predict(embedding, prompts)
+    np.testing.assert_array_equal(first["low_res_logits"], again["low_res_logits"])
+    assert np.abs(on_other["low_res_logits"] - first["low_res_logits"]).max() > 1.0
+    # a copy of the features (e.g. read back from a cache) gives the same answer
+    copied = Embedding(
+        model=embedding.model,
+        features=embedding.features.copy(),
+        image_size=embedding.image_size,
+        input_size=embedding.input_size,
+    )
+    np.testing.assert_allclose(
+        sam_backend.predict(copied, prompts)["low_res_logits"], first["low_res_logits"], atol=1e-5, rtol=0
+    )
 
 
 def test_decode_points_matches_official_batched_predict(sam_backend, embedding, official):

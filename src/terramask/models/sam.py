@@ -14,6 +14,7 @@ results equal those of the official ``SamPredictor`` for the same weights and in
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from terramask.core.image import GeoImage
 from terramask.core.lazy import require
 from terramask.core.maskset import MaskSet
 from terramask.core.prompts import Prompts
+from terramask.models import sam_decoder
 from terramask.models.base import Embedding, as_rgb8
 from terramask.models.torch_utils import load_state_dict, resize_chain_window, resolve_device, torch_module
 
@@ -251,7 +253,18 @@ class SamBackend:
 
     mask_threshold: float = 0.0
 
-    def __init__(self, model, arch: SamArch, name: str | None = None, device: str = "cpu", source: str | None = None) -> None:
+    #: prompts decoded per forward pass in :meth:`decode_points` (bounds memory, ~30 MB each)
+    decode_chunk: int = 16
+
+    def __init__(
+        self,
+        model,
+        arch: SamArch,
+        name: str | None = None,
+        device: str = "cpu",
+        source: str | None = None,
+        lean_decoder: bool = True,
+    ) -> None:
         self._torch = torch_module()
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -259,6 +272,11 @@ class SamBackend:
         self.name = name or f"sam-{arch.name.replace('_', '-')}"
         self.source = source
         self.img_size = arch.img_size
+        #: decode with :mod:`terramask.models.sam_decoder` (per-image work reused across
+        #: prompts); ``False`` runs the official ``MaskDecoder.forward``. Equal results.
+        self.lean_decoder = lean_decoder
+        self._lock = threading.Lock()
+        self._last: tuple[Any, Any, Any] | None = None  # (features object, tensor, ImageState)
         with self._torch.inference_mode():
             # constant for a model: the positional encoding of the embedding grid
             self._dense_pe = self.model.prompt_encoder.get_dense_pe()
@@ -328,7 +346,28 @@ class SamBackend:
             extras=extras,
         )
 
-    def _features(self, embedding: Embedding):
+    def _image(self, embedding: Embedding):
+        """``(features tensor on device, ImageState or None)`` for an embedding.
+
+        The last embedding's tensors are kept (keyed by the identity of its ``features``
+        object, which the backend holds), so repeated clicks on one image convert and
+        project its features once.
+        """
+        self._check(embedding)
+        last = self._last
+        if last is not None and last[0] is embedding.features and (last[2] is not None) == bool(self.lean_decoder):
+            return last[1], last[2]
+        feats = self._features(embedding)
+        state = None
+        if self.lean_decoder:
+            with self._torch.inference_mode():
+                state = sam_decoder.image_state(self.model, feats, self._dense_pe)
+        with self._lock:
+            self._last = (embedding.features, feats, state)
+        return feats, state
+
+    def _check(self, embedding: Embedding) -> None:
+        """Refuse embeddings of another model or with inconsistent sizes (InputError)."""
         if not isinstance(embedding, Embedding):
             raise InputError(f"expected an Embedding from set_image, got {type(embedding).__name__}")
         feats = embedding.features
@@ -341,6 +380,10 @@ class SamBackend:
         expect = preprocess_shape(*embedding.image_size, self.img_size)
         if tuple(embedding.input_size) != expect:
             raise InputError(f"embedding input_size {embedding.input_size} does not match image_size {embedding.image_size}")
+
+    def _features(self, embedding: Embedding):
+        """The embedding's features as a float32 tensor on the backend's device."""
+        feats = embedding.features
         if isinstance(feats, self._torch.Tensor):
             return feats.to(self.device, self._torch.float32)
         return self._torch.as_tensor(_writable(np.asarray(feats, dtype=np.float32)), device=self.device)
@@ -354,10 +397,16 @@ class SamBackend:
         return out.astype(np.float32)
 
     # -- decoding ---------------------------------------------------------------------
-    def _decode(self, feats, coords, labels, boxes, mask, multimask: bool):
+    def _decode(self, image, coords, labels, boxes, mask, multimask: bool):
         """Prompt encoder + mask decoder on model-frame tensors -> (low_res (B,K,256,256), iou (B,K))."""
+        feats, state = image
         points = (coords, labels) if coords is not None else None
-        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask)
+        pe = self.model.prompt_encoder
+        if state is not None:
+            sparse, _ = pe(points=points, boxes=boxes, masks=None)
+            dense = pe._embed_masks(mask) if mask is not None else None
+            return sam_decoder.decode(self.model, state, feats, sparse, dense, multimask)
+        sparse, dense = pe(points=points, boxes=boxes, masks=mask)
         return self.model.mask_decoder(
             image_embeddings=feats,
             image_pe=self._dense_pe,
@@ -370,11 +419,14 @@ class SamBackend:
         """SAM's postprocess_masks: (B,K,256,256) -> (B,K,H,W) logits on the image grid."""
         F = self._torch.nn.functional
         rows_in, cols_in = embedding.input_size
-        x = F.interpolate(low_res, (self.img_size, self.img_size), mode="bilinear", align_corners=False)
+        b, k, h, w = low_res.shape
+        # one channel per image: identical per-channel maths, and PyTorch's CPU kernel is
+        # about twice as fast for (N, 1, h, w) as for (1, N, h, w)
+        x = F.interpolate(low_res.reshape(b * k, 1, h, w), (self.img_size, self.img_size), mode="bilinear", align_corners=False)
         x = x[..., :rows_in, :cols_in]
         if tuple(embedding.image_size) != (rows_in, cols_in):
             x = F.interpolate(x, tuple(embedding.image_size), mode="bilinear", align_corners=False)
-        return x
+        return x.reshape(b, k, x.shape[-2], x.shape[-1])
 
     def predict(self, embedding: Embedding, prompts: Prompts, multimask: bool = True) -> MaskSet:
         """Masks for one set of prompts on the image grid.
@@ -405,7 +457,7 @@ class SamBackend:
                 f"prior mask logits must have shape (1, {low}, {low}) (a previous result's low_res_logits), got {prompts.mask_logits.shape}"
             )
         t0 = time.perf_counter()
-        feats = self._features(embedding)
+        image = self._image(embedding)
         with torch.inference_mode():
             coords = labels = boxes = mask = None
             if len(prompts.points):
@@ -418,7 +470,7 @@ class SamBackend:
             if prompts.mask_logits is not None:
                 mask = torch.as_tensor(_writable(prompts.mask_logits[None]), dtype=torch.float32, device=self.device)
             several = len(prompts.boxes) > 1
-            low_res, iou = self._decode(feats, coords, labels, boxes, mask, multimask and not several)
+            low_res, iou = self._decode(image, coords, labels, boxes, mask, multimask and not several)
             low_res, iou = low_res.reshape(-1, low, low), iou.reshape(-1)
             if multimask and not several:
                 order = torch.argsort(-iou, stable=True)
@@ -452,12 +504,19 @@ class SamBackend:
         low = self.arch.low_res
         if coords.shape[0] == 0:
             return np.zeros((0, 3, low, low), np.float32), np.zeros((0, 3), np.float32)
-        feats = self._features(embedding)
+        image = self._image(embedding)
+        low_out = np.empty((coords.shape[0], 3, low, low), np.float32)
+        iou_out = np.empty((coords.shape[0], 3), np.float32)
+        model_coords = self._to_model_frame(coords, embedding)
+        step = max(1, int(self.decode_chunk))
         with torch.inference_mode():
-            c = torch.as_tensor(self._to_model_frame(coords, embedding), device=self.device)
-            lab = torch.as_tensor(labels.astype(np.int32), device=self.device)
-            low_res, iou = self._decode(feats, c, lab, None, None, True)
-            return low_res.float().cpu().numpy(), iou.float().cpu().numpy()
+            for start in range(0, coords.shape[0], step):
+                c = torch.as_tensor(model_coords[start : start + step], device=self.device)
+                lab = torch.as_tensor(labels[start : start + step].astype(np.int32), device=self.device)
+                low_res, iou = self._decode(image, c, lab, None, None, True)
+                low_out[start : start + step] = low_res.float().cpu().numpy()
+                iou_out[start : start + step] = iou.float().cpu().numpy()
+        return low_out, iou_out
 
     def upscale_logits(
         self, embedding: Embedding, low_res: np.ndarray, window: tuple[int, int, int, int] | None = None, chunk: int = 16
