@@ -53,7 +53,9 @@ class LocalEngine:
     def __init__(self) -> None:
         self.workers = 1
 
-    def map(self, make_worker: Callable[[], Callable[[Any], Any]], items: Iterable[Any]) -> Iterator[Any]:
+    def map(self, make_worker: Callable[[], Callable[[Any], Any]], items: Iterable[Any], *,
+            ordered: bool = True) -> Iterator[Any]:
+        """``worker(item)`` for each item, in order (``ordered`` changes nothing here)."""
         worker = make_worker()
         try:
             for item in items:
@@ -156,7 +158,10 @@ class RayEngine:
         self.close()
 
     # -- mapping ------------------------------------------------------------------------
-    def map(self, make_worker: Callable[[], Callable[[Any], Any]], items: Iterable[Any]) -> Iterator[Any]:
+    def map(self, make_worker: Callable[[], Callable[[Any], Any]], items: Iterable[Any], *,
+            ordered: bool = True) -> Iterator[Any]:
+        """``worker(item)`` for each item on the actors; in item order, or as soon as each
+        finishes with ``ordered=False`` (results must then say which item they belong to)."""
         ray = self._connect()
         actor_cls = ray.remote(num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker)(_ActorBody)
         factory = ray.put(make_worker)
@@ -182,12 +187,15 @@ class RayEngine:
                     if exhausted:
                         return
                     continue
-                if in_flight and next_out not in done:
+                if in_flight and (next_out not in done or not ordered):
                     ready, _ = ray.wait(list(in_flight), num_returns=1)
                     for ref in ready:
                         seq, actor = in_flight.pop(ref)
                         idle.append(actor)
                         done[seq] = self._get(ray, ref, seq)
+                if not ordered:
+                    for seq in sorted(done):
+                        yield done.pop(seq)
                 while next_out in done:
                     yield done.pop(next_out)
                     next_out += 1

@@ -132,9 +132,55 @@ class AutoSegmenter:
         backend = load_backend(self.model, checkpoint=self.checkpoint, device=self.device)
         return segment_function(backend, self.params, self.mode)
 
+    def spec(self):
+        """The registry spec of the model that will be loaded (resolved as ``load_backend`` does)."""
+        from terramask.models.registry import get_spec
+        from terramask.models.resolve import resolve_model_name, spec_for_checkpoint
+
+        if self.checkpoint is not None and not (self.model or "").strip():
+            return spec_for_checkpoint(self.checkpoint)
+        return get_spec(resolve_model_name(self.model))
+
+    def validate(self) -> None:
+        """Raise :class:`InputError` now for parameters the model would reject in every tile."""
+        check_params(self.params, self.spec().family)
+        from terramask.pipelines.amg_params import check_mode
+
+        check_mode(self.mode)
+
     def describe(self) -> dict:
-        return {"model": self.model, "checkpoint": self.checkpoint, "device": self.device,
+        return {"model": self.spec().name, "checkpoint": self.checkpoint, "device": self.device,
                 "params": dict(self.params or {}), "mode": self.mode}
+
+
+def check_params(params: Mapping[str, Any] | Any | None, family: str) -> None:
+    """Check automatic-generation ``params`` for a model ``family`` before any tile runs:
+    ``AmgParams`` fields for every model; the ``classic`` model also takes its own
+    ``generate`` options (``superpixels``, ``merge_thresh`` …), but not both kinds at once."""
+    from terramask.pipelines.amg_params import AmgParams
+
+    if params is None or isinstance(params, AmgParams):
+        return
+    values = dict(_params_dict(params))
+    if set(values) <= set(AmgParams.names()):
+        AmgParams.from_mapping(values)
+        return
+    if family == "classic":
+        from dataclasses import fields
+
+        from terramask.models.classic_auto import AutoParams
+
+        known = {f.name for f in fields(AutoParams)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(
+                f"unknown parameter(s) {', '.join(unknown)} for the classic model; give automatic-generation "
+                f"parameters ({', '.join(AmgParams.names())}) or classic options ({', '.join(sorted(known))}), not both"
+            )
+        AutoParams(**values).validate()
+        return
+    unknown = sorted(set(values) - set(AmgParams.names()))
+    raise InputError(f"unknown automatic-mask parameter(s) {', '.join(unknown)}; known: {', '.join(AmgParams.names())}")
 
 
 @dataclass(frozen=True)
@@ -457,9 +503,12 @@ def run_tiled_auto(
         else:
             segmenter = AutoSegmenter(model, None if checkpoint is None else str(checkpoint), device,
                                       None if params is None else dict(_params_dict(params)), mode)
-    out = ensure_output_dir(out_dir)
-    remove_stale_temporaries(out)
+    validate = getattr(segmenter, "validate", None)
+    if callable(validate):
+        validate()
     with open_scene(scene_path, bands=bands) as scene:
+        out = ensure_output_dir(out_dir)
+        remove_stale_temporaries(out)
         stretch = scene.stretch
         size = int(tile_size)
         tiles = plan_tiles(scene.path, scene.width, scene.height, size, int(overlap))
