@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 
 import cv2
 import numpy as np
@@ -108,6 +109,19 @@ def test_window_png_is_native_resolution(client, web_env):
         expected = scene.read_rgb8(Window(100, 50, 64, 32))
     assert rgba.shape == (32, 64, 4)
     np.testing.assert_array_equal(rgba[:, :, :3], expected)
+
+
+def test_map_tiles_do_not_wait_for_the_model(app, client):
+    state = app.state.terramask
+    assert state.display is not state.scene, "display reads use their own file handle"
+    result = {}
+    with state.lock:  # as while the encoder runs
+        reader = threading.Thread(target=lambda: result.update(
+            response=client.get("/scene/window.png", params={"col_off": 0, "row_off": 0, "width": 32, "height": 32})))
+        reader.start()
+        reader.join(timeout=60)
+        assert not reader.is_alive(), "a map tile waited for the model lock"
+    assert result["response"].status_code == 200
 
 
 @pytest.mark.parametrize(

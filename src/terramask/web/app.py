@@ -23,8 +23,9 @@ encoded window, reused by every click) and
 Errors are JSON ``{"detail", "type"}`` with the status from :mod:`terramask.web.errors`.
 The scene is opened and the model loaded when the app is created, so a bad path or
 model name fails at start-up with one line, not at the first click. A scene is not
-thread-safe, so scene reads and model calls are serialised by one lock (one user, one
-scene: the tool runs on a workstation).
+thread-safe, so model calls (and the reads they need) are serialised by one lock, and
+previews/map tiles by another on a second handle of the file (one user, one scene: the
+tool runs on a workstation).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from terramask import __version__
-from terramask.core.errors import PromptError
+from terramask.core.errors import PromptError, TerramaskError
 from terramask.core.prompts import Prompts
 from terramask.io.crs import prompt_frame
 from terramask.io.scene import Scene, open_scene
@@ -86,7 +87,7 @@ class WebState:
     remembered predictions, the export root and the lock around scene/model work."""
 
     def __init__(self, scene: Scene, backend: Backend, prompter: ScenePrompter, store: PredictionStore,
-                 out_dir: Path, owns_scene: bool) -> None:
+                 out_dir: Path, owns_scene: bool, display: Scene | None = None) -> None:
         self.scene = scene
         self.backend = backend
         self.prompter = prompter
@@ -94,6 +95,10 @@ class WebState:
         self.out_dir = out_dir
         self.owns_scene = owns_scene
         self.lock = threading.RLock()
+        # Previews and map tiles read through their own handle and lock, so panning stays
+        # responsive while the encoder runs (a minute for ViT-H on a CPU).
+        self.display = display or scene
+        self.display_lock = threading.RLock() if display is not None else self.lock
         self.previews: OrderedDict[int, bytes] = OrderedDict()
 
     @property
@@ -101,6 +106,8 @@ class WebState:
         return getattr(self.backend, "name", type(self.backend).__name__)
 
     def close(self) -> None:
+        if self.display is not self.scene and not self.display.closed:
+            self.display.close()
         if self.owns_scene and not self.scene.closed:
             self.scene.close()
 
@@ -112,6 +119,17 @@ def _safe_stem(path: str) -> str:
 
 def _png(data: bytes, cache_seconds: int = 300) -> Response:
     return Response(content=data, media_type="image/png", headers={"Cache-Control": f"private, max-age={cache_seconds}"})
+
+
+def _display_handle(scene: Scene) -> Scene | None:
+    """A second handle on ``scene``'s file with the same bands and stretch, for display
+    reads; ``None`` (share the first) when the file cannot be opened twice."""
+    try:
+        return open_scene(scene.path, bands=tuple(b + 1 for b in scene.bands), percentiles=scene.percentiles,
+                          stretch=scene.stretch)
+    except TerramaskError as exc:
+        log.info("%s: display reads share the model's handle (%s)", scene.path, exc)
+        return None
 
 
 def create_app(
@@ -138,7 +156,8 @@ def create_app(
     the weight-free classic engine). ``out_dir``: root folder of exports (default
     ``./terramask-exports``). ``window_size`` / ``full_scene_max`` are passed to
     :class:`ScenePrompter` (scenes larger than ``full_scene_max`` px are encoded in
-    ``window_size`` windows around the clicks). ``allowed_hosts``: accepted ``Host``
+    ``window_size`` windows around the clicks). Previews and map tiles are read through a second handle on the file, so
+    they do not wait for the encoder. ``allowed_hosts``: accepted ``Host``
     headers (the CLI restricts a loopback server to loopback names, against DNS
     rebinding); ``None`` accepts any. ``status_codes`` extends the error table.
 
@@ -153,13 +172,14 @@ def create_app(
 
             backend = load_backend(model, checkpoint=checkpoint, device=device)
         prompter = ScenePrompter(opened, backend, window_size=window_size, full_scene_max=full_scene_max)
+        display = _display_handle(opened)
     except BaseException:
         if owns_scene:
             opened.close()
         raise
     state = WebState(
         opened, backend, prompter, PredictionStore(max_predictions),
-        Path(out_dir) if out_dir is not None else Path.cwd() / DEFAULT_OUT_DIR, owns_scene,
+        Path(out_dir) if out_dir is not None else Path.cwd() / DEFAULT_OUT_DIR, owns_scene, display,
     )
 
     @asynccontextmanager
@@ -193,8 +213,8 @@ def create_app(
     @app.get("/scene")
     def scene_route() -> dict:
         """The scene (size, CRS, transform, bounds, bands, lon/lat grid) and the app's settings."""
-        with state.lock:
-            info = scene_info(opened)
+        with state.display_lock:
+            info = scene_info(state.display)
         return info | {
             "model": state.model,
             "encoding": {"full_scene_max": prompter.full_scene_max, "window_size": prompter.window_size},
@@ -205,10 +225,10 @@ def create_app(
     @app.get("/scene/image.png", response_class=Response)
     def scene_image(max_size: int = Query(PREVIEW_MAX_SIZE, ge=16, le=MAX_PREVIEW_SIDE)) -> Response:
         """RGBA PNG of the whole scene, long side at most ``max_size`` (never upsampled)."""
-        with state.lock:
+        with state.display_lock:
             data = state.previews.get(max_size)
             if data is None:
-                data = png_bytes(scene_preview(opened, max_size))
+                data = png_bytes(scene_preview(state.display, max_size))
                 state.previews[max_size] = data
                 while len(state.previews) > _PREVIEW_CACHE:
                     state.previews.popitem(last=False)
@@ -219,9 +239,9 @@ def create_app(
     def scene_window(col_off: int = Query(..., ge=0), row_off: int = Query(..., ge=0),
                      width: int = Query(..., ge=1), height: int = Query(..., ge=1)) -> Response:
         """RGBA PNG of a window at native resolution (at most ``MAX_WINDOW_SIDE`` px a side)."""
-        with state.lock:
-            window = parse_window(opened, col_off, row_off, width, height)
-            data = png_bytes(window_picture(opened, window))
+        with state.display_lock:
+            window = parse_window(state.display, col_off, row_off, width, height)
+            data = png_bytes(window_picture(state.display, window))
         return _png(data)
 
     @app.post("/predict")

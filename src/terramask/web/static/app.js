@@ -516,14 +516,22 @@
     const entry = state.current;
     if (!entry || state.pending) return;
     const name = $("export-name").value.trim();
+    const body = {
+      session_id: state.sessionId,
+      prediction_id: entry.response.prediction_id,
+      candidate: entry.chosen,
+      name: name || null,
+    };
     setBusy(true, "Exporting…");
     try {
-      const r = await api("export", {
-        session_id: state.sessionId,
-        prediction_id: entry.response.prediction_id,
-        candidate: entry.chosen,
-        name: name || null,
-      });
+      let r;
+      try {
+        r = await api("export", body);
+      } catch (err) {
+        if (err.status !== 409 || !window.confirm(err.message + "\n\nOverwrite it?")) throw err;
+        body.overwrite = true;
+        r = await api("export", body);
+      }
       const el = $("export-result");
       el.textContent = "";
       const head = document.createElement("div");
