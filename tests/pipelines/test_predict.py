@@ -109,3 +109,17 @@ def test_large_scene_encodes_only_a_native_resolution_window(tmp_path, sam):
     assert pred.candidates.shape == (1024, 1024)
     assert pred.candidates.transform == scene.transform @ Affine.translation(window.col_off, window.row_off)
     assert again.window == window
+
+
+def test_window_embeddings_are_capped_least_recently_used_first(tmp_path, sam):
+    px = np.tile(blob_scene(256, 320), (1, 12, 10))  # 3072 x 3200
+    path = write_geotiff(tmp_path / "large.tif", px)
+    with open_scene(path) as scene:
+        prompter = ScenePrompter(scene, sam, max_sessions=2)
+        a = prompter.predict(Prompts(points=[[300.0, 300.0]], labels=[1])).window
+        b = prompter.predict(Prompts(points=[[2700.0, 2900.0]], labels=[1])).window
+        prompter.predict(Prompts(points=[[310.0, 310.0]], labels=[1]))  # a used again
+        prompter.predict(Prompts(points=[[300.0, 2900.0]], labels=[1]))  # evicts b
+        assert list(prompter._sessions)[0] == a and b not in prompter._sessions
+        prompter.predict(Prompts(points=[[2700.0, 2900.0]], labels=[1]))
+    assert len(sam.encoded) == 4, "b was encoded again after eviction; a was reused"

@@ -10,6 +10,7 @@ does so), reads only the window the prompts need on large scenes, and keeps one
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import replace
 
 from terramask.core.errors import PromptError
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 FULL_SCENE_MAX = 2048
 #: Side of the window encoded around the prompts on larger scenes (native resolution).
 WINDOW_SIZE = 1024
+#: Embeddings kept per prompter (least recently used dropped first).
+MAX_SESSIONS = 8
 
 
 class ScenePrompter:
@@ -34,7 +37,8 @@ class ScenePrompter:
     Prompts may be in ``scene`` pixels, ``world`` (any CRS, default the scene's) or
     ``lonlat``. Scenes up to ``full_scene_max`` pixels on the longer side are encoded
     whole; on larger scenes only a ``window_size`` window around the prompts is read and
-    encoded at native resolution.
+    encoded at native resolution. At most ``max_sessions`` window embeddings are kept
+    in memory, least recently used dropped first.
     """
 
     def __init__(
@@ -43,12 +47,14 @@ class ScenePrompter:
         backend: Backend,
         window_size: int = WINDOW_SIZE,
         full_scene_max: int = FULL_SCENE_MAX,
+        max_sessions: int = MAX_SESSIONS,
     ) -> None:
         self.scene = scene
         self.backend = backend
         self.window_size = window_size
         self.full_scene_max = full_scene_max
-        self._sessions: dict[Window, PromptSession] = {}
+        self.max_sessions = max(1, int(max_sessions))
+        self._sessions: OrderedDict[Window, PromptSession] = OrderedDict()
 
     def to_pixels(self, prompts: Prompts) -> Prompts:
         """Prompts in scene pixels, validated against the scene extent and nodata."""
@@ -65,9 +71,14 @@ class ScenePrompter:
 
     def session(self, window: Window) -> PromptSession:
         """The (cached) session for ``window``; creating one runs the encoder."""
-        if window not in self._sessions:
-            self._sessions[window] = PromptSession(self.backend, self.scene.read(window), window)
-        return self._sessions[window]
+        if window in self._sessions:
+            self._sessions.move_to_end(window)
+            return self._sessions[window]
+        session = PromptSession(self.backend, self.scene.read(window), window)
+        self._sessions[window] = session
+        while len(self._sessions) > self.max_sessions:
+            self._sessions.popitem(last=False)
+        return session
 
     def predict(self, prompts: Prompts, multimask: bool = True, window: Window | None = None) -> Prediction:
         """Candidates for ``prompts`` (any frame), on the grid of the encoded window.
