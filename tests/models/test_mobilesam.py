@@ -131,3 +131,11 @@ def test_encoder_module_needs_no_timm():
     code = "import sys; import terramask.models.tinyvit, terramask.models.mobilesam; print('timm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_load_backend_dispatches_mobilesam(ms_ckpt):
+    from terramask.models.resolve import load_backend
+
+    backend = load_backend("mobilesam", checkpoint=ms_ckpt)
+    assert isinstance(backend, MobileSamBackend) and backend.name == "mobilesam"
+    assert backend.arch.name == "vit_t" and backend.img_size == 1024

@@ -270,3 +270,20 @@ def test_embedding_cache_round_trip_gives_identical_masks(backend, sam_test_imag
     a, b = cached.predict(first, p), cached.predict(second, p)
     np.testing.assert_array_equal(a.masks, b.masks)
     np.testing.assert_array_equal(a.scores, b.scores)
+
+
+def test_load_backend_dispatches_sam2_and_wraps_the_cache(sam2_ckpt, monkeypatch):
+    from terramask.models import resolve
+    from terramask.models.embedding_cache import CachedBackend
+
+    backend = resolve.load_backend("sam2.1-hiera-tiny", checkpoint=sam2_ckpt)
+    assert isinstance(backend, Sam2Backend) and backend.name == "sam2.1-hiera-tiny"
+    assert backend.config == "embedded"  # a user checkpoint brings its own configuration
+    cached = resolve.load_backend("sam2.1-hiera-tiny", checkpoint=sam2_ckpt, cache=True)
+    assert isinstance(cached, CachedBackend) and isinstance(cached.backend, Sam2Backend)
+    # the cached official file is loaded with the registry's configuration
+    calls = []
+    monkeypatch.setattr(resolve, "ensure_checkpoint", lambda spec, ckpt, download_missing: sam2_ckpt)
+    monkeypatch.setattr(Sam2Backend, "from_checkpoint", classmethod(lambda cls, path, **kw: calls.append(kw) or "ok"))
+    assert resolve.load_backend("sam2.1-hiera-large") == "ok"
+    assert calls[-1] == {"config": "configs/sam2.1/sam2.1_hiera_l.yaml", "device": "cpu", "name": "sam2.1-hiera-large"}

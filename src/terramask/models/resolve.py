@@ -103,11 +103,26 @@ def _load_sam(spec: ModelSpec, checkpoint: Path | None, device: str, download: b
     return sam.SamBackend.from_checkpoint(path, arch=spec.arch, device=device, name=spec.name)
 
 
-# family -> loader(spec, checkpoint, device, download). Families added later (sam2,
-# mobilesam) register their loader here.
+def _load_sam2(spec: ModelSpec, checkpoint: Path | None, device: str, download: bool) -> Backend:
+    path = ensure_checkpoint(spec, checkpoint, download_missing=download)
+    sam2 = importlib.import_module("terramask.models.sam2_backend")
+    # a user checkpoint brings its own configuration (embedded, or read from its tensors)
+    config = spec.config if checkpoint is None else None
+    return sam2.Sam2Backend.from_checkpoint(path, config=config, device=device, name=spec.name)
+
+
+def _load_mobilesam(spec: ModelSpec, checkpoint: Path | None, device: str, download: bool) -> Backend:
+    path = ensure_checkpoint(spec, checkpoint, download_missing=download)
+    mobilesam = importlib.import_module("terramask.models.mobilesam")
+    return mobilesam.MobileSamBackend.from_checkpoint(path, arch=spec.arch, device=device, name=spec.name)
+
+
+# family -> loader(spec, checkpoint, device, download).
 LOADERS: dict[str, Callable[[ModelSpec, Path | None, str, bool], Backend]] = {
     "classic": _load_classic,
     "sam": _load_sam,
+    "sam2": _load_sam2,
+    "mobilesam": _load_mobilesam,
 }
 
 
@@ -117,6 +132,7 @@ def load_backend(
     device: str = "cpu",
     runtime: str = "torch",
     download: bool = False,
+    cache: bool = False,
 ) -> Backend:
     """Build the backend for ``name`` (resolved as :func:`resolve_model_name` does).
 
@@ -124,6 +140,10 @@ def load_backend(
     name it selects a SAM model (see :func:`spec_for_checkpoint`). ``download`` fetches a
     missing checkpoint into the cache; otherwise a missing one raises
     :class:`WeightsNotFoundError` naming ``terramask models download NAME``.
+    ``cache=True`` wraps backends that have an image encoder in
+    :class:`~terramask.models.embedding_cache.CachedBackend` (the persistent embedding
+    cache shared by every process). The malloc settings of
+    :mod:`terramask.models.allocator` are applied once, before the model loads.
     """
     if runtime not in RUNTIMES:
         raise InputError(f"unknown runtime {runtime!r}; available: {', '.join(RUNTIMES)}")
@@ -136,4 +156,12 @@ def load_backend(
     if loader is None:
         raise ModelError(f"model {spec.name!r} (family {spec.family}) has no backend in this installation")
     logger.info("loading model %s (%s) on %s", spec.name, spec.family, device)
-    return loader(spec, ckpt, device, download)
+    from terramask.models.allocator import configure_allocator
+
+    configure_allocator()
+    backend = loader(spec, ckpt, device, download)
+    if cache and spec.needs_weights:
+        from terramask.models.embedding_cache import CachedBackend
+
+        backend = CachedBackend(backend, weights_id=spec.sha256 if ckpt is None and spec.sha256 else None)
+    return backend
