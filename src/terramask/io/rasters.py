@@ -229,7 +229,8 @@ class LabelRasterWriter:
         self.cog = cog
         # GDAL's block cache defaults to 5 % of RAM and the COG copy fills it: cap it so
         # memory stays bounded whatever the raster size.
-        self._env = {"GDAL_CACHEMAX": max(16, int(cache_mb))}
+        # rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64, i.e. in bytes.
+        self._env = {"GDAL_CACHEMAX": max(16, int(cache_mb)) * 1024 * 1024}
         self._staging: Path | None = None
         self._dst = None
         self._closed = False
