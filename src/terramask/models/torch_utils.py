@@ -98,13 +98,15 @@ def bilinear_taps(in_size: int, out_size: int, start: int = 0, stop: int | None 
     For outputs ``start .. stop-1`` of a resize from ``in_size`` to ``out_size`` along one
     axis, returns ``idx (n, 2) int64`` and ``w (n, 2) float32`` with
     ``out[o] = w[o, 0] * in[idx[o, 0]] + w[o, 1] * in[idx[o, 1]]``. The arithmetic follows
-    ``aten/src/ATen/native/UpSample.h`` (float32 source index ``scale * (o + 0.5) - 0.5``
-    clamped at 0, upper neighbour clamped to the last input).
+    ``aten/src/ATen/native/UpSample.h``: float32 ``scale = in / out``, source index
+    ``scale * (o + 0.5) - 0.5`` rounded once to float32 (the kernel's fused multiply-add;
+    this reproduces its weights bit for bit), clamped at 0, upper neighbour clamped to the
+    last input.
     """
     stop = out_size if stop is None else stop
-    scale = np.float32(in_size) / np.float32(out_size)
-    dst = np.arange(start, stop, dtype=np.float32)
-    src = np.maximum(scale * (dst + np.float32(0.5)) - np.float32(0.5), np.float32(0.0))
+    scale = np.float64(np.float32(in_size) / np.float32(out_size))
+    dst = np.arange(start, stop, dtype=np.float64)
+    src = np.maximum((scale * (dst + 0.5) - 0.5).astype(np.float32), np.float32(0.0))
     i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
     i1 = np.where(i0 < in_size - 1, i0 + 1, i0)
     l1 = np.clip(src - i0.astype(np.float32), np.float32(0.0), np.float32(1.0)).astype(np.float32)
