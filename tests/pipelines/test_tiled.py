@@ -160,3 +160,12 @@ def test_bad_inputs(tmp_path, scene_tif):
         run_tiled_auto(scene_tif, tmp_path / "o", BlobSegmenter(), tile_size=256, overlap=256, progress=False)
     with pytest.raises(InputError, match="local engine"):
         run_tiled_auto(scene_tif, tmp_path / "o", backend=object(), engine="ray", progress=False)
+
+
+def test_area_filter_judges_whole_merged_objects(scene_tif, tmp_path):
+    # the stripe (11,600 px) is assembled from tile parts of at most 256 x 20 px
+    result = run_tiled_auto(scene_tif, tmp_path, BlobSegmenter(), tile_size=256, overlap=64, progress=False,
+                            min_area_px=3000, max_area_px=12000)
+    assert result.objects == 1 and result.summary["dropped_by_area"] == len(objects()) - 1
+    labels, _ = read_labels(result.paths["labels"])
+    assert np.array_equal(labels == 1, objects()[5])

@@ -36,10 +36,11 @@ import os
 import resource
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import shapely
@@ -228,6 +229,7 @@ class TileJob:
     seq: int
     interior_edges: int
     edge_margin: int
+    cache_mb: int = 64
 
 
 @dataclass
@@ -240,6 +242,16 @@ class TileResult:
     skipped: bool
     seconds: float
     worker: str
+
+
+@contextmanager
+def gdal_cache(cache_mb: int) -> Iterator[None]:
+    """Cap GDAL's block cache (default: 5 % of RAM) while reading, so reading a large scene
+    block by block does not grow memory with the scene (rasterio takes the cap in bytes)."""
+    import rasterio
+
+    with rasterio.Env(GDAL_CACHEMAX=max(8, int(cache_mb)) * 1024 * 1024):
+        yield
 
 
 def tile_valid_mask(scene: Scene, image: GeoImage) -> np.ndarray:
@@ -266,10 +278,11 @@ class TileWorker:
 
     def __call__(self, job: TileJob) -> TileResult:
         started = time.perf_counter()
-        scene = self._open(job.scene)
-        window = job.tile.window
-        image = scene.read(window)
-        valid = tile_valid_mask(scene, image)
+        with gdal_cache(job.cache_mb):
+            scene = self._open(job.scene)
+            window = job.tile.window
+            image = scene.read(window)
+            valid = tile_valid_mask(scene, image)
         if not valid.any():
             return TileResult(job.seq, [], 0, True, time.perf_counter() - started, worker_name())
         masks = self._segment(image)
@@ -330,7 +343,10 @@ class ObjectSink:
     """
 
     def __init__(self, out_dir: Path, width: int, height: int, transform: Affine, crs: str | None,
-                 grid: TileGrid, *, cache_mb: int = 128) -> None:
+                 grid: TileGrid, *, cache_mb: int = 128, min_area_px: float | None = None,
+                 max_area_px: float | None = None) -> None:
+        self.min_area_px, self.max_area_px = min_area_px, max_area_px
+        self.dropped = 0
         self.out_dir = Path(out_dir)
         self.width, self.height = width, height
         self.transform, self.crs = transform, crs
@@ -359,10 +375,14 @@ class ObjectSink:
             return
         feats, paint = [], []
         for obj in objects:
-            self.count += 1
-            oid = self.count
             geom_px = object_geometry(obj)
             area = int(round(geom_px.area))
+            if (self.min_area_px is not None and area < self.min_area_px) or (
+                    self.max_area_px is not None and area > self.max_area_px):
+                self.dropped += 1
+                continue
+            self.count += 1
+            oid = self.count
             if oid >= len(self._areas):
                 grown = np.full(max(2 * len(self._areas), oid + 1), np.iinfo(np.int64).max, dtype=np.int64)
                 grown[: len(self._areas)] = self._areas
@@ -374,7 +394,8 @@ class ObjectSink:
                      "tile": self.grid.tile_id(obj.tile), "n_tiles": len(obj.tiles)}
             props.update(geometry_measures(world, self.crs, self.transform))
             feats.append(Feature(world, props))
-        self._paint(paint)
+        if paint:
+            self._paint(paint)
         self.vectors.write(feats)
 
     def _paint(self, items: list[tuple[Part, int, int]]) -> None:
@@ -477,6 +498,9 @@ def run_tiled_auto(
     ray_options: Mapping[str, Any] | None = None,
     quicklook_size: int = QUICKLOOK_SIZE,
     progress: bool | None = None,
+    cache_mb: int = 64,
+    min_area_px: float | None = None,
+    max_area_px: float | None = None,
     extra_summary: Mapping[str, Any] | None = None,
 ) -> TiledResult:
     """Segment every object of ``scene_path`` tile by tile; write outputs into ``out_dir``.
@@ -491,7 +515,10 @@ def run_tiled_auto(
     edge, larger ones are assembled from parts. ``merge`` tunes the cross-tile merge.
     ``engine``: ``local`` (in process) or ``ray`` (``address``, ``workers``,
     ``ray_options`` as :class:`terramask.pipelines.engines.RayEngine`). ``progress``:
-    tqdm bar (default: only when stderr is a terminal). Returns a :class:`TiledResult`.
+    tqdm bar (default: only when stderr is a terminal). ``cache_mb`` caps GDAL's block cache
+    for reading the scene (the label writer has its own cap). ``min_area_px``/``max_area_px``
+    drop merged objects outside that size (pixels of the whole object, after merging, so an
+    object cut by tile edges is judged by its full size). Returns a :class:`TiledResult`.
     """
     started = time.perf_counter()
     merge = merge or MergeParams()
@@ -506,7 +533,7 @@ def run_tiled_auto(
     validate = getattr(segmenter, "validate", None)
     if callable(validate):
         validate()
-    with open_scene(scene_path, bands=bands) as scene:
+    with gdal_cache(cache_mb), open_scene(scene_path, bands=bands) as scene:
         out = ensure_output_dir(out_dir)
         remove_stale_temporaries(out)
         stretch = scene.stretch
@@ -514,9 +541,11 @@ def run_tiled_auto(
         tiles = plan_tiles(scene.path, scene.width, scene.height, size, int(overlap))
         grid = TileGrid(tiles, scene.width, scene.height)
         spec = SceneSpec(scene.path, tuple(b + 1 for b in scene.bands), stretch)
-        jobs = (TileJob(spec, t, seq, grid.interior_edges(seq), merge.edge_margin) for seq, t in enumerate(tiles))
+        jobs = (TileJob(spec, t, seq, grid.interior_edges(seq), merge.edge_margin, cache_mb)
+                for seq, t in enumerate(tiles))
         merger = TileMerger(grid, merge)
-        sink = ObjectSink(out, scene.width, scene.height, scene.transform, scene.crs, grid).open()
+        sink = ObjectSink(out, scene.width, scene.height, scene.transform, scene.crs, grid,
+                          min_area_px=min_area_px, max_area_px=max_area_px).open()
         bar = _progress(len(tiles), Path(scene.path).name, progress)
         segmented = skipped = masks = 0
         seg_seconds = 0.0
@@ -545,7 +574,8 @@ def run_tiled_auto(
         paths["overlay"] = write_quicklook(scene, paths["labels"], out / OVERLAY_NAME, quicklook_size)
         summary = _summary(scene, spec, grid, size, int(overlap), merge, merger, segmenter, engine, engine_workers,
                            worker_names, segmented, skipped, masks, sink.count, seg_seconds,
-                           tiles_done - started, time.perf_counter() - started, paths)
+                           tiles_done - started, time.perf_counter() - started, paths, sink.dropped,
+                           min_area_px, max_area_px)
     summary.update(dict(extra_summary or {}))
     paths["summary"] = write_json(out / SUMMARY_NAME, summary)
     log.info("%s: %d objects from %d tiles (%d nodata-only skipped)", scene_path, sink.count, len(tiles), skipped)
@@ -563,7 +593,8 @@ def _params_dict(params: Any) -> Mapping[str, Any]:
 def _summary(scene: Scene, spec: SceneSpec, grid: TileGrid, tile_size: int, overlap: int, merge: MergeParams,
              merger: TileMerger, segmenter: Any, engine: str, engine_workers: int, worker_names: set[str],
              segmented: int, skipped: int, masks: int, objects: int, seg_seconds: float, tiles_seconds: float,
-             total_seconds: float, paths: dict[str, Path]) -> dict:
+             total_seconds: float, paths: dict[str, Path], dropped: int = 0, min_area_px: float | None = None,
+             max_area_px: float | None = None) -> dict:
     area_km2 = None
     if scene.crs is not None:
         world = _to_world(shapely.box(0, 0, scene.width, scene.height), scene.transform)
@@ -584,6 +615,8 @@ def _summary(scene: Scene, spec: SceneSpec, grid: TileGrid, tile_size: int, over
                   "grid": [grid.nrows, grid.ncols]},
         "masks": masks,
         "objects": objects,
+        "dropped_by_area": dropped,
+        "area_filter_px": [min_area_px, max_area_px],
         "merge": {**merge.to_dict(), **merger.stats},
         "segmenter": describe_segmenter(segmenter),
         "engine": {"name": engine, "workers": engine_workers, "processes_used": len(worker_names)},
