@@ -135,7 +135,7 @@ class AmgResult:
         ex = ms.extras
         stability = np.asarray(ex.get("stability_score", ms.scores), dtype=np.float32).reshape(n)
         if "point_coords" in ex:
-            points = np.asarray(ex["point_coords"], dtype=np.float64).reshape(n, -1)[:, :2]
+            points = np.asarray(ex["point_coords"], dtype=np.float64).reshape(n, -1)[:, :2] if n else np.zeros((0, 2))
         else:
             b = ms.boxes
             points = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], axis=1) if n else np.zeros((0, 2))
