@@ -127,6 +127,11 @@ def test_refinement_with_prior_mask_matches_official(sam_backend, embedding, off
     np.testing.assert_allclose(second.scores, scores, atol=SCORE_ATOL, rtol=0)
     np.testing.assert_allclose(second["low_res_logits"], low2, atol=LOGIT_ATOL, rtol=1e-5)
     _assert_masks_equal(second.masks, logits > 0)
+    # a prior mask alone is a valid prompt too
+    alone = sam_backend.predict(embedding, Prompts(mask_logits=first["low_res_logits"][:1]), multimask=False)
+    _, scores3, low3 = _official_sorted(official, False, mask_input=low[:1])
+    np.testing.assert_allclose(alone.scores, scores3, atol=SCORE_ATOL, rtol=0)
+    np.testing.assert_allclose(alone["low_res_logits"], low3, atol=LOGIT_ATOL, rtol=1e-5)
     # the prior mask changes the answer (it is really used)
     plain = sam_backend.predict(embedding, Prompts(points=prompts.points, labels=prompts.labels), multimask=False)
     assert np.abs(plain["low_res_logits"] - second["low_res_logits"]).max() > 1e-2

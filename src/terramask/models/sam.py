@@ -477,8 +477,12 @@ class SamBackend:
             if multimask and not several:
                 order = torch.argsort(-iou, stable=True)
                 low_res, iou = low_res[order], iou[order]
-            logits = self._postprocess(low_res[None], embedding)[0]
-            masks = (logits > self.mask_threshold).cpu().numpy()
+            # one candidate at a time: peak memory is one float image, not K of them
+            rows, cols = embedding.image_size
+            masks = np.empty((low_res.shape[0], rows, cols), dtype=bool)
+            for k in range(low_res.shape[0]):
+                logits = self._postprocess(low_res[None, k : k + 1], embedding)[0, 0]
+                masks[k] = (logits > self.mask_threshold).cpu().numpy()
             scores = iou.float().cpu().numpy()
             low_np = low_res.float().cpu().numpy()
         log.debug("SAM %s decoded %d mask(s) in %.3fs", self.name, len(scores), time.perf_counter() - t0)
