@@ -187,3 +187,22 @@ def test_errors(export, onnx_backend, sam_backend, sam_test_image, tmp_path, tin
             OnnxSamBackend(export.directory)
         finally:
             del os.environ["TERRAMASK_ONNX_THREADS"]
+
+
+def test_load_backend_onnx_runtime_exports_once_into_the_cache(tiny_sam_checkpoint, export, monkeypatch):
+    from terramask.models import onnx_export, resolve
+    from terramask.models.embedding_cache import CachedBackend
+
+    calls = []
+    real = onnx_export.export_spec
+    monkeypatch.setattr(onnx_export, "export_spec", lambda *a, **k: calls.append(a) or real(*a, **k))
+    first = resolve.load_backend(checkpoint=tiny_sam_checkpoint, runtime="onnx")
+    second = resolve.load_backend(checkpoint=tiny_sam_checkpoint, runtime="onnx", cache=True)
+    assert isinstance(first, OnnxSamBackend) and first.name == "sam:tiny_sam"
+    assert isinstance(second, CachedBackend) and isinstance(second.backend, OnnxSamBackend)
+    assert len(calls) == 1 and first.directory.parent.name == "onnx"
+    # an export directory can be given directly, and the int8 encoder selected
+    direct = resolve.load_backend("sam:tiny_sam", checkpoint=export.directory, runtime="onnx-int8")
+    assert direct.quantized and direct.name == "sam:tiny_sam"
+    with pytest.raises(ModelError, match="no ONNX runtime"):
+        resolve.load_backend("sam2.1-hiera-tiny", checkpoint=tiny_sam_checkpoint, runtime="onnx")

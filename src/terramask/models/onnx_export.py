@@ -178,7 +178,6 @@ def export_onnx(
     An existing export is refused unless ``overwrite``.
     """
     require("onnx", "onnx")
-    torch = require("torch", "onnx")
     from terramask.models import resolve
     from terramask.models.registry import get_spec
 
@@ -189,6 +188,24 @@ def export_onnx(
         spec = resolve.spec_for_checkpoint(ckpt)
     else:
         spec = get_spec(arg)
+    return export_spec(spec, out_dir, ckpt, opset=opset, quantize=quantize, overwrite=overwrite, download=download)
+
+
+def export_spec(
+    spec,
+    out_dir: str | os.PathLike[str],
+    checkpoint: Path | None = None,
+    opset: int = DEFAULT_OPSET,
+    quantize: bool = False,
+    overwrite: bool = False,
+    download: bool = False,
+) -> OnnxExport:
+    """:func:`export_onnx` for a :class:`~terramask.models.registry.ModelSpec` (also one
+    made for a user checkpoint by ``resolve.spec_for_checkpoint``)."""
+    torch = require("torch", "onnx")
+    from terramask.models import resolve
+
+    ckpt = checkpoint
     if spec.family not in EXPORTABLE_FAMILIES:
         raise ModelError(
             f"ONNX export supports the {' and '.join(EXPORTABLE_FAMILIES)} families; {spec.name} is {spec.family}"

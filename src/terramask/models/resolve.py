@@ -30,7 +30,7 @@ ENV_MODEL = "TERRAMASK_MODEL"
 FALLBACK = "classic"
 # Best first: the model used when nothing is named and several are in the cache.
 CACHE_PREFERENCE = ("sam-vit-h", "sam-vit-l", "sam-vit-b")
-RUNTIMES = ("torch",)
+RUNTIMES = ("torch", "onnx", "onnx-int8")
 
 
 def best_cached() -> str | None:
@@ -144,10 +144,21 @@ def load_backend(
     :class:`~terramask.models.embedding_cache.CachedBackend` (the persistent embedding
     cache shared by every process). The malloc settings of
     :mod:`terramask.models.allocator` are applied once, before the model loads.
+    ``runtime``: ``torch``, ``onnx`` or ``onnx-int8`` (SAM and MobileSAM; the checkpoint
+    is exported once into ``<cache>/onnx/``, or ``checkpoint`` names an export directory;
+    ``onnx-int8`` uses the int8-quantised encoder, which changes results).
     """
     if runtime not in RUNTIMES:
         raise InputError(f"unknown runtime {runtime!r}; available: {', '.join(RUNTIMES)}")
     ckpt = Path(checkpoint).expanduser() if checkpoint is not None else None
+    if runtime != "torch" and ckpt is not None and ckpt.is_dir():
+        # an ONNX export directory given directly
+        from terramask.models.allocator import configure_allocator
+        from terramask.models.onnx_backend import OnnxSamBackend
+
+        configure_allocator()
+        backend = OnnxSamBackend(ckpt, name=name.strip() if name and name.strip() else None, quantized=runtime == "onnx-int8")
+        return _maybe_cached(backend, cache, None)
     if ckpt is not None and (name is None or not name.strip()):
         spec = spec_for_checkpoint(ckpt)
     else:
@@ -159,9 +170,52 @@ def load_backend(
     from terramask.models.allocator import configure_allocator
 
     configure_allocator()
-    backend = loader(spec, ckpt, device, download)
-    if cache and spec.needs_weights:
-        from terramask.models.embedding_cache import CachedBackend
+    if runtime == "torch":
+        backend = loader(spec, ckpt, device, download)
+        return _maybe_cached(backend, cache and spec.needs_weights, spec.sha256 if ckpt is None else None)
+    return _maybe_cached(_load_onnx(spec, ckpt, download, quantized=runtime == "onnx-int8"), cache, None)
 
-        backend = CachedBackend(backend, weights_id=spec.sha256 if ckpt is None and spec.sha256 else None)
-    return backend
+
+def _maybe_cached(backend: Backend, cache: bool, weights_id: str | None) -> Backend:
+    if not cache:
+        return backend
+    from terramask.models.embedding_cache import CachedBackend
+
+    return CachedBackend(backend, weights_id=weights_id)
+
+
+def onnx_export_dir(spec: ModelSpec, weights_sha256: str) -> Path:
+    """Where the ONNX export of ``spec``'s weights lives: ``<cache>/onnx/<name>-<sha12>``."""
+    from terramask.models.cachedir import cache_dir
+
+    safe = "".join(ch if ch.isalnum() or ch in "-._" else "_" for ch in spec.name)
+    return cache_dir() / "onnx" / f"{safe}-{weights_sha256[:12]}"
+
+
+def _load_onnx(spec: ModelSpec, checkpoint: Path | None, download: bool, quantized: bool) -> Backend:
+    """The ONNX Runtime backend for ``spec`` (SAM, MobileSAM), exporting the checkpoint
+    into the cache on first use (once per weights file)."""
+    from terramask.models import onnx_export
+    from terramask.models.onnx_backend import OnnxSamBackend
+
+    if spec.family not in onnx_export.EXPORTABLE_FAMILIES:
+        raise ModelError(
+            f"model {spec.name!r} ({spec.family}) has no ONNX runtime; "
+            f"use --runtime torch (ONNX covers {', '.join(onnx_export.EXPORTABLE_FAMILIES)})"
+        )
+    path = ensure_checkpoint(spec, checkpoint, download_missing=download)
+    if checkpoint is None and spec.sha256:
+        sha = spec.sha256  # the cached file was verified against it
+    else:
+        from terramask.models.embedding_cache import weights_id
+
+        sha = weights_id(path)
+    out = onnx_export_dir(spec, sha)
+    try:
+        meta = onnx_export.read_metadata(out)
+    except InputError:
+        meta = None
+    if meta is None or (quantized and not (meta.get("files") or {}).get("encoder_int8")):
+        logger.warning("exporting %s to ONNX in %s (once per weights file; this takes a while)", spec.name, out)
+        onnx_export.export_spec(spec, out, checkpoint=path, quantize=quantized, overwrite=True)
+    return OnnxSamBackend(out, name=spec.name, quantized=quantized)
