@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from terramask.core.errors import CheckpointMismatchError, InputError, ModelError, PromptError
+from terramask.core.errors import CheckpointMismatchError, InputError, PromptError
 from terramask.core.image import GeoImage
 from terramask.core.lazy import require
 from terramask.core.maskset import MaskSet
