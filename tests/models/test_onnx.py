@@ -206,3 +206,19 @@ def test_load_backend_onnx_runtime_exports_once_into_the_cache(tiny_sam_checkpoi
     assert direct.quantized and direct.name == "sam:tiny_sam"
     with pytest.raises(ModelError, match="no ONNX runtime"):
         resolve.load_backend("sam2.1-hiera-tiny", checkpoint=tiny_sam_checkpoint, runtime="onnx")
+
+
+@pytest.mark.slow
+def test_mobilesam_export_matches_torch(tmp_path, sam_test_image):
+    from terramask.models.mobilesam import MobileSamBackend, build_mobilesam_model
+
+    torch.manual_seed(3)
+    ckpt = tmp_path / "mobile_sam.pt"
+    torch.save(build_mobilesam_model().state_dict(), ckpt)
+    exp = export_onnx("mobilesam", tmp_path / "ms", checkpoint=ckpt)
+    assert exp.metadata["family"] == "mobilesam" and exp.metadata["arch"] == "vit_t"
+    ob, tb = OnnxSamBackend(exp.directory, threads=2), MobileSamBackend.from_checkpoint(ckpt)
+    eo, et = ob.set_image(sam_test_image), tb.set_image(sam_test_image)
+    np.testing.assert_allclose(eo.features, et.features, atol=1e-4, rtol=0)
+    p = Prompts(points=[[210.0, 150.0], [60.0, 40.0]], labels=[1, 0])
+    _assert_same_result(ob.predict(eo, p), tb.predict(et, p))
