@@ -154,10 +154,19 @@ def _export(module, args: tuple, path: Path, input_names, output_names, dynamic_
 def _quantize(src: Path, dst: Path) -> None:
     quant = require("onnxruntime.quantization", "onnx", "onnxruntime")
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    root = logging.getLogger()
+    guard = None if root.handlers else logging.NullHandler()
+    if guard is not None:  # onnxruntime.quantization logs through the root logger, which
+        root.addHandler(guard)  # would otherwise call basicConfig on the user's process
+    previous = root.manager.disable
+    logging.disable(logging.WARNING)  # its shape-inference warnings are noise for this graph
     try:
         quant.quantize_dynamic(str(src), str(tmp), weight_type=quant.QuantType.QInt8)
         os.replace(tmp, dst)
     finally:
+        logging.disable(previous)
+        if guard is not None:
+            root.removeHandler(guard)
         tmp.unlink(missing_ok=True)
 
 
