@@ -205,7 +205,7 @@ def test_load_backend_onnx_runtime_exports_once_into_the_cache(tiny_sam_checkpoi
     direct = resolve.load_backend("sam:tiny_sam", checkpoint=export.directory, runtime="onnx-int8")
     assert direct.quantized and direct.name == "sam:tiny_sam"
     with pytest.raises(ModelError, match="no ONNX runtime"):
-        resolve.load_backend("sam2.1-hiera-tiny", checkpoint=tiny_sam_checkpoint, runtime="onnx")
+        resolve.load_backend("classic", runtime="onnx")
 
 
 @pytest.mark.slow
@@ -227,3 +227,40 @@ def test_mobilesam_export_matches_torch(tmp_path, sam_test_image):
     np.testing.assert_allclose(eo.features, et.features, atol=1e-4, rtol=0)
     p = Prompts(points=[[210.0, 150.0], [60.0, 40.0]], labels=[1, 0])
     _assert_same_result(ob.predict(eo, p), tb.predict(et, p))
+
+
+@pytest.mark.slow
+def test_sam2_export_matches_torch(tmp_path, sam_test_image):
+    pytest.importorskip("sam2")
+    from helpers.tiny_sam2 import write_sam2_checkpoint
+
+    from terramask.models.onnx_backend import OnnxSam2Backend, open_onnx_backend
+    from terramask.models.sam2_backend import Sam2Backend
+
+    ckpt = write_sam2_checkpoint(tmp_path / "tiny_sam2.pt")
+    exp = export_onnx("sam2.1-hiera-tiny", tmp_path / "s2", checkpoint=ckpt)
+    assert exp.metadata["family"] == "sam2" and exp.metadata["dynamic_multimask_via_stability"] is True
+    ob = open_onnx_backend(exp.directory, threads=2)
+    tb = Sam2Backend.from_checkpoint(ckpt, name=ob.name)
+    assert isinstance(ob, OnnxSam2Backend) and isinstance(ob, PointBatchDecoder)
+    eo, et = ob.set_image(sam_test_image), tb.set_image(sam_test_image)
+    np.testing.assert_allclose(eo.features["image_embed"], et.features["image_embed"], atol=1e-4, rtol=0)
+    for a, b in zip(eo.features["high_res_feats"], et.features["high_res_feats"]):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
+    cases = [
+        (Prompts(points=[[210.0, 150.0]], labels=[1]), True),
+        (Prompts(points=[[210.0, 150.0]], labels=[1]), False),  # single mask: stability fallback
+        (Prompts(points=[[200.0, 140.0]], labels=[0], boxes=[[150.0, 90.0, 275.0, 215.0]]), True),
+        (Prompts(boxes=[[20.0, 30.0, 120.0, 140.0], [150.0, 90.0, 275.0, 215.0]]), True),
+    ]
+    for prompts, multimask in cases:
+        _assert_same_result(ob.predict(eo, prompts, multimask), tb.predict(et, prompts, multimask))
+    prior = tb.predict(et, cases[0][0])["low_res_logits"][:1]
+    _assert_same_result(ob.predict(eo, Prompts(mask_logits=prior)), tb.predict(et, Prompts(mask_logits=prior)))
+    coords = np.array([[[210.0, 150.0]], [[20.0, 30.0]], [[390.0, 290.0]]])
+    lo, io = ob.decode_points(eo, coords, np.ones((3, 1)))
+    lt, it = tb.decode_points(et, coords, np.ones((3, 1)))
+    np.testing.assert_allclose(io, it, atol=SCORE_ATOL)
+    np.testing.assert_allclose(lo, lt, atol=LOGIT_ATOL, rtol=LOGIT_RTOL)
+    win = (10, 20, 300, 250)
+    np.testing.assert_allclose(ob.upscale_logits(eo, lo[0], window=win), tb.upscale_logits(et, lt[0], window=win), atol=1e-2, rtol=1e-3)

@@ -1,7 +1,7 @@
-"""Export SAM-family checkpoints (SAM ViT-B/L/H, MobileSAM) to ONNX: an image encoder and
-a prompt decoder, plus a metadata file.
+"""Export SAM-family checkpoints (SAM ViT-B/L/H, MobileSAM, SAM 2 / 2.1) to ONNX: an image
+encoder and a prompt decoder, plus a metadata file.
 
-Files written to ``out_dir``:
+Files written to ``out_dir`` (SAM and MobileSAM; SAM 2 differs as noted at the end):
 
 - ``encoder.onnx``: ``image (1, 3, S, S)`` float32 -> ``image_embeddings (1, 256, S/16, S/16)``.
   The input is the model-frame image: resized so the longest side is ``S`` (1024),
@@ -21,6 +21,12 @@ Files written to ``out_dir``:
 - ``terramask-onnx.json``: source checkpoint path and SHA-256, model name and family,
   input size, opset, pixel mean/std, versions, file list. Written last: a directory
   without it is an interrupted export.
+
+SAM 2: the encoder takes the official ``SAM2Transforms`` output (the image stretched to
+``S x S``, ImageNet normalisation) and returns ``image_embed``, ``high_res_0`` and
+``high_res_1``; the decoder takes those three plus the prompt inputs above (the caller
+appends SAM 2's padding point, also after boxes) and returns the same two outputs, IoU
+already through SAM 2's sigmoid.
 
 The decoder ends at the low-resolution logits on purpose. Upscaling to the image size
 is done outside the graph with SAM's exact resize rule for the image at hand, so the
@@ -54,7 +60,7 @@ DECODER = "decoder.onnx"
 ENCODER_INT8 = "encoder.int8.onnx"
 FORMAT_VERSION = 1
 DEFAULT_OPSET = 17
-EXPORTABLE_FAMILIES = ("sam", "mobilesam")
+EXPORTABLE_FAMILIES = ("sam", "mobilesam", "sam2")
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,80 @@ def _sam_decoder_graph(sam):
             return masks, dec.iou_prediction_head(iou_out)
 
     return SamDecoderGraph().eval()
+
+
+def _sam2_encoder_graph(model, feat_sizes):
+    """SAM 2 image encoder up to the decoder's inputs: ``image (1, 3, S, S)`` (the
+    official ``SAM2Transforms`` output) -> ``image_embed (1, 256, S/16, S/16)``,
+    ``high_res_0 (1, 32, S/4, S/4)``, ``high_res_1 (1, 64, S/8, S/8)``, exactly what
+    ``SAM2ImagePredictor.set_image`` stores (``conv_s0``/``conv_s1`` applied, ``no_mem_embed``
+    added)."""
+    torch = require("torch", "onnx")
+
+    class Sam2EncoderGraph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, image):
+            out = self.model.forward_image(image)
+            _, feats, _, _ = self.model._prepare_backbone_features(out)
+            if self.model.directly_add_no_mem_embed:
+                feats[-1] = feats[-1] + self.model.no_mem_embed
+            maps = [f.permute(1, 2, 0).reshape(1, -1, h, w) for f, (h, w) in zip(feats[::-1], feat_sizes[::-1])][::-1]
+            return maps[-1], maps[0], maps[1]
+
+    return Sam2EncoderGraph().eval()
+
+
+def _sam2_decoder_graph(model):
+    """SAM 2 prompt encoder + mask decoder with dynamic prompt batch and point count.
+
+    Inputs: ``image_embed``, ``high_res_0``, ``high_res_1``, ``point_coords (B, N, 2)``
+    (model frame, the image stretched to S x S; the caller appends SAM 2's padding point),
+    ``point_labels (B, N)``, ``mask_input (1|B, 1, 256, 256)``, ``has_mask_input (1,)``.
+    Outputs ``low_res_logits (B, 4, 256, 256)`` and ``iou_predictions (B, 4)`` (sigmoid,
+    as upstream) for all mask tokens; the single-mask stability fallback is applied by
+    the caller on these.
+    """
+    torch = require("torch", "onnx")
+    pe, dec = model.sam_prompt_encoder, model.sam_mask_decoder
+
+    class Sam2DecoderGraph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pe, self.dec = pe, dec
+            self.register_buffer("dense_pe", pe.get_dense_pe().detach().clone())
+
+        def forward(self, image_embed, high_res_0, high_res_1, point_coords, point_labels, mask_input, has_mask_input):
+            pe, dec = self.pe, self.dec
+            sparse = pe._embed_points(point_coords, point_labels, pad=False)
+            no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+            dense = pe.mask_downscaling(mask_input) * has_mask_input + no_mask * (1.0 - has_mask_input)
+            b = sparse.shape[0]
+            heads = [dec.iou_token.weight, dec.mask_tokens.weight]
+            s = 0
+            if dec.pred_obj_scores:
+                heads = [dec.obj_score_token.weight] + heads
+                s = 1
+            tokens = torch.cat(heads, dim=0)
+            tokens = torch.cat([tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
+            src = image_embed.expand(b, -1, -1, -1) + dense
+            pos = self.dense_pe.expand(b, -1, -1, -1)
+            _, c, h, w = image_embed.shape
+            hs, src = dec.transformer(src, pos, tokens)
+            iou_out = hs[:, s, :]
+            mask_out = hs[:, s + 1 : s + 1 + dec.num_mask_tokens, :]
+            src = src.transpose(1, 2).reshape(b, c, h, w)
+            dc1, ln1, act1, dc2, act2 = dec.output_upscaling
+            up = act1(ln1(dc1(src) + high_res_1))
+            up = act2(dc2(up) + high_res_0)
+            hyper = torch.stack([mlp(mask_out[:, i, :]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1)
+            uc, uh, uw = up.shape[1], up.shape[2], up.shape[3]
+            masks = (hyper @ up.reshape(b, uc, uh * uw)).reshape(b, -1, uh, uw)
+            return masks, dec.iou_prediction_head(iou_out)
+
+    return Sam2DecoderGraph().eval()
 
 
 def _sha256(path: Path) -> str:
@@ -234,41 +314,53 @@ def export_spec(
     sam = backend.model.eval()
     img = int(backend.img_size)
     grid, low = img // 16, img // 4
-
-    encoder, decoder = out / ENCODER, out / DECODER
-    log.info("exporting %s encoder to %s", spec.name, encoder)
-    _export(
-        sam.image_encoder,
-        (torch.zeros(1, 3, img, img),),
-        encoder,
-        ["image"],
-        ["image_embeddings"],
-        None,
-        opset,
-    )
-    log.info("exporting %s decoder to %s", spec.name, decoder)
-    dec_args = (
-        torch.randn(1, 256, grid, grid),
+    prompts = (
         torch.tensor([[[100.0, 200.0], [0.0, 0.0]], [[300.0, 400.0], [0.0, 0.0]]]),
         torch.tensor([[1.0, -1.0], [1.0, -1.0]]),
         torch.zeros(1, 1, low, low),
         torch.zeros(1),
     )
-    _export(
-        _sam_decoder_graph(sam),
-        dec_args,
-        decoder,
-        ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],
-        ["low_res_logits", "iou_predictions"],
-        {
-            "point_coords": {0: "batch", 1: "points"},
-            "point_labels": {0: "batch", 1: "points"},
-            "mask_input": {0: "mask_batch"},
-            "low_res_logits": {0: "batch"},
-            "iou_predictions": {0: "batch"},
-        },
-        opset,
-    )
+    prompt_names = ["point_coords", "point_labels", "mask_input", "has_mask_input"]
+    dynamic = {
+        "point_coords": {0: "batch", 1: "points"},
+        "point_labels": {0: "batch", 1: "points"},
+        "mask_input": {0: "mask_batch"},
+        "low_res_logits": {0: "batch"},
+        "iou_predictions": {0: "batch"},
+    }
+    extra_meta: dict[str, Any] = {}
+    if spec.family == "sam2":
+        feat_sizes = [(grid * 4, grid * 4), (grid * 2, grid * 2), (grid, grid)]
+        enc_module = _sam2_encoder_graph(sam, feat_sizes)
+        enc_outputs = ["image_embed", "high_res_0", "high_res_1"]
+        dec_module = _sam2_decoder_graph(sam)
+        dec_args = (torch.randn(1, 256, grid, grid), torch.randn(1, 32, grid * 4, grid * 4), torch.randn(1, 64, grid * 2, grid * 2), *prompts)
+        dec_inputs = enc_outputs + prompt_names
+        dec = sam.sam_mask_decoder
+        extra_meta = {
+            "config": getattr(backend, "config", None),
+            "input_transform": "SAM2Transforms: stretch to SxS (torchvision Resize), ImageNet mean/std",
+            "dynamic_multimask_via_stability": bool(dec.dynamic_multimask_via_stability),
+            "stability_delta": float(dec.dynamic_multimask_stability_delta),
+            "stability_thresh": float(dec.dynamic_multimask_stability_thresh),
+            "low_res_clamp": 32.0,
+        }
+    else:
+        enc_module, enc_outputs = sam.image_encoder, ["image_embeddings"]
+        dec_module = _sam_decoder_graph(sam)
+        dec_args = (torch.randn(1, 256, grid, grid), *prompts)
+        dec_inputs = ["image_embeddings"] + prompt_names
+        extra_meta = {
+            "input_transform": "ResizeLongestSide (PIL bilinear), SAM pixel mean/std, zero pad to SxS",
+            "pixel_mean": [float(v) for v in sam.pixel_mean.flatten().tolist()],
+            "pixel_std": [float(v) for v in sam.pixel_std.flatten().tolist()],
+        }
+
+    encoder, decoder = out / ENCODER, out / DECODER
+    log.info("exporting %s encoder to %s", spec.name, encoder)
+    _export(enc_module, (torch.zeros(1, 3, img, img),), encoder, ["image"], enc_outputs, None, opset)
+    log.info("exporting %s decoder to %s", spec.name, decoder)
+    _export(dec_module, dec_args, decoder, dec_inputs, ["low_res_logits", "iou_predictions"], dynamic, opset)
     int8 = None
     if quantize:
         int8 = out / ENCODER_INT8
@@ -288,8 +380,7 @@ def export_spec(
         "low_res_size": low,
         "opset": opset,
         "mask_threshold": float(getattr(backend, "mask_threshold", 0.0)),
-        "pixel_mean": [float(v) for v in sam.pixel_mean.flatten().tolist()],
-        "pixel_std": [float(v) for v in sam.pixel_std.flatten().tolist()],
+        **extra_meta,
         "files": {"encoder": ENCODER, "decoder": DECODER, "encoder_int8": ENCODER_INT8 if int8 else None},
         "encoder_int8_note": "dynamic int8 weight quantisation of MatMul/Gemm: faster, results differ from the float model"
         if int8

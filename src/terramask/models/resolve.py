@@ -144,7 +144,7 @@ def load_backend(
     :class:`~terramask.models.embedding_cache.CachedBackend` (the persistent embedding
     cache shared by every process). The malloc settings of
     :mod:`terramask.models.allocator` are applied once, before the model loads.
-    ``runtime``: ``torch``, ``onnx`` or ``onnx-int8`` (SAM and MobileSAM; the checkpoint
+    ``runtime``: ``torch``, ``onnx`` or ``onnx-int8`` (every family with weights; the checkpoint
     is exported once into ``<cache>/onnx/``, or ``checkpoint`` names an export directory;
     ``onnx-int8`` uses the int8-quantised encoder, which changes results).
     """
@@ -154,10 +154,10 @@ def load_backend(
     if runtime != "torch" and ckpt is not None and ckpt.is_dir():
         # an ONNX export directory given directly
         from terramask.models.allocator import configure_allocator
-        from terramask.models.onnx_backend import OnnxSamBackend
+        from terramask.models.onnx_backend import open_onnx_backend
 
         configure_allocator()
-        backend = OnnxSamBackend(ckpt, name=name.strip() if name and name.strip() else None, quantized=runtime == "onnx-int8")
+        backend = open_onnx_backend(ckpt, name=name.strip() if name and name.strip() else None, quantized=runtime == "onnx-int8")
         return _maybe_cached(backend, cache, None)
     if ckpt is not None and (name is None or not name.strip()):
         spec = spec_for_checkpoint(ckpt)
@@ -193,10 +193,10 @@ def onnx_export_dir(spec: ModelSpec, weights_sha256: str) -> Path:
 
 
 def _load_onnx(spec: ModelSpec, checkpoint: Path | None, download: bool, quantized: bool) -> Backend:
-    """The ONNX Runtime backend for ``spec`` (SAM, MobileSAM), exporting the checkpoint
+    """The ONNX Runtime backend for ``spec`` (SAM, MobileSAM, SAM 2), exporting the checkpoint
     into the cache on first use (once per weights file)."""
     from terramask.models import onnx_export
-    from terramask.models.onnx_backend import OnnxSamBackend
+    from terramask.models.onnx_backend import open_onnx_backend
 
     if spec.family not in onnx_export.EXPORTABLE_FAMILIES:
         raise ModelError(
@@ -218,4 +218,4 @@ def _load_onnx(spec: ModelSpec, checkpoint: Path | None, download: bool, quantiz
     if meta is None or (quantized and not (meta.get("files") or {}).get("encoder_int8")):
         logger.warning("exporting %s to ONNX in %s (once per weights file; this takes a while)", spec.name, out)
         onnx_export.export_spec(spec, out, checkpoint=path, quantize=quantized, overwrite=True)
-    return OnnxSamBackend(out, name=spec.name, quantized=quantized)
+    return open_onnx_backend(out, name=spec.name, quantized=quantized)
