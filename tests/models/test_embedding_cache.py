@@ -256,3 +256,31 @@ def test_wrapper_exposes_optional_capabilities_of_the_wrapped_backend(cache):
 
     assert isinstance(CachedBackend(Decoder(weights_id="w"), cache), PointBatchDecoder)
     assert not isinstance(CachedBackend(CountingBackend(weights_id="w"), cache), PointBatchDecoder)
+
+
+def test_georeference_comes_from_the_image_not_the_cache(cache):
+    from affine import Affine
+
+    rgb = _img(4)
+    a = GeoImage(np.moveaxis(rgb, 2, 0), transform=Affine(1, 0, 10, 0, -1, 20), crs="EPSG:32633")
+    b = GeoImage(np.moveaxis(rgb, 2, 0), transform=Affine(2, 0, 99, 0, -2, 50), crs="EPSG:4326")
+    cb = CachedBackend(CountingBackend(weights_id="w"), cache)
+    first = cb.set_image(a)
+    assert first.extras["transform"] == a.transform and first.extras["crs"] == "EPSG:32633"
+    second = cb.set_image(b)  # same pixels elsewhere: a hit, with b's georeference
+    assert second.extras["cache"] == "hit"
+    assert isinstance(second.extras["transform"], Affine) and second.extras["transform"] == b.transform
+    assert second.extras["crs"] == "EPSG:4326"
+    plain = cb.set_image(rgb)
+    assert "transform" not in plain.extras and "crs" not in plain.extras
+
+
+def test_sam_backend_decodes_identically_from_a_cached_embedding(sam_backend, sam_test_image, tmp_path):
+    cb = CachedBackend(sam_backend, EmbeddingCache(tmp_path / "emb", cap_bytes=2**30))
+    fresh, hit = cb.set_image(sam_test_image), cb.set_image(sam_test_image)
+    assert (fresh.extras["cache"], hit.extras["cache"]) == ("miss", "hit")
+    p = Prompts(points=[[210.0, 150.0], [60.0, 40.0]], labels=[1, 0])
+    a, b = cb.predict(fresh, p), cb.predict(hit, p)
+    np.testing.assert_array_equal(a.masks, b.masks)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(a["low_res_logits"], b["low_res_logits"])

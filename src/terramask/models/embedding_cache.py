@@ -208,7 +208,9 @@ def _json_safe(extras: dict[str, Any]) -> dict[str, Any]:
     """The JSON-serialisable part of ``Embedding.extras`` (cache bookkeeping dropped)."""
     out = {}
     for k, v in extras.items():
-        if k in ("cache", "encoder_seconds", "cache_seconds"):
+        # georeference belongs to the image at hand (same pixels may sit elsewhere), and
+        # cache bookkeeping to the call
+        if k in ("cache", "encoder_seconds", "cache_seconds", "transform", "crs"):
             continue
         try:
             json.dumps(v)
@@ -541,7 +543,7 @@ class CachedBackend:
         cached = self.cache.get(key, device=getattr(self.backend, "device", None))
         if cached is not None:
             cached.extras.update(cache="hit", encoder_seconds=0.0, cache_seconds=time.perf_counter() - t0)
-            return cached
+            return self._georeference(cached, image)
         hash_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         emb = self.backend.set_image(rgb)
@@ -553,6 +555,18 @@ class CachedBackend:
             log.warning("%s", exc)
         emb.key = key
         emb.extras.update(cache="miss", encoder_seconds=enc_s, cache_seconds=hash_s + time.perf_counter() - t2)
+        return self._georeference(emb, image)
+
+    @staticmethod
+    def _georeference(emb: Embedding, image: GeoImage | np.ndarray) -> Embedding:
+        """The transform/CRS of the image given now (backends put them in ``extras`` so
+        mask sets come back georeferenced; the cache never stores them)."""
+        if isinstance(image, GeoImage):
+            emb.extras["transform"] = image.transform
+            emb.extras["crs"] = image.crs
+        else:
+            emb.extras.pop("transform", None)
+            emb.extras.pop("crs", None)
         return emb
 
     def __getattr__(self, item: str) -> Any:
