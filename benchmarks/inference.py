@@ -208,6 +208,27 @@ def decoder_rows(path: Path, work: Path, args) -> list[dict]:
     return rows
 
 
+def profile_clicks(path: Path, args) -> None:
+    """cProfile of terramask's per-click decode (where the milliseconds go)."""
+    import cProfile
+    import pstats
+
+    from terramask.core.prompts import Prompts
+
+    ob = ours("sam-vit-b", path)
+    img = tile(1)
+    emb = ob.set_image(img)
+    clicks = np.random.default_rng(5).uniform(16, 1008, (max(20, args.clicks // 10), 2))
+    ob.predict(emb, Prompts(points=clicks[:1], labels=[1]))  # warm-up (per-image state)
+    prof = cProfile.Profile()
+    prof.enable()
+    for p in clicks:
+        ob.predict(emb, Prompts(points=p[None], labels=[1]))
+    prof.disable()
+    print(f"## cProfile of SamBackend.predict, {len(clicks)} clicks, ms per click = cumtime / {len(clicks)}\n")
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(18)
+
+
 def cache_rows(path: Path, work: Path, args) -> list[dict]:
     from terramask.core.prompts import Prompts
     from terramask.models.embedding_cache import CachedBackend, EmbeddingCache
@@ -250,6 +271,7 @@ def main(argv=None) -> int:
     ap.add_argument("--malloc", default="tuned", choices=["tuned", "aggressive", "default"])
     ap.add_argument("--models", default="sam-vit-b,mobilesam,sam2.1-hiera-tiny")
     ap.add_argument("--no-onnx", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="only profile SamBackend.predict per click (cProfile, top functions)")
     ap.add_argument("--encoder-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, help="also write all numbers here")
     args = ap.parse_args(argv)
@@ -265,6 +287,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="tm-bench-") as tmp:
         work = Path(tmp)
         paths = make_weights(work, args.quick)
+        if args.profile:
+            profile_clicks(paths["sam-vit-b"], args)
+            return 0
         if args.encoder_only:
             rows = []
             for name in ("sam-vit-b", "mobilesam"):
