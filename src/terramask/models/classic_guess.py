@@ -79,7 +79,7 @@ class Scorer:
       diameter, at least 2 px), over the sum of their standard deviations + 1 — a
       Fisher-like contrast, high for a homogeneous object on a different background.
 
-    An empty mask scores 0.
+    An empty mask scores 0; a mask of several parts, the area-weighted mean of its parts.
     """
 
     def __init__(self, lab: np.ndarray, valid: np.ndarray, sigma: float = 2.0) -> None:
@@ -90,9 +90,22 @@ class Scorer:
         self.g_roi = float(self.grad[valid].mean()) if valid.any() else 0.0
 
     def __call__(self, mask: np.ndarray) -> float:
+        """Score of ``mask``; a mask of several parts scores the area-weighted mean of its
+        parts (parts under 5 % of the area are ignored), so two separate objects are not
+        judged by their mixed colours."""
         area = int(mask.sum())
         if area == 0:
             return 0.0
+        cv2 = _cv2()
+        n, comp, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        if n <= 2:
+            return self._one(mask, area)
+        parts = [(int(stats[i, cv2.CC_STAT_AREA]), i) for i in range(1, n)]
+        parts = [(a, i) for a, i in parts if a >= 0.05 * area]
+        total = sum(a for a, _ in parts)
+        return sum(a * self._one(comp == i, a) for a, i in parts) / total
+
+    def _one(self, mask: np.ndarray, area: int) -> float:
         valid = self.valid
         band = dilate(mask, 1) & ~erode(mask, 1) & valid
         g_b = float(self.grad[band].mean()) if band.any() else 0.0
@@ -174,9 +187,10 @@ def initial_guess(
     corrected by every click that disagrees with it, in the order given.
 
     A corrective click at ``c`` picks, among the hierarchy regions ``R`` holding ``c`` and
-    no click of the other label, the one for which ``guess | R`` (object click) or
-    ``guess & ~R`` (background click) has the best score times click consistency; object
-    regions reaching an open ROI side count half (the object probably continues outside).
+    no click of the other label, the one for which the part of ``guess | R`` holding ``c``
+    (object click) or ``guess & ~R`` (background click) has the best score, times click
+    consistency; object regions reaching an open ROI side count half (the object probably
+    continues outside).
     When even the superpixel of ``c`` holds a click of the other label, a disk of
     ``seed_radius`` is used instead.
     """
@@ -201,7 +215,10 @@ def initial_guess(
                 cand = guess | region if label == 1 else guess & ~region
                 if inside_box is not None:
                     cand &= inside_box
-                s = score(cand) * prompt_consistency(cand, pos, neg, inside_box)
+                # an addition is judged by the object it now belongs to (the part holding
+                # the click), a removal by what is left
+                judged = _component_at(cand, y, x) if label == 1 else cand
+                s = score(judged) * prompt_consistency(cand, pos, neg, inside_box)
                 if label == 1 and near_open is not None and (region & near_open).any():
                     s *= 0.5
                 if s > best_score:
@@ -213,6 +230,14 @@ def initial_guess(
                 best &= inside_box
         guess = best
     return guess
+
+
+def _component_at(mask: np.ndarray, y: int, x: int) -> np.ndarray:
+    """The 8-connected part of ``mask`` holding pixel ``(y, x)`` (empty if off the mask)."""
+    if not mask[y, x]:
+        return np.zeros_like(mask)
+    _, comp = _cv2().connectedComponents(mask.astype(np.uint8), connectivity=8)
+    return comp == comp[y, x]
 
 
 def click_basins(

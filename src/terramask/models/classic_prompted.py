@@ -27,9 +27,10 @@ disk. Then:
 - GrabCut (OpenCV): the guess is probable object, the rest probable background; clicks
   are small definite disks (``seed_radius`` px), nodata and the outside of the box
   definite background; colour models and graph cut iterate ``iterations`` times;
-- random walker (scikit-image): seeds are the clicks, the guess shrunk by a band (object)
-  and everything beyond the guess grown by that band (background); with a box alone, a
-  disk at the box centre is the object seed.
+- random walker (scikit-image): seeds are the clicks, the ROI's open sides and the
+  outside of the box; with a prior, also the guess shrunk by a band (object) and
+  everything beyond the guess grown by that band (background); with a box and no object
+  click, the box's core (its middle half along each axis) is the object seed.
 
 Candidates: ``main`` (the method's result), ``guess`` (the initial guess), ``tight`` (the
 confidently-object part of ``main``: random-walker probability or GrabCut colour
@@ -352,7 +353,7 @@ def _run_roi(
             found["loose"] = r.clean(dilate(main, rad))
     else:
         # clicks seed the walk; a prior mask (with its corrections) adds band seeds; a box
-        # without object clicks adds a disk at its centre
+        # without object clicks adds its core
         band_seeds = query.prior is not None
         centre_seed = query.box is not None and query.prior is None and not len(r.pos)
         guess = r.guess(cfg) if band_seeds or (centre_seed and len(r.neg)) else r.inside_box
@@ -453,10 +454,12 @@ def _random_walker(lab, guess, band_seeds, centre_seed, pos_disk, neg_disk, insi
     shape = lab.shape[:2]
     labels = np.zeros(shape, dtype=np.int32)
     if centre_seed and inside_box is not None:
+        # the box's core (its middle half along each axis) is object
         ys, xs = np.nonzero(inside_box)
-        centre = np.array([[(xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2]])
-        r = max(1.0, 0.12 * min(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1))
-        labels[disk_mask(shape, centre, r) & guess] = 1
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        core = np.zeros(shape, bool)
+        core[y0 + (y1 - y0) // 4 : y1 - (y1 - y0) // 4, x0 + (x1 - x0) // 4 : x1 - (x1 - x0) // 4] = True
+        labels[core & guess] = 1
     if band_seeds and guess.any():
         # seeds away from the guess's boundary, with an unknown band in between
         band = max(2, int(round(0.12 * np.sqrt(int(guess.sum())))))
