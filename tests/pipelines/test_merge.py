@@ -271,3 +271,48 @@ def test_single_tile_scene_keeps_every_mask():
     merged = merge_tiles(grid, perfect_tiles(objects, grid))
     assert_same_objects(merged, objects, shape)
     assert all(o.complete for o in merged)
+
+
+def test_tile_cores_partition_the_scene():
+    for width, height in [(640, 640), (900, 600), (300, 256)]:
+        grid = make_grid(width, height)
+        cover = np.zeros((height, width), dtype=np.int32)
+        for seq in range(len(grid)):
+            x0, y0, x1, y1 = grid.core(seq)
+            w = grid.window(seq)
+            assert w.col_off <= x0 < x1 <= w.col_off + w.width and w.row_off <= y0 < y1 <= w.row_off + w.height
+            cover[y0:y1, x0:x1] += 1
+        assert np.all(cover == 1)
+    assert make_grid(448, 256).core(0) == (0, 0, 224, 256)  # overlap [192, 256) cut in the middle
+
+
+def test_pieces_of_an_object_no_tile_sees_whole_come_from_the_core_tiles():
+    shape = (256, 448)
+    grid = make_grid(448, 256)
+    truth = rect(shape, 100, 50, 350, 90)
+    view0 = rect(shape, 100, 50, 256, 90)          # tile 0: cut at its right edge
+    view1 = rect(shape, 192, 50, 350, 90) & ~rect(shape, 192, 50, 210, 60)  # tile 1 misses a notch in tile 0's core
+    w0, w1 = grid.window(0), grid.window(1)
+    p0 = parts_from_maskset(masks_set([view0[w0.slices()]], [0.9]), 0, w0, grid.interior_edges(0))
+    p1 = parts_from_maskset(masks_set([view1[w1.slices()]], [0.8]), 1, w1, grid.interior_edges(1))
+    (obj,) = merge_tiles(grid, [(0, p0), (1, p1)])
+    assert not obj.complete and obj.disjoint and len(obj.parts) == 2
+    assert np.array_equal(scene_mask(obj, shape), truth)  # the notch lies in tile 0's core
+    assert sum(int(m.sum()) for _, m in obj.pieces()) == int(truth.sum())
+
+
+def test_objects_stop_growing_at_max_object_size():
+    shape = (256, 1600)  # one row of tiles
+    stripe = rect(shape, 0, 100, 1600, 120)
+    grid = make_grid(1600, 256)
+    whole = merge_tiles(grid, perfect_tiles([stripe], grid), MergeParams(max_object_size=None))
+    assert_same_objects(whole, [stripe], shape)
+    capped = merge_tiles(grid, perfect_tiles([stripe], grid), MergeParams(max_object_size=600))
+    assert len(capped) > 1
+    assert all(o.box[2] - o.box[0] <= 600 for o in capped)
+    union = np.zeros(shape, dtype=bool)
+    for o in capped:
+        m = scene_mask(o, shape)
+        assert not (union & m).any()  # pieces do not overlap
+        union |= m
+    assert np.array_equal(union, stripe)

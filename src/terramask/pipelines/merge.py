@@ -31,7 +31,9 @@ still touch:
 3. A component is final once no later tile's window meets its bounding box. It becomes a
    :class:`MergedObject`: if some member is complete, the best complete member
    (highest score, then largest) — duplicates and partial views inside it are dropped;
-   otherwise (an object larger than a tile) the union of all members.
+   otherwise (an object no tile saw whole) the union of its members, each cut to its
+   tile's *core* (the window cut at the middle of each overlap): pieces that do not
+   overlap, every pixel decided by the tile that sees it most centrally.
 
 Memory: only parts whose component can still meet a later tile are kept, bit-packed —
 roughly the masks along one row of tile overlaps, independent of the scene height; the
@@ -44,7 +46,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -69,13 +71,18 @@ class MergeParams:
     - ``edge_margin``: pixels from an interior tile edge within which a mask counts as
       touching it (>= 1; 1 = the edge pixel row/column itself);
     - ``conflict_frac``: two parts of the same tile overlapping by more than this share of
-      the smaller one are never merged (0 <= f < 1).
+      the smaller one are never merged (0 <= f < 1);
+    - ``max_object_size``: an object never grows beyond this many pixels in width or height
+      (None: no limit). A region running through the whole scene (a forest, the sea) then
+      comes out as several objects of at most this size, which keeps the memory, time and
+      polygon size of one object bounded whatever the scene size.
     """
 
     iou_thresh: float = 0.5
     contain_thresh: float = 0.8
     edge_margin: int = 2
     conflict_frac: float = 0.1
+    max_object_size: int | None = 10240
 
     def __post_init__(self) -> None:
         for name in ("iou_thresh", "contain_thresh"):
@@ -86,10 +93,14 @@ class MergeParams:
             raise InputError(f"merge edge_margin must be an integer >= 1 pixel, got {self.edge_margin!r}")
         if not isinstance(self.conflict_frac, (int, float)) or not 0.0 <= self.conflict_frac < 1.0:
             raise InputError(f"merge conflict_frac must be a number in [0, 1), got {self.conflict_frac!r}")
+        if self.max_object_size is not None and (
+                not isinstance(self.max_object_size, (int, np.integer)) or self.max_object_size < 1):
+            raise InputError(f"merge max_object_size must be a positive number of pixels or None, got {self.max_object_size!r}")
 
     def to_dict(self) -> dict:
         return {"iou_thresh": self.iou_thresh, "contain_thresh": self.contain_thresh,
-                "edge_margin": int(self.edge_margin), "conflict_frac": self.conflict_frac}
+                "edge_margin": int(self.edge_margin), "conflict_frac": self.conflict_frac,
+                "max_object_size": None if self.max_object_size is None else int(self.max_object_size)}
 
 
 # -- the tile grid --------------------------------------------------------------------------
@@ -173,6 +184,19 @@ class TileGrid:
     def neighbours(self, seq: int) -> list[int]:
         """Other tiles whose windows overlap tile ``seq``."""
         return [s for s in self.seqs_meeting(self.window(seq).bounds) if s != seq]
+
+    @staticmethod
+    def _cuts(offs: np.ndarray, size: int, length: int) -> np.ndarray:
+        mids = (offs[1:] + offs[:-1] + size) // 2  # middle of each overlap
+        return np.concatenate([[0], mids, [length]])
+
+    def core(self, seq: int) -> Box:
+        """The pixels tile ``seq`` is closest to the centre of: its window cut at the middle
+        of each overlap. The cores of all tiles partition the scene."""
+        r, c = divmod(seq, self.ncols)
+        xs = self._cuts(self.col_offs, self.tile_w, self.width)
+        ys = self._cuts(self.row_offs, self.tile_h, self.height)
+        return (int(xs[c]), int(ys[r]), int(xs[c + 1]), int(ys[r + 1]))
 
 
 # -- parts ------------------------------------------------------------------------------
@@ -294,19 +318,36 @@ def _quality(part: Part) -> tuple:
 class MergedObject:
     """One object assembled from tile parts.
 
-    ``parts``: the parts whose pixels make the object (one complete part, or all parts of
-    an object no tile saw whole), sorted by id; ``members``: every part that matched,
-    dropped duplicates and partial views included; ``representative``: the part whose scores
-    and tile the object reports (the complete winner, else the largest part).
+    ``parts``: the parts whose pixels make the object, sorted by id, and ``regions`` the
+    scene box each one contributes inside: its own box for a part a tile saw whole, or —
+    for an object no tile saw whole — its box cut to its tile's core
+    (:meth:`TileGrid.core`), so the pieces do not overlap and each pixel comes from the
+    tile that sees it most centrally. ``members``: every part that matched, dropped
+    duplicates and partial views included; ``representative``: the part whose scores and
+    tile the object reports (the complete winner, else the largest part).
     """
 
     parts: list[Part]
     members: list[Part]
     representative: Part
+    regions: list[Box] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.regions:
+            self.regions = [p.box for p in self.parts]
 
     @property
     def complete(self) -> bool:
         return self.representative.complete
+
+    @property
+    def disjoint(self) -> bool:
+        """The pieces cannot overlap: a single part, or parts of different tiles cut to
+        their cores (two parts of one tile may overlap a little)."""
+        if len(self.parts) == 1:
+            return True
+        cut = any(r != p.box for p, r in zip(self.parts, self.regions))
+        return cut and len({p.tile for p in self.parts}) == len(self.parts)
 
     @property
     def score(self) -> float:
@@ -327,24 +368,30 @@ class MergedObject:
 
     @property
     def box(self) -> Box:
-        return _union_box(p.box for p in self.parts)
+        return _union_box(self.regions)
 
     @property
     def key(self) -> int:
         """Smallest member id: a stable order of objects."""
         return min(p.id for p in self.members)
 
+    def pieces(self) -> Iterator[tuple[Box, np.ndarray]]:
+        """``(box, bool crop)`` of each part inside its region (scene pixels)."""
+        for part, region in zip(self.parts, self.regions):
+            m = part.mask()
+            x0, y0 = part.box[0], part.box[1]
+            yield region, m[region[1] - y0 : region[3] - y0, region[0] - x0 : region[2] - x0]
+
     def mask(self) -> tuple[Box, np.ndarray]:
-        """``(box, (rows, cols) bool)``: the union of ``parts`` over their joint box.
+        """``(box, (rows, cols) bool)``: the object over its box.
 
         Materialises the whole box: meant for tests and small objects; large objects are
-        painted part by part (:mod:`terramask.pipelines.tiled`).
+        painted piece by piece (:mod:`terramask.pipelines.tiled`).
         """
         box = self.box
         out = np.zeros((box[3] - box[1], box[2] - box[0]), dtype=bool)
-        for p in self.parts:
-            x0, y0, x1, y1 = p.box
-            out[y0 - box[1] : y1 - box[1], x0 - box[0] : x1 - box[0]] |= p.mask()
+        for (x0, y0, x1, y1), m in self.pieces():
+            out[y0 - box[1] : y1 - box[1], x0 - box[0] : x1 - box[0]] |= m
         return box, out
 
 
@@ -422,7 +469,7 @@ class TileMerger:
         self._comps: dict[int, _Component] = {}
         self._by_tile: dict[int, dict[int, Part]] = defaultdict(dict)
         self._buckets: dict[int, set[int]] = defaultdict(set)
-        self.stats = {"parts": 0, "matches": 0, "blocked": 0, "pending_peak": 0}
+        self.stats = {"parts": 0, "matches": 0, "blocked": 0, "capped": 0, "pending_peak": 0}
 
     # -- union-find ----------------------------------------------------------------------
     def _find(self, pid: int) -> int:
@@ -443,13 +490,18 @@ class TileMerger:
             if m.conflicts and not m.conflicts.isdisjoint(large.ids):
                 self.stats["blocked"] += 1
                 return False
+        box = _union_box([large.box, small.box])
+        cap = self.params.max_object_size
+        if cap is not None and max(box[2] - box[0], box[3] - box[1]) > cap:
+            self.stats["capped"] += 1
+            return False
         r_small, r_large = (ra, rb) if small is ca else (rb, ra)
         self._buckets[small.last].discard(r_small)
         self._buckets[large.last].discard(r_large)
         self._parent[r_small] = r_large
         large.members.extend(small.members)
         large.ids |= small.ids
-        large.box = _union_box([large.box, small.box])
+        large.box = box
         large.last = max(self.grid.last_seq_meeting(large.box), self._next_seq)
         self._buckets[large.last].add(r_large)
         del self._comps[r_small]
@@ -576,7 +628,7 @@ class TileMerger:
             for m in comp.members:
                 del self._parent[m.id]
                 self._by_tile.get(m.tile, {}).pop(m.id, None)
-            out.append(_make_object(comp.members, self.params.contain_thresh))
+            out.append(_make_object(comp.members, self.params.contain_thresh, self.grid))
         for tile in [t for t, d in self._by_tile.items() if not d]:
             del self._by_tile[tile]
         out.sort(key=lambda o: o.key)
@@ -593,7 +645,7 @@ def _overlap(a: Part, b: Part) -> int:
     return int(np.count_nonzero(ma & mb))
 
 
-def _make_object(members: list[Part], contain_thresh: float) -> MergedObject:
+def _make_object(members: list[Part], contain_thresh: float, grid: TileGrid) -> MergedObject:
     members = sorted(members, key=lambda m: m.id)
     complete = [m for m in members if m.complete]
     if complete:
@@ -604,7 +656,17 @@ def _make_object(members: list[Part], contain_thresh: float) -> MergedObject:
         parts = sorted([best, *extra], key=lambda m: m.id)
         return MergedObject(parts=parts, members=members, representative=best)
     largest = min(members, key=lambda m: (-m.area, m.id))
-    return MergedObject(parts=members, members=members, representative=largest)
+    if len(members) == 1:
+        return MergedObject(parts=members, members=members, representative=largest)
+    parts, regions = [], []
+    for m in members:
+        region = _meet(m.box, grid.core(m.tile))
+        if region is not None:
+            parts.append(m)
+            regions.append(region)
+    if not parts:  # cannot happen for masks inside their tiles, but never lose an object
+        return MergedObject(parts=members, members=members, representative=largest)
+    return MergedObject(parts=parts, members=members, representative=largest, regions=regions)
 
 
 def merge_tiles(grid: TileGrid, tile_parts: Iterable[tuple[int, Sequence[Part]]],

@@ -57,7 +57,7 @@ from terramask.io.atomic import ensure_output_dir, json_default, remove_stale_te
 from terramask.io.overlay import draw_annotations, save_png
 from terramask.io.rasters import LabelRasterWriter
 from terramask.io.scene import Scene, open_scene
-from terramask.io.vectors import Feature, VectorWriter, geometry_measures, mask_to_geometry
+from terramask.io.vectors import Feature, VectorWriter, geometry_measures
 from terramask.pipelines.engines import make_engine, worker_name
 from terramask.pipelines.merge import (
     MergedObject,
@@ -316,18 +316,69 @@ def tile_parts(masks: Any, job: TileJob, valid: np.ndarray | None) -> list[Part]
 
 
 # -- writing objects ---------------------------------------------------------------------------
-def part_geometry(part: Part):
-    """Polygon of a part's pixels in scene pixel coordinates (x=col, y=row)."""
-    return mask_to_geometry(part.mask(), Affine.translation(part.box[0], part.box[1]))
+def piece_geometry(box, crop: np.ndarray):
+    """Pixel-edge polygon(s) of a bool ``crop`` whose top-left pixel is ``box[:2]`` (scene
+    pixels); None when empty.
+
+    The tracing of :func:`terramask.io.vectors.mask_to_geometry` (GDAL polygonize,
+    4-connected), building the polygons from coordinate arrays and without its validity
+    repair: GDAL's 4-connected pixel polygons are valid, and checking each of thousands of
+    pieces costs more than tracing them. Merged geometries are checked once, after union.
+    """
+    from rasterio.features import shapes
+
+    crop = np.ascontiguousarray(crop, dtype=bool)
+    if not crop.any():
+        return None
+    polys = []
+    for geom, value in shapes(crop.view(np.uint8), mask=crop, connectivity=4,
+                              transform=Affine.translation(box[0], box[1])):
+        if value:
+            rings = [shapely.linearrings(np.asarray(r, dtype=np.float64)) for r in geom["coordinates"]]
+            polys.append(shapely.Polygon(rings[0], rings[1:]) if len(rings) > 1 else shapely.Polygon(rings[0]))
+    return polys[0] if len(polys) == 1 else shapely.MultiPolygon(polys)
 
 
 def object_geometry(obj: MergedObject):
-    """Polygon/MultiPolygon of a merged object in scene pixel coordinates."""
-    geoms = [part_geometry(p) for p in obj.parts]
-    geom = geoms[0] if len(geoms) == 1 else shapely.union_all(geoms)
-    if not geom.is_valid:
-        geom = shapely.make_valid(geom)
-    return geom
+    """Polygon/MultiPolygon of a merged object in scene pixel coordinates (x=col, y=row)."""
+    geoms = [g for g in (piece_geometry(box, crop) for box, crop in obj.pieces()) if g is not None]
+    if len(geoms) == 1:
+        return geoms[0]
+    if obj.disjoint:
+        geom = _union_disjoint(geoms)
+        if geom is not None:
+            return geom
+    geom = shapely.union_all(geoms)
+    return geom if geom.is_valid else shapely.make_valid(geom)
+
+
+def _polygons_of(geom) -> list:
+    return list(geom.geoms) if hasattr(geom, "geoms") else [geom]
+
+
+def _union_disjoint(geoms: list):
+    """Union of pieces that do not overlap (cut to tile cores), shells first.
+
+    A hole of a piece lies strictly inside its region (a piece is cut at its region's
+    edge, so anything open to that edge belongs to its outline), so no other piece can
+    fill it: only the outlines need a union, and the holes are put back into the merged
+    polygon that holds them. Several times faster than a union of the full polygons on
+    large, hole-riddled regions; None when the result is not valid (then the caller does
+    the plain union).
+    """
+    polys = [p for g in geoms for p in _polygons_of(g)]
+    merged = _polygons_of(shapely.union_all([shapely.Polygon(p.exterior) for p in polys]))
+    holes: list[list] = [[] for _ in merged]
+    tree = shapely.STRtree(merged)
+    for p in polys:
+        if p.interiors:
+            hit = tree.query(shapely.Polygon(p.exterior).representative_point(), predicate="intersects")
+            if len(hit) != 1:
+                return None
+            holes[int(hit[0])].extend(p.interiors)
+    out = [shapely.Polygon(m.exterior, [*m.interiors, *h]) if h else m for m, h in zip(merged, holes)]
+    geom = out[0] if len(out) == 1 else shapely.MultiPolygon(out)
+    return geom if geom.is_valid else None
 
 
 def _to_world(geom, transform: Affine):
@@ -339,7 +390,10 @@ class ObjectSink:
     """Paints finished objects into the label raster and streams their polygons.
 
     IDs are given in the order objects arrive (1, 2, …). Painting keeps the smaller object
-    visible where objects overlap (ties: the lower ID), whatever the arrival order.
+    visible where objects overlap (ties: the lower ID), whatever the arrival order. Objects
+    are painted piece by piece (at most a tile each), so a huge object never needs a mask
+    of its whole extent; polygons are buffered up to ``flush_features`` objects or
+    ``flush_vertices`` coordinates between GeoPackage appends.
     """
 
     def __init__(self, out_dir: Path, width: int, height: int, transform: Affine, crs: str | None,
@@ -360,6 +414,10 @@ class ObjectSink:
         self._areas = np.full(4096, np.iinfo(np.int64).max, dtype=np.int64)  # id -> area; 0 never wins
         self._batch_px = 4 * grid.tile_w * grid.tile_h
         self.count = 0
+        # Polygons wait in a small buffer: one GeoPackage append per few thousand objects.
+        self.flush_features, self.flush_vertices = 2000, 2_000_000
+        self._feats: list[Feature] = []
+        self._vertices = 0
 
     def open(self) -> "ObjectSink":
         self.labels.open()
@@ -373,7 +431,7 @@ class ObjectSink:
     def add(self, objects: list[MergedObject]) -> None:
         if not objects:
             return
-        feats, paint = [], []
+        paint = []
         for obj in objects:
             geom_px = object_geometry(obj)
             area = int(round(geom_px.area))
@@ -388,40 +446,47 @@ class ObjectSink:
                 grown[: len(self._areas)] = self._areas
                 self._areas = grown
             self._areas[oid] = area
-            paint.extend((p, oid, area) for p in obj.parts)
+            paint.extend((box, crop, oid, area) for box, crop in obj.pieces())
             world = _to_world(geom_px, self.transform)
             props = {"id": oid, "score": _finite(obj.score), "stability": _finite(obj.stability),
                      "tile": self.grid.tile_id(obj.tile), "n_tiles": len(obj.tiles)}
             props.update(geometry_measures(world, self.crs, self.transform))
-            feats.append(Feature(world, props))
+            self._feats.append(Feature(world, props))
+            self._vertices += int(shapely.get_num_coordinates(world))
         if paint:
             self._paint(paint)
-        self.vectors.write(feats)
+        if len(self._feats) >= self.flush_features or self._vertices >= self.flush_vertices:
+            self._flush()
 
-    def _paint(self, items: list[tuple[Part, int, int]]) -> None:
-        boxes = np.array([p.box for p, _, _ in items], dtype=np.int64)
+    def _flush(self) -> None:
+        if self._feats:
+            self.vectors.write(self._feats)
+        self._feats, self._vertices = [], 0
+
+    def _paint(self, items: list[tuple[tuple, np.ndarray, int, int]]) -> None:
+        boxes = np.array([box for box, _, _, _ in items], dtype=np.int64)
         x0, y0 = boxes[:, 0].min(), boxes[:, 1].min()
         x1, y1 = boxes[:, 2].max(), boxes[:, 3].max()
         if (x1 - x0) * (y1 - y0) <= self._batch_px:
             self._paint_window((int(x0), int(y0), int(x1), int(y1)), items)
         else:
             for item in items:
-                self._paint_window(item[0].box, [item])
+                self._paint_window(item[0], [item])
 
     def _paint_window(self, box, items) -> None:
         bx0, by0, bx1, by1 = box
         window = Window.from_bounds(bx0, by0, bx1, by1)
         current = self.labels.read_window(window)
-        for part, oid, area in items:
-            x0, y0, x1, y1 = part.box
+        for (x0, y0, x1, y1), crop, oid, area in items:
             sub = current[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]
             held = self._areas[sub]
-            take = part.mask() & ((held > area) | ((held == area) & (sub > oid)))
+            take = crop & ((held > area) | ((held == area) & (sub > oid)))
             sub[take] = oid
         self.labels.write_window(window, current)
 
     def close(self) -> dict[str, Path]:
         try:
+            self._flush()
             vectors = self.vectors.close()
         except BaseException:
             self.labels.abort()
