@@ -9,11 +9,12 @@ users have the baseline SAM is compared with. No weights, no torch.
   classic "embedding", reused by every prompt. ``image_size == input_size`` = the image
   shape (no resize).
 - ``predict`` segments prompts in the image pixel frame (see
-  :mod:`terramask.models.classic_prompted` for the seeding rules and the scores). It
-  returns up to 3 candidates (``multimask=True``, sorted by score) or the best one, with
-  ``low_res_logits (K, 256, 256)`` float32 in SAM's low-res layout (longest image side ->
-  256, padded bottom/right; positive inside the mask) to pass back as
-  ``Prompts.mask_logits``. Several boxes give one mask per box, in box order.
+  :mod:`terramask.models.classic_prompted` for the ROI, seeding and candidates, and
+  :mod:`terramask.models.classic_guess` for how corrective clicks act and the scores).
+  It returns up to 3 candidates (``multimask=True``, sorted by score) or the best one,
+  with ``low_res_logits (K, 256, 256)`` float32 in SAM's low-res layout (longest image
+  side -> 256, padded bottom/right; positive inside the mask, signed distance based) to
+  pass back as ``Prompts.mask_logits``. Several boxes give one mask per box, in box order.
 - ``generate`` segments the whole image (see :mod:`terramask.models.classic_auto`).
 """
 
@@ -106,11 +107,13 @@ class ClassicBackend:
         """Masks for ``prompts`` (image pixel frame) on the image grid.
 
         Returns a :class:`MaskSet` with ``masks (K, H, W)``, ``scores`` (heuristic
-        confidence in [0, 1], see :func:`~terramask.models.classic_prompted.score_candidate`),
-        ``boxes`` xyxy and ``low_res_logits (K, 256, 256)`` float32. One query (points
-        and/or one box and/or a prior mask): up to 3 candidates sorted by score when
+        confidence in [0, 1], see :class:`~terramask.models.classic_guess.Scorer`),
+        ``boxes`` xyxy, ``low_res_logits (K, 256, 256)`` float32 and ``kind (K,)`` str
+        (``main`` = the method's result, ``guess`` = the region-merging guess it started
+        from, ``tight`` / ``loose`` = smaller / larger variants). One query (points and/or
+        one box and/or a prior mask): up to 3 distinct candidates sorted by score when
         ``multimask``, else the best. Several boxes: one mask (the best) per box, in box
-        order. Raises :class:`PromptError` for empty prompts, prompts in another frame,
+        order. Point ``(x, y)`` means the pixel at column ``round(x)``, row ``round(y)``. Raises :class:`PromptError` for empty prompts, prompts in another frame,
         points outside the image or on nodata, boxes outside the image, text prompts, or
         no object information at all (only background points).
         """

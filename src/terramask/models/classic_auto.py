@@ -214,11 +214,11 @@ class _Merger:
             s1, s2, q1, q2 = self.sum[a], self.sum[b], self.sq[a], self.sq[b]
             nm, sm, qm = n1 + n2, s1 + s2, q1 + q2
 
-            def n_sd(n, s, q):  # n * standard deviation, per channel
-                return n * np.sqrt(np.clip(q / n - (s / n) ** 2, 0.0, None))
+            def n_sd(n, s, q):  # n * standard deviation, per channel: sqrt(n q - s^2)
+                return np.sqrt(np.maximum(n * q - s * s, 0.0))
 
             cost = (n_sd(nm, sm, qm) - n_sd(n1, s1, q1) - n_sd(n2, s2, q2)).sum(axis=1)
-            return np.sqrt(np.clip(cost, 0.0, None))
+            return np.sqrt(np.maximum(cost, 0.0))
         colour = np.sqrt(((self.means[a] - self.means[b]) ** 2).sum(axis=1))
         return colour + self.edge_weight * e_grad / np.maximum(e_len, 1.0)
 

@@ -125,7 +125,15 @@ def mask_to_low_res_logits(mask: np.ndarray, grid: int = LOW_RES) -> np.ndarray:
     h, w = low_res_shape((h_img, w_img), grid)
     scale = grid / max(h_img, w_img)
     clip_px = (LOGIT_CLIP / LOGIT_GAIN + 2) / scale
-    sdt = signed_distance(mask, clip=clip_px)
+    # distances only matter within clip_px of the mask: compute them on its bounding box
+    # grown by that much (exact there, since the mask lies inside), the rest is -clip
+    sdt = np.full((h_img, w_img), -clip_px, dtype=np.float32)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size:
+        pad = int(np.ceil(clip_px)) + 1
+        y0, y1 = max(0, rows[0] - pad), min(h_img, rows[-1] + 1 + pad)
+        x0, x1 = max(0, cols[0] - pad), min(w_img, cols[-1] + 1 + pad)
+        sdt[y0:y1, x0:x1] = signed_distance(mask[y0:y1, x0:x1], clip=clip_px)
     small = cv2.resize(sdt, (w, h), interpolation=cv2.INTER_AREA) if (h, w) != (h_img, w_img) else sdt
     out = np.full((grid, grid), -LOGIT_CLIP, dtype=np.float32)
     out[:h, :w] = np.clip(small * (scale * LOGIT_GAIN), -LOGIT_CLIP, LOGIT_CLIP)

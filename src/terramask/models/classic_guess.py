@@ -146,7 +146,7 @@ class Hierarchy:
     when ``scales[0] == 0``). Regions of a higher level contain those of a lower one.
     """
 
-    def __init__(self, lab: np.ndarray, grad: np.ndarray, valid: np.ndarray, scales: tuple[float, ...], px_per_region: int = 36) -> None:
+    def __init__(self, lab: np.ndarray, grad: np.ndarray, valid: np.ndarray, scales: tuple[float, ...], px_per_region: int = 64) -> None:
         from terramask.models.classic_auto import _Merger
 
         watershed = require("skimage.segmentation", "classic", "scikit-image").watershed
@@ -238,28 +238,3 @@ def _component_at(mask: np.ndarray, y: int, x: int) -> np.ndarray:
         return np.zeros_like(mask)
     _, comp = _cv2().connectedComponents(mask.astype(np.uint8), connectivity=8)
     return comp == comp[y, x]
-
-
-def click_basins(
-    grad: np.ndarray,
-    valid: np.ndarray,
-    points: np.ndarray,
-    labels: np.ndarray,
-    seed_radius: float,
-    inside_box: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Marker watershed of the gradient: ``(object basins, background basins)``, the
-    pixels each click's disk reaches before meeting another click's basin or the basin of
-    the raster frame / the outside of the box, across the weakest edges."""
-    watershed = require("skimage.segmentation", "classic", "scikit-image").watershed
-    shape = grad.shape
-    markers = np.zeros(shape, dtype=np.int32)
-    markers[[0, -1], :] = 1
-    markers[:, [0, -1]] = 1
-    if inside_box is not None:
-        markers[~inside_box] = 1
-    markers[disk_mask(shape, points[labels == 0], seed_radius)] = 2
-    markers[disk_mask(shape, points[labels == 1], seed_radius)] = 3
-    ws = watershed(grad, markers, mask=valid)
-    return ws == 3, ws == 2
-

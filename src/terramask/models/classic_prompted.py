@@ -14,7 +14,7 @@ The ROI:
 - clicks alone say nothing about the object's size, so a coarse pass first finds the
   object guess (below) on a large ROI (``coarse_extent`` px around the clicks, raster
   ``coarse_side`` px), doubling it while the guess reaches its border; the ROI is then
-  the guess's bounding box plus a fifth.
+  the guess's bounding box plus 30 %.
 
 ROI sides that are not image borders are background. Whenever the result reaches one,
 the ROI grows and the query reruns (at most ``max_grow`` times).
@@ -32,14 +32,15 @@ disk. Then:
   everything beyond the guess grown by that band (background); with a box and no object
   click, the box's core (its middle half along each axis) is the object seed.
 
-Candidates: ``main`` (the method's result), ``guess`` (the initial guess), ``tight`` (the
-confidently-object part of ``main``: random-walker probability or GrabCut colour
-likelihood ratio sigmoid > 0.8) and ``loose`` (``main`` plus connected plausibly-object
-surroundings, > 0.2). Each is scored by :class:`~terramask.models.classic_guess.Scorer`
-times the fraction of clicks it honours times (with a box) its fraction inside the box;
-a candidate smaller than ``collapse_fraction`` of the guess is scaled down in proportion
-(GrabCut's colour models collapse onto texture on remote-sensing scenes whose colours
-repeat everywhere). The three best distinct candidates are returned, best first.
+Candidates: ``main`` (the method's result, cleaned: the parts holding object clicks,
+small holes filled), ``tight`` / ``loose`` (random walker: probability > 0.8 / > 0.2
+connected to ``main``; GrabCut: ``main`` eroded / dilated by 5 % of the square root of
+its area) and, for GrabCut, ``guess``. Each is scored by
+:class:`~terramask.models.classic_guess.Scorer` times the fraction of clicks it honours
+times (with a box) its fraction inside the box; for GrabCut a candidate smaller than
+``collapse_fraction`` of the guess is scaled down in proportion (its colour models
+collapse onto texture on remote-sensing scenes whose colours repeat everywhere, and the
+guess then wins). The three best distinct candidates are returned, best first.
 """
 
 from __future__ import annotations
@@ -56,7 +57,6 @@ from terramask.models.classic_features import ClassicFeatures, signed_distance
 from terramask.models.classic_guess import (
     Hierarchy,
     Scorer,
-    click_basins,
     dilate,
     disk_mask,
     erode,
@@ -258,7 +258,7 @@ def segment(feat: ClassicFeatures, query: Query, method: str, cfg: PromptedConfi
         found_box = _bbox(found)
         if found_box is not None:
             core = _union(pts_box, found_box)
-            margin = max(8.0, 0.2 * _extent(core))
+            margin = max(16.0, 0.3 * _extent(core))
         else:
             core, margin = pts_box, float(cfg.point_extent)
     while True:
@@ -384,6 +384,8 @@ def _run_roi(
 
 
 def _grabcut(rgb, init, pos_disk, neg_disk, inside_box, open_ring, valid, cfg):
+    """GrabCut on the working raster from the guess ``init``: ``(mask, None)``, or
+    ``(None, None)`` without any object seed."""
     cv2 = _cv2()
     gc = np.where(init, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
     if inside_box is not None:
@@ -404,47 +406,14 @@ def _grabcut(rgb, init, pos_disk, neg_disk, inside_box, open_ring, valid, cfg):
         gc[frame & (gc != cv2.GC_FGD)] = cv2.GC_PR_BGD
         if ((gc == cv2.GC_BGD) | (gc == cv2.GC_PR_BGD)).sum() < 5:
             # nothing left to learn a background from: the object is everything valid
-            main = valid | pos_disk
-            return main, main.astype(np.float32)
+            return valid | pos_disk, None
     bgd = np.zeros((1, 65), np.float64)
     fgd = np.zeros((1, 65), np.float64)
     try:
         cv2.grabCut(rgb, gc, None, bgd, fgd, cfg.iterations, cv2.GC_INIT_WITH_MASK)
     except cv2.error as exc:
         raise ModelError(f"GrabCut failed on a {rgb.shape[1]}x{rgb.shape[0]} region: {exc}") from exc
-    main = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
-    llr = _gmm_loglik(fgd, rgb) - _gmm_loglik(bgd, rgb)
-    llr = cv2.GaussianBlur(llr.astype(np.float32), (0, 0), 1.0)
-    soft = 1.0 / (1.0 + np.exp(-np.clip(llr, -30, 30)))
-    soft[gc == cv2.GC_FGD] = 1.0
-    soft[gc == cv2.GC_BGD] = 0.0
-    return main, soft
-
-
-def _gmm_loglik(model: np.ndarray, rgb: np.ndarray) -> np.ndarray:
-    """Per-pixel log-likelihood ``(h, w)`` under one of OpenCV GrabCut's 5-component
-    colour GMMs (``model`` (1, 65): weights, means (5x3), covariances (5x3x3))."""
-    k = 5
-    coefs = model[0, :k]
-    means = model[0, k : 4 * k].reshape(k, 3)
-    covs = model[0, 4 * k :].reshape(k, 3, 3)
-    x = rgb.reshape(-1, 3).astype(np.float32)
-    parts = []
-    for c in range(k):
-        if coefs[c] <= 0:
-            continue
-        cov = covs[c] + np.eye(3) * 1e-3
-        sign, logdet = np.linalg.slogdet(cov)
-        if sign <= 0:
-            continue
-        # Mahalanobis distance through the Cholesky factor: |L^-1 (x - mu)|^2
-        inv_l = np.linalg.inv(np.linalg.cholesky(cov)).astype(np.float32)
-        z = (x - means[c].astype(np.float32)) @ inv_l.T
-        parts.append(np.log(coefs[c]) - 0.5 * (np.einsum("ij,ij->i", z, z) + logdet + 3 * np.log(2 * np.pi)))
-    if not parts:
-        return np.zeros(rgb.shape[:2], np.float32)
-    total = np.logaddexp.reduce(np.stack(parts), axis=0)
-    return total.reshape(rgb.shape[:2])
+    return (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD), None
 
 
 def _random_walker(lab, guess, band_seeds, centre_seed, pos_disk, neg_disk, inside_box, open_ring, valid, cfg):
