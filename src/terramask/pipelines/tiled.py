@@ -339,8 +339,25 @@ def piece_geometry(box, crop: np.ndarray):
     return polys[0] if len(polys) == 1 else shapely.MultiPolygon(polys)
 
 
+#: Objects made of several pieces are traced from one mask of their box up to this many
+#: pixels (exact and linear in the pixels); larger ones by a union of polygons.
+RASTER_UNION_MAX_PX = 8192 * 8192
+
+
 def object_geometry(obj: MergedObject):
-    """Polygon/MultiPolygon of a merged object in scene pixel coordinates (x=col, y=row)."""
+    """Polygon/MultiPolygon of a merged object in scene pixel coordinates (x=col, y=row).
+
+    A single piece is traced directly. Several pieces are painted into one mask of the
+    object's box and traced once when the box holds at most :data:`RASTER_UNION_MAX_PX`
+    pixels (bounded by ``MergeParams.max_object_size``), else their polygons are unioned.
+    """
+    if len(obj.parts) == 1:
+        (box, crop), = obj.pieces()
+        return piece_geometry(box, crop)
+    x0, y0, x1, y1 = obj.box
+    if (x1 - x0) * (y1 - y0) <= RASTER_UNION_MAX_PX:
+        box, mask = obj.mask()
+        return piece_geometry(box, mask)
     geoms = [g for g in (piece_geometry(box, crop) for box, crop in obj.pieces()) if g is not None]
     if len(geoms) == 1:
         return geoms[0]
