@@ -60,7 +60,7 @@ def _progress_bar(quiet: bool):
         return None, None
     from tqdm import tqdm
 
-    bar = tqdm(desc="crops", unit="crop", leave=False)
+    bar = tqdm(desc="prompts", unit="pt", leave=False)
 
     def update(done: int, total: int) -> None:
         bar.total = total

@@ -302,7 +302,7 @@ class SamPointScorer:
     only for those. Coordinates are image pixels of the embedded image (``x, y``).
     """
 
-    def __init__(self, backend: Any, chunk: int = 16) -> None:
+    def __init__(self, backend: Any, chunk: int = 4) -> None:
         model = backend.model
         self.backend = backend
         self.device = getattr(backend, "device", "cpu")
@@ -366,7 +366,7 @@ class SamPointScorer:
         return iou, np.concatenate(rows_out), np.concatenate(ks_out), np.concatenate(lows)
 
 
-def point_scorer_for(backend: Any, chunk: int = 16) -> SamPointScorer | None:
+def point_scorer_for(backend: Any, chunk: int = 4) -> SamPointScorer | None:
     """A :class:`SamPointScorer` when ``backend`` wraps an official SAM v1 model (SAM,
     MobileSAM), else ``None`` (the caller then uses the backend's ``decode_points``)."""
     model = getattr(backend, "model", None)
@@ -384,25 +384,47 @@ def point_scorer_for(backend: Any, chunk: int = 16) -> SamPointScorer | None:
 
 class SamUpscaler:
     """SAM's ``postprocess_masks`` (bilinear to the model size, crop to ``input_size``,
-    bilinear to the image size) as one separable linear map per axis, evaluated only for
-    a window: ``logits = Mr[y0:y1] @ low @ Mc[x0:x1].T`` with the low-res rows/columns
-    each output actually reads. Equal to the two-step resize within float32 rounding, at a
-    cost proportional to the window (no ``model_size``-sized intermediate).
+    bilinear to the image size) evaluated only for a window.
+
+    Both resizes are linear and separable, so per axis they compose into one map in which
+    every output pixel reads at most 4 consecutive low-res samples: ``out = sum_t
+    w[t] * low[idx[t]]`` along columns, then along rows. The cost is a few operations
+    per output pixel (no ``model_size``-sized intermediate) and equals the two-step
+    resize within float32 rounding. Windows covering most of the image use the
+    whole-image two-step kernel instead (faster there). Runs in torch (its thread
+    settings apply).
     """
+
+    #: Windows larger than this fraction of the image use the whole-image kernel.
+    full_fraction = 0.3
 
     def __init__(self, model_size: int = 1024) -> None:
         self.model_size = int(model_size)
         self._cache: dict = {}
 
+    def _full(self, low_res: Any, embedding: Any) -> Any:
+        """The whole image, exactly as ``Sam.postprocess_masks`` computes it."""
+        import torch
+        import torch.nn.functional as F
+
+        (rows, cols), (rows_in, cols_in) = embedding.image_size, embedding.input_size
+        with torch.inference_mode():
+            x = torch.from_numpy(low_res)[:, None]
+            x = F.interpolate(x, (self.model_size, self.model_size), mode="bilinear", align_corners=False)
+            x = x[..., :rows_in, :cols_in]
+            if (rows_in, cols_in) != (rows, cols):
+                x = F.interpolate(x, (rows, cols), mode="bilinear", align_corners=False)
+        return x[:, 0].numpy()
+
     def _axis(self, low: int, resized: int, image: int):
-        """``(image, low)`` float32 interpolation matrix and per-row nonzero ranges."""
+        """``(idx (image, T) int64, w (image, T) float32)`` taps of the composed map."""
         import numpy as np
 
         from terramask.models.torch_utils import bilinear_taps
 
         key = (low, resized, image)
         if key not in self._cache:
-            i1, w1 = bilinear_taps(low, self.model_size, 0, resized)  # stage 1 rows kept
+            i1, w1 = bilinear_taps(low, self.model_size, 0, resized)  # stage 1, kept rows only
             a1 = np.zeros((resized, low), np.float64)
             np.add.at(a1, (np.arange(resized)[:, None], i1), w1.astype(np.float64))
             if image == resized:
@@ -412,28 +434,44 @@ class SamUpscaler:
                 a2 = np.zeros((image, resized), np.float64)
                 np.add.at(a2, (np.arange(image)[:, None], i2), w2.astype(np.float64))
                 m = a2 @ a1
-            m = m.astype(np.float32)
             nz = m != 0
-            first = np.where(nz.any(1), nz.argmax(1), 0)
-            last = np.where(nz.any(1), low - 1 - nz[:, ::-1].argmax(1), 0)
-            self._cache[key] = (m, first, last)
+            has = nz.any(1)
+            first = np.where(has, nz.argmax(1), 0)
+            last = np.where(has, low - 1 - nz[:, ::-1].argmax(1), 0)
+            taps = int((last - first).max()) + 1
+            idx = np.minimum(first[:, None] + np.arange(taps)[None, :], low - 1)
+            w = np.take_along_axis(m, idx, axis=1)
+            w[first[:, None] + np.arange(taps)[None, :] > low - 1] = 0.0
+            self._cache[key] = (idx.astype(np.int64), w.astype(np.float32))
         return self._cache[key]
 
     def upscale(self, embedding: Any, low_res: Any, window: tuple[int, int, int, int] | None = None) -> Any:
-        """``low_res (N, L, L)`` float32 -> ``(N, y1 - y0, x1 - x0)`` float32 logits."""
+        """``low_res (N, L, L)`` float32 -> ``(N, y1 - y0, x1 - x0)`` float32 logits (numpy)."""
         import numpy as np
+        import torch
 
         low_res = np.asarray(low_res, dtype=np.float32)
         n, lh, lw = low_res.shape
         (rows, cols), (rows_in, cols_in) = embedding.image_size, embedding.input_size
         x0, y0, x1, y1 = window if window is not None else (0, 0, cols, rows)
-        mr, fr, lr = self._axis(lh, rows_in, rows)
-        mc, fc, lc = self._axis(lw, cols_in, cols)
-        a, b = int(fr[y0:y1].min()), int(lr[y0:y1].max()) + 1
-        c, d = int(fc[x0:x1].min()), int(lc[x0:x1].max()) + 1
-        r = mr[y0:y1, a:b]
-        ct = np.ascontiguousarray(mc[x0:x1, c:d].T)
-        out = np.empty((n, y1 - y0, x1 - x0), np.float32)
-        for i in range(n):
-            out[i] = r @ (low_res[i, a:b, c:d] @ ct)
-        return out
+        if (x1 - x0) * (y1 - y0) > self.full_fraction * rows * cols:
+            return self._full(low_res, embedding)[:, y0:y1, x0:x1]
+        ir, wr = self._axis(lh, rows_in, rows)
+        ic, wc = self._axis(lw, cols_in, cols)
+        ir, wr = ir[y0:y1], wr[y0:y1]
+        ic, wc = ic[x0:x1], wc[x0:x1]
+        a, b = int(ir.min()), int(ir.max()) + 1
+        c, d = int(ic.min()), int(ic.max()) + 1
+        with torch.inference_mode():
+            low = torch.from_numpy(np.ascontiguousarray(low_res[:, a:b, c:d]))
+            icol = torch.from_numpy(ic - c)
+            wcol = torch.from_numpy(wc)
+            tmp = low[:, :, icol[:, 0]] * wcol[:, 0]
+            for t in range(1, icol.shape[1]):
+                tmp += low[:, :, icol[:, t]] * wcol[:, t]
+            irow = torch.from_numpy(ir - a)
+            wrow = torch.from_numpy(wr)
+            out = tmp[:, irow[:, 0], :] * wrow[:, 0, None]
+            for t in range(1, irow.shape[1]):
+                out += tmp[:, irow[:, t], :] * wrow[:, t, None]
+        return out.numpy()

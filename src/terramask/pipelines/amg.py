@@ -193,7 +193,8 @@ def supports_point_decoding(backend: Any) -> bool:
 # -- the generator ---------------------------------------------------------------------------------
 
 
-def _process_crop(backend, decoder, rgb, crop_box, grid, orig_size, params: AmgParams, mode: str, timings) -> Candidates:
+def _process_crop(backend, decoder, rgb, crop_box, grid, orig_size, params: AmgParams, mode: str, timings,
+                  on_batch: Callable[[int], None] | None = None) -> Candidates:
     x0, y0, x1, y1 = crop_box
     crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
     t0 = time.perf_counter()
@@ -214,6 +215,8 @@ def _process_crop(backend, decoder, rgb, crop_box, grid, orig_size, params: AmgP
     for start in range(0, len(points_all), params.points_per_batch):
         points = points_all[start : start + params.points_per_batch]
         iou, rows, ks, low = decoder.decode(embedding, points, select)
+        if on_batch is not None:
+            on_batch(len(points))
         if len(rows) == 0:
             continue
         if ctx is None:
@@ -253,7 +256,7 @@ def generate_compact(
     ``image``: a :class:`GeoImage` (its ``to_rgb8()``; transform and CRS carried to the
     result) or an ``(H, W, 3)`` uint8 array. ``params`` (default: reference defaults) with
     ``overrides`` applied by name. ``mode``: ``fast`` or ``exact``. ``progress(done,
-    total)`` is called after each crop.
+    total)`` is called after each batch of point prompts (counts of prompts, all crops).
     """
     mode = check_mode(mode)
     params = (params or AmgParams()).replace(**overrides) if overrides else (params or AmgParams())
@@ -290,12 +293,18 @@ def generate_compact(
     dec = _decoder_for(backend, decoder)
     timings = {"encoder": 0.0, "decoder": 0.0, "postprocess": 0.0}
     parts, crop_cols = [], []
-    for i, (box, layer) in enumerate(zip(crop_boxes, layer_idxs)):
-        cands = _process_crop(backend, dec, rgb, box, grids[layer], orig_size, params, mode, timings)
+    total = sum(len(grids[layer]) for layer in layer_idxs)
+    done = [0]
+
+    def on_batch(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress(done[0], total)
+
+    for box, layer in zip(crop_boxes, layer_idxs):
+        cands = _process_crop(backend, dec, rgb, box, grids[layer], orig_size, params, mode, timings, on_batch)
         parts.append(cands)
         crop_cols.append(np.tile(np.asarray(box, dtype=np.int64), (len(cands), 1)))
-        if progress is not None:
-            progress(i + 1, len(crop_boxes))
     t0 = time.perf_counter()
     data = Candidates.concat(parts, orig_size, exact=True)
     crops = np.concatenate(crop_cols).reshape(-1, 4)

@@ -195,7 +195,8 @@ def run_auto(
     n_generated = len(result)
     result = clip_to_valid(result, valid)
     n_valid = len(result)
-    result = result.subset(np.flatnonzero(area_keep(result.areas, min_px, max_px)))
+    # empty masks (possible with stability_score_thresh=0) are no objects
+    result = result.subset(np.flatnonzero(area_keep(result.areas, min_px, max_px) & (result.areas > 0)))
     result = sort_by_area(result)
     result.transform, result.crs = transform, crs
 
