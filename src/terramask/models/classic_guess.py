@@ -12,9 +12,8 @@ raster's pixels.
 - :func:`initial_guess` turns the previous mask (prior, box, or nothing) and the clicks
   into the object guess that GrabCut / the random walker then refine. Each *corrective*
   click (an object click outside the current guess, a background click inside it) adds or
-  removes one hierarchy region around it: among the regions holding the click and no
-  click of the other label, the one that makes the best-scoring object. A click agreeing
-  with the guess changes nothing (the prior already reflects it).
+  removes a whole edge-bounded region around it, not a disk. A click agreeing with the
+  guess changes nothing (the prior already reflects it).
 """
 
 from __future__ import annotations
@@ -151,6 +150,8 @@ class Hierarchy:
 
         watershed = require("skimage.segmentation", "classic", "scikit-image").watershed
         h, w = grad.shape
+        self.valid = valid
+        self.flood_grad = grad
         labels = watershed(grad, markers=max(4, (h * w) // px_per_region), mask=valid).astype(np.int32) - 1
         ids, inv = np.unique(labels, return_inverse=True)
         self.labels = inv.reshape(labels.shape).astype(np.int32) - (1 if ids[0] < 0 else 0)
@@ -186,15 +187,20 @@ def initial_guess(
     """The object guess ``(h, w)`` bool: ``base`` (prior mask or box; empty when None)
     corrected by every click that disagrees with it, in the order given.
 
-    A corrective click at ``c`` picks, among the hierarchy regions ``R`` holding ``c`` and
-    no click of the other label, the one for which the part of ``guess | R`` holding ``c``
-    (object click) or ``guess & ~R`` (background click) has the best score, times click
-    consistency; object regions reaching an open ROI side count half (the object probably
-    continues outside).
+    A background click removes the part of the guess that a marker watershed of the
+    gradient floods from the background clicks before the flood from the object clicks
+    reaches it (the split follows the strongest edges between them); without object
+    clicks (a box), the hierarchy region holding it whose removal leaves the best-scoring
+    object. An object click adds the best of: the hierarchy regions holding it and no background click, and the
+    area the object clicks flood outside the guess before the background clicks and open
+    ROI sides do; "best" is the score of the object the addition joins (its part holding
+    the click) times click consistency, additions reaching an open ROI side counting half
+    (the object probably continues outside).
     When even the superpixel of ``c`` holds a click of the other label, a disk of
     ``seed_radius`` is used instead.
     """
     shape = hier.labels.shape
+    hier.flood_grad = score.grad  # floods ignore texture finer than the scores do
     guess = np.zeros(shape, bool) if base is None else base.copy()
     if inside_box is not None:
         guess &= inside_box
@@ -206,23 +212,34 @@ def initial_guess(
             continue
         other = sps[(labels != label) & (sps >= 0)]
         best, best_score = None, -1.0
-        if sps[i] >= 0:
+        regions = []
+        if label == 0 and len(pos):
+            # a background click cuts off the part of the guess it floods before the
+            # flood from the object clicks (never a score choice: the larger, well-formed
+            # mask the user is correcting always scores well)
+            regions.append(_click_basin(hier, guess, points, labels, i, open_ring, seed_radius))
+        elif sps[i] >= 0:
             for level in range(len(hier.levels)):
                 roots = hier.levels[level]
                 if np.any(roots[other] == roots[sps[i]]):
                     break  # this region, and every larger one, holds a click of the other label
-                region = hier.region(level, int(sps[i]))
-                cand = guess | region if label == 1 else guess & ~region
-                if inside_box is not None:
-                    cand &= inside_box
-                # an addition is judged by the object it now belongs to (the part holding
-                # the click), a removal by what is left
-                judged = _component_at(cand, y, x) if label == 1 else cand
-                s = score(judged) * prompt_consistency(cand, pos, neg, inside_box)
-                if label == 1 and near_open is not None and (region & near_open).any():
-                    s *= 0.5
-                if s > best_score:
-                    best, best_score = cand, s
+                regions.append(hier.region(level, int(sps[i])))
+        if label == 1:
+            regions.append(_click_basin(hier, guess, points, labels, i, open_ring, seed_radius))
+        for region in regions:
+            if not region.any():
+                continue
+            cand = guess | region if label == 1 else guess & ~region
+            if inside_box is not None:
+                cand &= inside_box
+            # an addition is judged by the object it now belongs to (the part holding
+            # the click), a removal by what is left
+            judged = _component_at(cand, y, x) if label == 1 else cand
+            s = score(judged) * prompt_consistency(cand, pos, neg, inside_box)
+            if label == 1 and near_open is not None and (region & near_open).any():
+                s *= 0.5
+            if s > best_score:
+                best, best_score = cand, s
         if best is None:
             disk = disk_mask(shape, points[i : i + 1], seed_radius)
             best = guess | disk if label == 1 else guess & ~disk
@@ -232,9 +249,61 @@ def initial_guess(
     return guess
 
 
+def _click_basin(
+    hier: Hierarchy,
+    guess: np.ndarray,
+    points: np.ndarray,
+    labels: np.ndarray,
+    i: int,
+    open_ring: np.ndarray,
+    seed_radius: float,
+) -> np.ndarray:
+    """The region click ``i`` claims by a marker watershed of the gradient: flooding from
+    the clicks of its label against the clicks of the other label (and, for an object
+    click, the open ROI sides), inside the guess for a background click (what to cut off)
+    or outside it for an object click (what to add). It splits a region along its
+    strongest inner edge where the hierarchy merged both sides early."""
+    watershed = require("skimage.segmentation", "classic", "scikit-image").watershed
+    shape = guess.shape
+    label = int(labels[i])
+    own = disk_mask(shape, points[labels == label], seed_radius)
+    rival = disk_mask(shape, points[labels != label], seed_radius)
+    if label == 1:
+        area = (~guess | own) & hier.valid
+        rival |= open_ring
+    else:
+        area = (guess | own) & hier.valid
+    markers = np.zeros(shape, dtype=np.int32)
+    markers[rival & area] = 1
+    markers[own & area] = 2
+    if not (markers == 1).any():
+        return np.zeros(shape, bool)
+    ws = watershed(hier.flood_grad, markers, mask=area)
+    return (ws == 2) & (~guess if label == 1 else guess)
+
+
 def _component_at(mask: np.ndarray, y: int, x: int) -> np.ndarray:
     """The 8-connected part of ``mask`` holding pixel ``(y, x)`` (empty if off the mask)."""
     if not mask[y, x]:
         return np.zeros_like(mask)
     _, comp = _cv2().connectedComponents(mask.astype(np.uint8), connectivity=8)
     return comp == comp[y, x]
+
+
+def background_zone(
+    grad: np.ndarray, valid: np.ndarray, points: np.ndarray, labels: np.ndarray, seed_radius: float
+) -> np.ndarray:
+    """``(h, w)`` bool: the pixels a marker watershed of the gradient floods from the
+    background clicks before the flood from the object clicks reaches them — a geodesic
+    split between the two kinds of clicks along the strongest edges between them.
+    Empty unless there are clicks of both kinds."""
+    shape = grad.shape
+    if not (np.any(labels == 1) and np.any(labels == 0)):
+        return np.zeros(shape, bool)
+    watershed = require("skimage.segmentation", "classic", "scikit-image").watershed
+    markers = np.zeros(shape, dtype=np.int32)
+    markers[disk_mask(shape, points[labels == 0], seed_radius)] = 2
+    markers[disk_mask(shape, points[labels == 1], seed_radius)] = 1
+    markers[~valid] = 0
+    return watershed(grad, markers, mask=valid) == 2
+

@@ -25,10 +25,13 @@ proposals, so a corrective click adds or removes a whole edge-bounded region, no
 disk. Then:
 
 - GrabCut (OpenCV): the guess is probable object, the rest probable background; clicks
-  are small definite disks (``seed_radius`` px), nodata and the outside of the box
-  definite background; colour models and graph cut iterate ``iterations`` times;
-- random walker (scikit-image): seeds are the clicks, the ROI's open sides and the
-  outside of the box; with a prior, also the guess shrunk by a band (object) and
+  are small definite disks (``seed_radius`` px); nodata, the outside of the box and the
+  *background zone* (:func:`~terramask.models.classic_guess.background_zone`: what the
+  background clicks reach before the object clicks do, across the strongest edges
+  between them) are definite background, so a correction stays corrected in later
+  rounds; colour models and graph cut iterate ``iterations`` times;
+- random walker (scikit-image): seeds are the clicks, the background zone, the ROI's
+  open sides and the outside of the box; with a prior, also the guess shrunk by a band (object) and
   everything beyond the guess grown by that band (background); with a box and no object
   click, the box's core (its middle half along each axis) is the object seed.
 
@@ -57,6 +60,7 @@ from terramask.models.classic_features import ClassicFeatures, signed_distance
 from terramask.models.classic_guess import (
     Hierarchy,
     Scorer,
+    background_zone,
     dilate,
     disk_mask,
     erode,
@@ -301,6 +305,9 @@ class _Raster:
         self.open_ring = roi.ring(open_only=True)
         self.near_open = dilate(self.open_ring, max(2, int(round(0.02 * max(self.shape))))) if self.open_ring.any() else None
         self.scorer = Scorer(self.lab, self.valid, cfg.score_sigma)
+        # geodesic splits run on the score's smoothed gradient: texture finer than the
+        # object must not stop a flood
+        self.background_zone = background_zone(self.scorer.grad, self.valid, self.points, self.labels, self.r_seed)
 
     def guess(self, cfg: PromptedConfig) -> np.ndarray:
         """The initial object guess (see :func:`initial_guess`), cleaned."""
@@ -309,7 +316,7 @@ class _Raster:
         if not hier.levels:
             return np.zeros(self.shape, bool)
         g = initial_guess(base, hier, self.scorer, self.points, self.labels, self.open_ring, self.inside_box, self.r_seed)
-        g &= self.valid
+        g &= self.valid & ~self.background_zone
         g[self.neg_disk] = False
         return self.clean(g)
 
@@ -343,7 +350,7 @@ def _run_roi(
     if method == "grabcut":
         guess = r.guess(cfg)
         guess_area = int(guess.sum())
-        main, _ = _grabcut(r.rgb, guess, r.pos_disk, r.neg_disk, r.inside_box, r.open_ring, r.valid, cfg)
+        main, _ = _grabcut(r.rgb, guess, r.pos_disk, r.neg_disk, r.background_zone, r.inside_box, r.open_ring, r.valid, cfg)
         found["guess"] = guess
         if main is not None:
             main = r.clean(main)
@@ -358,7 +365,7 @@ def _run_roi(
         centre_seed = query.box is not None and query.prior is None and not len(r.pos)
         guess = r.guess(cfg) if band_seeds or (centre_seed and len(r.neg)) else r.inside_box
         main, soft = _random_walker(
-            r.lab, guess, band_seeds, centre_seed, r.pos_disk, r.neg_disk, r.inside_box, r.open_ring, r.valid, cfg
+            r.lab, guess, band_seeds, centre_seed, r.pos_disk, r.neg_disk, r.background_zone, r.inside_box, r.open_ring, r.valid, cfg
         )
         if main is not None:
             main = r.clean(main)
@@ -380,10 +387,15 @@ def _run_roi(
         scored.append((0.0, "main", np.zeros(r.shape, bool)))
     scored.sort(key=lambda c: -c[0])
     candidates = [Candidate(r.to_image(feat, m), score, kind) for score, kind, m in scored[:3]]
-    return candidates, r.reaches_open_side(scored[0][2])
+    reaches = r.reaches_open_side(scored[0][2])
+    if method == "grabcut":
+        # GrabCut leaks easily through similar colours; grow only when the region guess
+        # also says the object continues
+        reaches = reaches and r.reaches_open_side(found["guess"])
+    return candidates, reaches
 
 
-def _grabcut(rgb, init, pos_disk, neg_disk, inside_box, open_ring, valid, cfg):
+def _grabcut(rgb, init, pos_disk, neg_disk, background_zone, inside_box, open_ring, valid, cfg):
     """GrabCut on the working raster from the guess ``init``: ``(mask, None)``, or
     ``(None, None)`` without any object seed."""
     cv2 = _cv2()
@@ -392,7 +404,7 @@ def _grabcut(rgb, init, pos_disk, neg_disk, inside_box, open_ring, valid, cfg):
         gc[~inside_box] = cv2.GC_BGD
     gc[open_ring] = cv2.GC_BGD
     gc[~valid] = cv2.GC_BGD
-    gc[neg_disk] = cv2.GC_BGD
+    gc[neg_disk | background_zone] = cv2.GC_BGD
     gc[pos_disk] = cv2.GC_FGD
     fg_like = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
     if fg_like.sum() < 5:
@@ -416,7 +428,7 @@ def _grabcut(rgb, init, pos_disk, neg_disk, inside_box, open_ring, valid, cfg):
     return (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD), None
 
 
-def _random_walker(lab, guess, band_seeds, centre_seed, pos_disk, neg_disk, inside_box, open_ring, valid, cfg):
+def _random_walker(lab, guess, band_seeds, centre_seed, pos_disk, neg_disk, background_zone, inside_box, open_ring, valid, cfg):
     """Random walker on the working raster: ``(p > 0.5, p)`` with ``p`` the probability of
     the object label, or ``(None, None)`` without any object seed."""
     rw = require("skimage.segmentation", "classic", "scikit-image").random_walker
@@ -437,7 +449,7 @@ def _random_walker(lab, guess, band_seeds, centre_seed, pos_disk, neg_disk, insi
     if inside_box is not None:
         labels[~inside_box] = 2
     labels[open_ring] = 2
-    labels[neg_disk] = 2
+    labels[neg_disk | background_zone] = 2
     labels[pos_disk] = 1
     if not (labels == 1).any():
         return None, None
