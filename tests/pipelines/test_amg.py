@@ -106,6 +106,8 @@ def test_overrides_and_errors(backend, image):
         generate(backend, image, PARAMS, pred_iou_thresh=3.0)
     with pytest.raises(InputError, match="decoder"):
         generate(backend, image, PARAMS, decoder="gpu")
+    with pytest.raises(InputError, match="unknown automatic-mask parameter"):
+        generate(backend, image, PARAMS, points_per_sid=4)
 
 
 def test_nothing_survives_gives_an_empty_maskset(backend, image):

@@ -259,9 +259,14 @@ def generate_compact(
     total)`` is called after each batch of point prompts (counts of prompts, all crops).
     """
     mode = check_mode(mode)
-    params = (params or AmgParams()).replace(**overrides) if overrides else (params or AmgParams())
+    params = params if params is not None else AmgParams()
     if not isinstance(params, AmgParams):
         raise InputError(f"params must be AmgParams, got {type(params).__name__}")
+    if overrides:
+        unknown = sorted(set(overrides) - set(AmgParams.names()))
+        if unknown:
+            raise InputError(f"unknown automatic-mask parameter(s) {', '.join(unknown)}; known: {', '.join(AmgParams.names())}")
+        params = params.replace(**overrides)
     transform = image.transform if isinstance(image, GeoImage) else None
     crs = image.crs if isinstance(image, GeoImage) else None
     t_start = time.perf_counter()

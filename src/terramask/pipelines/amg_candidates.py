@@ -140,7 +140,9 @@ def exact_batch(ctx: CropContext, low: np.ndarray, iou: np.ndarray, points: np.n
     windows = [geom.window(*r) if r is not None else None for r in ranges]
     inter = np.zeros(n, np.int64)
     union = np.zeros(n, np.int64)
-    mask_items: list = [None] * n
+    # each candidate's mask is packed as soon as its stability is known, so a batch never
+    # holds more than UPSCALE_CHUNK full-resolution windows
+    packed: dict[int, CompactMasks] = {}
     groups: dict[tuple[int, int, int, int], list[int]] = {}
     for i, w in enumerate(windows):
         if w is not None:
@@ -154,12 +156,16 @@ def exact_batch(ctx: CropContext, low: np.ndarray, iou: np.ndarray, points: np.n
                 u = up[j]
                 inter[i] = np.count_nonzero(u > (t + off))
                 union[i] = np.count_nonzero(u > (t - off))
-                mask_items[i] = ((x0, y0), u > t)
+                if thr <= 0.0 or _stability(inter[i : i + 1], union[i : i + 1])[0] >= thr:
+                    packed[i] = CompactMasks.from_windows(ctx.crop_shape, [((x0, y0), u > t)])
+            del up
     stability = _stability(inter, union)
     keep = stability >= thr if thr > 0.0 else np.ones(n, dtype=bool)
     kept = np.flatnonzero(keep)
-    empty = ((0, 0), np.zeros((0, 0), dtype=bool))
-    masks = CompactMasks.from_windows(ctx.crop_shape, [mask_items[i] if mask_items[i] is not None else empty for i in kept])
+    masks = CompactMasks.concat(
+        [packed.get(int(i)) or CompactMasks.from_windows(ctx.crop_shape, [((0, 0), np.zeros((0, 0), bool))]) for i in kept],
+        ctx.crop_shape,
+    )
     boxes = masks.boxes()
     edge = _edge_keep(ctx, boxes)
     sel = np.flatnonzero(edge)
