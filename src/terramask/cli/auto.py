@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from terramask.cli.options import model_options
+from terramask.cli.options import model_options, runtime_option
 
 # (option, AmgParams field, click type, help)
 _PARAM_OPTIONS = [
@@ -73,6 +73,7 @@ def _progress_bar(quiet: bool):
 @click.command("auto")
 @click.argument("scene", type=click.Path(dir_okay=True))
 @model_options
+@runtime_option
 @click.option("--preset", default="default", show_default=True,
               help="Parameter set: default (the reference's), small-objects (the notebook's remote-sensing tuning), quick.")
 @_param_options
@@ -90,7 +91,7 @@ def _progress_bar(quiet: bool):
 @click.option("--overlap", type=click.INT, default=128, show_default=True, help="Tile overlap in pixels (tiled runs).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
-def command(scene, model, checkpoint, device, preset, point_grids, output_mode, mode, bands, min_area, max_area,
+def command(scene, model, checkpoint, device, runtime, preset, point_grids, output_mode, mode, bands, min_area, max_area,
             tile_size, overlap, quiet, out_dir, **param_values):
     """Segment every object in SCENE (automatic mask generation).
 
@@ -115,7 +116,7 @@ def command(scene, model, checkpoint, device, preset, point_grids, output_mode, 
         min_px = area_to_pixels(lo, sc.transform, sc.crs, shape, "--min-area")
         max_px = area_to_pixels(hi, sc.transform, sc.crs, shape, "--max-area")
         check_range(min_px, max_px, min_area or "", max_area or "")
-    backend = load_backend(model, checkpoint=checkpoint, device=device)
+    backend = load_backend(model, checkpoint=checkpoint, device=device, runtime=runtime)
     name = getattr(backend, "name", model)
     if tiled:
         from terramask.pipelines.tiled import DEFAULT_TILE_SIZE, run_tiled_auto

@@ -112,3 +112,14 @@ def path_command(name: str, expected: bool) -> None:
             f"run `terramask models download {spec.name}` or put the file there"
         )
     click.echo(str(path))
+
+
+def _attach_export_onnx() -> None:
+    """``terramask models export-onnx`` lives in its own module (it needs onnx/torch only
+    when run); attach it to this group."""
+    from terramask.cli.models_onnx import export_onnx_command
+
+    command.add_command(export_onnx_command)
+
+
+_attach_export_onnx()

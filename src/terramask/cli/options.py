@@ -47,3 +47,14 @@ def parse_point(text: str) -> tuple[float, float, int]:
 def parse_box(text: str) -> list[float]:
     """``"X1,Y1,X2,Y2"``."""
     return parse_numbers(text, "--box", (4,))
+
+
+def runtime_option(f):
+    """``--runtime torch|onnx|onnx-int8`` (ONNX Runtime exports the checkpoint once into the cache)."""
+    return click.option(
+        "--runtime",
+        type=click.Choice(["torch", "onnx", "onnx-int8"]),
+        default="torch",
+        show_default=True,
+        help="Inference runtime: PyTorch, ONNX Runtime, or ONNX Runtime with an int8 encoder (changes results).",
+    )(f)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from terramask.cli.options import model_options, parse_box, parse_point
+from terramask.cli.options import model_options, parse_box, parse_point, runtime_option
 
 
 @click.command("predict")
@@ -22,8 +22,9 @@ from terramask.cli.options import model_options, parse_box, parse_point
 @click.option("--refine", "refine_dir", type=click.Path(file_okay=False),
               help="Output folder of an earlier run: keep its prompts and use its best mask's logits as the prior.")
 @model_options
+@runtime_option
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
-def command(scene, points, boxes, prompt_file, crs, bands, single, refine_dir, model, checkpoint, device, out_dir):
+def command(scene, points, boxes, prompt_file, crs, bands, single, refine_dir, model, checkpoint, device, runtime, out_dir):
     """Segment the object(s) marked by point/box prompts in SCENE.
 
     Writes mask.tif, candidates.tif, mask.gpkg, mask.geojson, overlay.png, logits.npy
@@ -50,7 +51,7 @@ def command(scene, points, boxes, prompt_file, crs, bands, single, refine_dir, m
         sources = [cli_prompts] + ([read_prompt_file(prompt_file)] if prompt_file else [])
         previous = load_previous(refine_dir, sc) if refine_dir else None
         pixel_prompts = merge_pixel_prompts([scene_pixel_prompts(sc, p) for p in sources if not p.is_empty], previous)
-        prompter = ScenePrompter(sc, load_backend(model, checkpoint=checkpoint, device=device))
+        prompter = ScenePrompter(sc, load_backend(model, checkpoint=checkpoint, device=device, runtime=runtime))
         window = previous.window if previous is not None else None
         prediction = prompter.predict(pixel_prompts, multimask=not single, window=window)
         paths = write_prediction(prediction, sc, out_dir, rgb8=prompter.session(prediction.window or sc.window).rgb8)

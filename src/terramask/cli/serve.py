@@ -7,7 +7,7 @@ import socket
 
 import click
 
-from terramask.cli.options import model_options
+from terramask.cli.options import model_options, runtime_option
 
 #: Hosts that only this machine can reach; the app then accepts only these Host headers.
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
@@ -48,6 +48,7 @@ def _url(host: str, port: int) -> str:
 @click.argument("scene", type=click.Path(dir_okay=True))
 @click.option("--bands", help="1-based bands to show and segment, e.g. 4,3,2 (default: first three, or band 1 as grey).")
 @model_options
+@runtime_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. The default is reachable from this machine only; "
               "0.0.0.0 opens the app (and exports) to the network.")
@@ -55,7 +56,7 @@ def _url(host: str, port: int) -> str:
 @click.option("--out", "out_dir", default="terramask-exports", show_default=True, type=click.Path(file_okay=False),
               help="Folder that receives exports (one sub-folder per exported mask).")
 @click.option("--open", "open_browser", is_flag=True, help="Open the app in the default web browser.")
-def command(scene, bands, model, checkpoint, device, host, port, out_dir, open_browser):
+def command(scene, bands, model, checkpoint, device, runtime, host, port, out_dir, open_browser):
     """Segment SCENE interactively in a web browser.
 
     Click an object for an object point, right-click (or Shift+click) for a background
@@ -72,7 +73,7 @@ def command(scene, bands, model, checkpoint, device, host, port, out_dir, open_b
     check_port_free(host, port)
     loopback = host in LOOPBACK_HOSTS
     app = create_app(
-        scene, model=model, checkpoint=checkpoint, device=device, bands=bands, out_dir=out_dir,
+        scene, model=model, checkpoint=checkpoint, device=device, runtime=runtime, bands=bands, out_dir=out_dir,
         allowed_hosts=list(LOOPBACK_HOSTS) if loopback else None,
     )
     state = app.state.terramask

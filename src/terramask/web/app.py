@@ -139,6 +139,7 @@ def create_app(
     model: str | None = None,
     checkpoint: str | os.PathLike | None = None,
     device: str = "cpu",
+    runtime: str = "torch",
     bands: str | Sequence[int] | None = None,
     out_dir: str | os.PathLike | None = None,
     window_size: int = WINDOW_SIZE,
@@ -170,7 +171,7 @@ def create_app(
         if backend is None:
             from terramask.models.resolve import load_backend
 
-            backend = load_backend(model, checkpoint=checkpoint, device=device)
+            backend = load_backend(model, checkpoint=checkpoint, device=device, runtime=runtime)
         prompter = ScenePrompter(opened, backend, window_size=window_size, full_scene_max=full_scene_max)
         display = _display_handle(opened)
     except BaseException:
