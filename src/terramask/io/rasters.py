@@ -211,7 +211,7 @@ class LabelRasterWriter:
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, transform: Affine | None = None,
                  crs=None, *, dtype: str = "uint32", nodata: float | None = 0, blocksize: int = _BLOCK,
-                 overview_resampling: str = "nearest", cog: bool = True, cache_mb: int = 128) -> None:
+                 overview_resampling: str = "nearest", cog: bool = True, cache_mb: int = 32) -> None:
         if int(width) <= 0 or int(height) <= 0:
             raise InputError(f"label raster size must be positive, got {width}x{height}")
         if np.dtype(dtype).kind not in "ui":
