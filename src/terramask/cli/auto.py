@@ -89,10 +89,14 @@ def _progress_bar(quiet: bool):
 @click.option("--tile-size", type=click.INT, default=None,
               help="Segment in tiles of this many pixels (default: whole image up to 2048 px, tiles of 1024 beyond).")
 @click.option("--overlap", type=click.INT, default=128, show_default=True, help="Tile overlap in pixels (tiled runs).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: in this process; ray: tiles as Ray tasks, each worker loading the model once (tiled runs).")
+@click.option("--address", help="Ray cluster address (auto, ray://head:10001, head:6379); default starts a local Ray.")
+@click.option("--workers", type=click.IntRange(1), help="Number of Ray workers (default: one per CPU).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 def command(scene, model, checkpoint, device, runtime, preset, point_grids, output_mode, mode, bands, min_area, max_area,
-            tile_size, overlap, quiet, out_dir, **param_values):
+            tile_size, overlap, engine, address, workers, quiet, out_dir, **param_values):
     """Segment every object in SCENE (automatic mask generation).
 
     Writes labels.tif (object IDs), objects.gpkg (polygons with id, predicted_iou,
@@ -112,17 +116,21 @@ def command(scene, model, checkpoint, device, runtime, preset, point_grids, outp
     hi = parse_area(max_area, "--max-area") if max_area is not None else None
     with open_scene(scene, bands=bands) as sc:
         shape = (sc.height, sc.width)
-        tiled = tile_size is not None or max(shape) > MAX_SIDE
+        tiled = tile_size is not None or max(shape) > MAX_SIDE or engine == "ray"
         min_px = area_to_pixels(lo, sc.transform, sc.crs, shape, "--min-area")
         max_px = area_to_pixels(hi, sc.transform, sc.crs, shape, "--max-area")
         check_range(min_px, max_px, min_area or "", max_area or "")
-    backend = load_backend(model, checkpoint=checkpoint, device=device, runtime=runtime)
+    if engine == "ray" and runtime != "torch":
+        raise InputError("--engine ray runs the torch runtime; drop --runtime or use --engine local")
+    # On Ray every worker loads the model itself; locally it is loaded once here.
+    backend = load_backend(model, checkpoint=checkpoint, device=device, runtime=runtime) if engine == "local" else None
     name = getattr(backend, "name", model)
     if tiled:
         from terramask.pipelines.tiled import DEFAULT_TILE_SIZE, run_tiled_auto
 
         res = run_tiled_auto(
-            scene, out_dir, backend=backend, params=params, mode=mode, bands=bands,
+            scene, out_dir, model=model, checkpoint=checkpoint, device=device, backend=backend,
+            engine=engine, address=address, workers=workers, params=params, mode=mode, bands=bands,
             tile_size=tile_size or DEFAULT_TILE_SIZE, overlap=overlap, progress=False if quiet else None,
             min_area_px=min_px, max_area_px=max_px,
             extra_summary={"preset": get_preset(preset).name, "model": name},
