@@ -10,6 +10,8 @@ pytest.importorskip("segment_anything")
 
 from helpers.scenes import blob_scene, write_geotiff  # noqa: E402
 
+pytestmark = pytest.mark.slow  # each test encodes several tiles with a (tiny) SAM
+
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):

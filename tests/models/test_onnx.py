@@ -189,6 +189,7 @@ def test_errors(export, onnx_backend, sam_backend, sam_test_image, tmp_path, tin
             del os.environ["TERRAMASK_ONNX_THREADS"]
 
 
+@pytest.mark.slow
 def test_load_backend_onnx_runtime_exports_once_into_the_cache(tiny_sam_checkpoint, export, monkeypatch):
     from terramask.models import onnx_export, resolve
     from terramask.models.embedding_cache import CachedBackend

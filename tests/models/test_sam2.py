@@ -29,6 +29,8 @@ from terramask.models.sam2_backend import (  # noqa: E402
     infer_config,
 )
 
+pytestmark = pytest.mark.slow  # builds SAM 2 models and runs the official predictor (seconds each)
+
 LOGIT_ATOL = 1e-3
 LOGIT_RTOL = 1e-4  # batched decodes reorder float sums: ~3e-5 relative seen on logits of ~50
 SCORE_ATOL = 1e-5
