@@ -102,3 +102,14 @@ def test_unwritable_output_dir(run_cli, blob_tif, tiny_sam_checkpoint, tmp_path)
     code, _, err = run_cli("predict", blob_tif, "--point", "140,100", "--checkpoint", tiny_sam_checkpoint,
                            "--out", blocker / "out")
     assert code != 0 and "terramask: error" in err and str(blocker) in err
+
+
+def test_second_predict_on_the_same_scene_reads_the_cached_embedding(run_cli, blob_tif, tiny_sam_checkpoint, tmp_path):
+    runs = []
+    for name, point in (("a", "140,100"), ("b", "150,110")):
+        code, _, err = run_cli("predict", blob_tif, "--point", point, "--checkpoint", tiny_sam_checkpoint,
+                               "--out", tmp_path / name)
+        assert code == 0, err
+        runs.append(json.loads((tmp_path / name / "result.json").read_text())["timings"])
+    assert runs[0]["embedding_cache"] == "miss" and runs[0]["encoder_s"] > 0
+    assert runs[1]["embedding_cache"] == "hit" and runs[1]["encoder_s"] == 0

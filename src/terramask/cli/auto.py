@@ -123,7 +123,8 @@ def command(scene, model, checkpoint, device, runtime, preset, point_grids, outp
     if engine == "ray" and runtime != "torch":
         raise InputError("--engine ray runs the torch runtime; drop --runtime or use --engine local")
     # On Ray every worker loads the model itself; locally it is loaded once here.
-    backend = load_backend(model, checkpoint=checkpoint, device=device, runtime=runtime) if engine == "local" else None
+    backend = (load_backend(model, checkpoint=checkpoint, device=device, runtime=runtime, cache=True)
+               if engine == "local" else None)
     name = getattr(backend, "name", model)
     if tiled:
         from terramask.pipelines.tiled import DEFAULT_TILE_SIZE, run_tiled_auto

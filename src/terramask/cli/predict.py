@@ -51,7 +51,8 @@ def command(scene, points, boxes, prompt_file, crs, bands, single, refine_dir, m
         sources = [cli_prompts] + ([read_prompt_file(prompt_file)] if prompt_file else [])
         previous = load_previous(refine_dir, sc) if refine_dir else None
         pixel_prompts = merge_pixel_prompts([scene_pixel_prompts(sc, p) for p in sources if not p.is_empty], previous)
-        prompter = ScenePrompter(sc, load_backend(model, checkpoint=checkpoint, device=device, runtime=runtime))
+        backend = load_backend(model, checkpoint=checkpoint, device=device, runtime=runtime, cache=True)
+        prompter = ScenePrompter(sc, backend)
         window = previous.window if previous is not None else None
         prediction = prompter.predict(pixel_prompts, multimask=not single, window=window)
         paths = write_prediction(prediction, sc, out_dir, rgb8=prompter.session(prediction.window or sc.window).rgb8)

@@ -95,10 +95,14 @@ class PromptSession:
         )
         if len(prompts.boxes) <= 1:  # several boxes: one mask per box, in box order
             masks = masks.sorted_by_score()
-        timings = {"decoder_s": decode_seconds, "encoder_s": self.encoder_seconds}
-        cache = getattr(self.embedding, "extras", {}).get("cache")
-        if cache is not None:
-            timings["embedding_cache"] = cache
+        extras = getattr(self.embedding, "extras", {})
+        timings = {
+            "decoder_s": decode_seconds,
+            "set_image_s": self.encoder_seconds,  # encoder or cache read, plus stretch
+            "encoder_s": float(extras.get("encoder_seconds", self.encoder_seconds)),
+        }
+        if "cache" in extras:
+            timings["embedding_cache"] = extras["cache"]
         return Prediction(masks, prompts, self.model, self.window, timings)
 
     def refine(self, previous: Prediction, points, labels, multimask: bool = True) -> Prediction:

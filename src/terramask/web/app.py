@@ -171,7 +171,7 @@ def create_app(
         if backend is None:
             from terramask.models.resolve import load_backend
 
-            backend = load_backend(model, checkpoint=checkpoint, device=device, runtime=runtime)
+            backend = load_backend(model, checkpoint=checkpoint, device=device, runtime=runtime, cache=True)
         prompter = ScenePrompter(opened, backend, window_size=window_size, full_scene_max=full_scene_max)
         display = _display_handle(opened)
     except BaseException:
