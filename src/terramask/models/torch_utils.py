@@ -67,12 +67,15 @@ def load_state_dict(path: str | Path, what: str = "checkpoint") -> dict:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
         text = str(exc)
-        if "Weights only load failed" in text or "weights_only" in text:
+        # weights_only refusals always mention weights_only; only "Unsupported global"
+        # means the file really holds pickled objects (garbage gives "Unsupported operand").
+        if "Unsupported global" in text:
             raise CheckpointMismatchError(
                 f"{what} {path} contains pickled Python objects besides tensors and was refused "
                 f"(loaded with weights_only=True for safety); give a plain state-dict checkpoint"
             ) from None
-        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        reasons = [line.strip() for line in text.splitlines() if "Unsupported" in line or "error" in line.lower()]
+        first = reasons[-1] if reasons else (text.strip().splitlines()[0] if text.strip() else type(exc).__name__)
         raise CheckpointMismatchError(f"{what} {path} is not a readable PyTorch checkpoint ({first})") from None
     state = obj
     for key in ("model", "state_dict", "model_state_dict"):
