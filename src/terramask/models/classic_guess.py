@@ -14,6 +14,11 @@ raster's pixels.
   click (an object click outside the current guess, a background click inside it) adds or
   removes a whole edge-bounded region around it, not a disk. A click agreeing with the
   guess changes nothing (the prior already reflects it).
+- :func:`background_zone` is the geodesic split between background and object clicks;
+  the prompted engine keeps it background in every round, so corrections stick.
+
+Floods (watershed splits) run on the scorer's smoothed gradient: texture finer than the
+object (solar-panel grids, crop rows) must not stop them.
 """
 
 from __future__ import annotations
