@@ -82,7 +82,7 @@ class MergeParams:
     contain_thresh: float = 0.8
     edge_margin: int = 2
     conflict_frac: float = 0.1
-    max_object_size: int | None = 8192
+    max_object_size: int | None = 4096
 
     def __post_init__(self) -> None:
         for name in ("iou_thresh", "contain_thresh"):
