@@ -316,3 +316,22 @@ def test_objects_stop_growing_at_max_object_size():
         assert not (union & m).any()  # pieces do not overlap
         union |= m
     assert np.array_equal(union, stripe)
+
+
+def test_object_seen_only_outside_the_cores_of_the_tiles_that_saw_it_is_kept():
+    """Tiles 0 and 2 matched an object in the corner square of four tiles, but neither
+    has a pixel of it in its own core (tile 0's box reaches into its core, its pixels do
+    not): cutting the views to their cores would leave nothing, so the views are unioned."""
+    from terramask.pipelines.merge import _make_object
+
+    shape = (448, 448)  # 2 x 2 tiles; overlaps [192, 256), middles at 224
+    grid = make_grid(448, 448)
+    bar = rect(shape, 224, 195, 256, 205)
+    ell = bar | rect(shape, 200, 230, 215, 245)
+    w0, w2 = grid.window(0), grid.window(2)
+    p0 = Part.from_mask(ell[w0.slices()], 0, w0, grid.interior_edges(0), 2)
+    p2 = Part.from_mask(bar[w2.slices()], 2, w2, grid.interior_edges(2), 2)
+    p0.id, p2.id = 1, 2
+    assert not p0.complete and not p2.complete
+    obj = _make_object([p0, p2], 0.8, grid)
+    assert np.array_equal(scene_mask(obj, shape), ell)

@@ -661,10 +661,15 @@ def _make_object(members: list[Part], contain_thresh: float, grid: TileGrid) -> 
     parts, regions = [], []
     for m in members:
         region = _meet(m.box, grid.core(m.tile))
-        if region is not None:
+        if region is None:
+            continue
+        x0, y0 = m.box[0], m.box[1]
+        if m.mask()[region[1] - y0 : region[3] - y0, region[0] - x0 : region[2] - x0].any():
             parts.append(m)
             regions.append(region)
-    if not parts:  # cannot happen for masks inside their tiles, but never lose an object
+    if not parts:
+        # Each tile saw the object only beyond the middle of the overlap (the views
+        # disagree): keep the union of the views rather than lose the object.
         return MergedObject(parts=members, members=members, representative=largest)
     return MergedObject(parts=parts, members=members, representative=largest, regions=regions)
 

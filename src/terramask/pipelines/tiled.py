@@ -451,6 +451,9 @@ class ObjectSink:
         paint = []
         for obj in objects:
             geom_px = object_geometry(obj)
+            if geom_px is None:  # defensive: pieces are never empty
+                self.dropped += 1
+                continue
             area = int(round(geom_px.area))
             if (self.min_area_px is not None and area < self.min_area_px) or (
                     self.max_area_px is not None and area > self.max_area_px):
