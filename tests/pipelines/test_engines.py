@@ -52,6 +52,12 @@ def test_make_engine_errors():
         RayEngine(workers=0)
 
 
+def test_cuda_models_reserve_a_gpu_per_ray_worker():
+    assert make_engine("ray", device="cuda").gpus_per_worker == 1
+    assert make_engine("ray", device="cuda:1", gpus_per_worker=0.5).gpus_per_worker == 0.5
+    assert make_engine("ray").gpus_per_worker == 0
+
+
 def test_missing_ray_names_the_install_command(monkeypatch):
     def fail(module, extra, package=None):
         raise MissingDependencyError(f"{module} is required: pip install 'terramask[{extra}]'")

@@ -295,7 +295,8 @@ def run_batch(
             bar.update(reused)
         try:
             if todo:
-                with make_engine(engine, address=address, workers=workers, **dict(ray_options or {})) as eng:
+                with make_engine(engine, address=address, workers=workers, device=getattr(segmenter, "device", "cpu"),
+                             **dict(ray_options or {})) as eng:
                     for rec in eng.map(partial(BatchWorker, segmenter, options), todo, ordered=False):
                         item = items[rec["index"]]
                         fields = {k: v for k, v in rec.items() if k not in ("key", "status")}

@@ -220,12 +220,16 @@ class RayEngine:
 
 
 def make_engine(name: str = "local", address: str | None = None, workers: int | None = None,
-                **ray_options: Any) -> LocalEngine | RayEngine:
-    """``"local"`` or ``"ray"`` (``address``, ``workers`` and ``ray_options`` go to :class:`RayEngine`)."""
+                device: str = "cpu", **ray_options: Any) -> LocalEngine | RayEngine:
+    """``"local"`` or ``"ray"`` (``address``, ``workers`` and ``ray_options`` go to
+    :class:`RayEngine`; a ``cuda`` ``device`` reserves one GPU per Ray worker unless
+    ``gpus_per_worker`` says otherwise)."""
     if name == "local":
         if address:
             raise InputError("--address only applies to --engine ray")
         return LocalEngine()
     if name == "ray":
+        if str(device).startswith("cuda"):
+            ray_options.setdefault("gpus_per_worker", 1)
         return RayEngine(address=address, workers=workers, **ray_options)
     raise InputError(f"unknown engine {name!r}; use one of {', '.join(ENGINES)}")

@@ -636,7 +636,8 @@ def run_tiled_auto(
         seg_seconds = 0.0
         worker_names: set[str] = set()
         try:
-            with make_engine(engine, address=address, workers=workers, **dict(ray_options or {})) as eng:
+            with make_engine(engine, address=address, workers=workers, device=getattr(segmenter, "device", "cpu"),
+                             **dict(ray_options or {})) as eng:
                 for result in eng.map(partial(TileWorker, segmenter), jobs):
                     sink.add(merger.add_tile(result.seq, result.parts))
                     skipped += result.skipped
