@@ -241,7 +241,7 @@ def test_labels_from_real_instances_survive_cog_round_trip(rs_data, tmp_path):
 
 
 _MEMORY_SCRIPT = """
-import resource, sys
+import sys
 import numpy as np
 from affine import Affine
 from terramask.core.geometry import Window
@@ -254,7 +254,9 @@ with LabelRasterWriter(sys.argv[1], n, n, Affine(1, 0, 0, 0, -1, n), "EPSG:32618
             data = np.zeros(win.shape, np.uint32)
             data[10:200, 10:300] = (y // step) * 1000 + x // step + 1
             w.write_window(win, data)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across exec, so a child of a
+# large pytest process would report the parent's size; VmHWM starts afresh with the new program.
+print(next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")))
 """
 
 
