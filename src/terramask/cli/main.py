@@ -65,7 +65,8 @@ def cli(verbose: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the CLI, turning anticipated errors into one line."""
     try:
-        cli.main(args=argv, prog_name="terramask", standalone_mode=False)
+        # standalone_mode=False returns a subcommand's ctx.exit(code) instead of exiting.
+        result = cli.main(args=argv, prog_name="terramask", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return 130
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         return 130
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":
