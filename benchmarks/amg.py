@@ -223,6 +223,7 @@ class Meter:
         self.post_kb = self.base_kb
         self.encoder_wall = 0.0
         self.encoder_cpu = 0.0
+        self.encoder_kb = self.base_kb
 
     def wrap(self, set_image):
         def timed(*args, **kwargs):
@@ -233,7 +234,9 @@ class Meter:
             out = set_image(*args, **kwargs)
             self.encoder_wall += time.perf_counter() - t
             self.encoder_cpu += time.process_time() - c
-            self.total_kb = max(self.total_kb, _status_kb("VmHWM"))
+            hwm = _status_kb("VmHWM")
+            self.total_kb = max(self.total_kb, hwm)
+            self.encoder_kb = max(self.encoder_kb, hwm)
             reset_peak()
             return out
 
@@ -314,6 +317,7 @@ def child(args) -> None:
         "base_rss_mb": meter.base_kb / 1024,
         "peak_extra_mb": max(0, meter.total_kb - meter.base_kb) / 1024,
         "peak_after_encoder_mb": max(0, meter.post_kb - meter.base_kb) / 1024,
+        "peak_encoder_mb": max(0, meter.encoder_kb - meter.base_kb) / 1024,
         "peak_reset": meter.reset_ok,
         "count": len(recs),
         "segmentations": [r["segmentation"] for r in recs],
@@ -378,6 +382,7 @@ def run_case(name: str, image_npy: Path, vit_b: Path, tiny: Path, extra: dict, t
     summary = {"case": name, "params": {**CASES[name]["params"], **extra}, "preset": CASES[name]["preset"], "runs": {}}
     for gen, r in runs.items():
         row = {k: r.get(k) for k in ("wall_s", "cpu_s", "encoder_s", "encoder_cpu_s", "peak_extra_mb", "peak_after_encoder_mb",
+                                      "peak_encoder_mb",
                                       "count", "base_rss_mb", "threads", "error")}
         row["wall_ex_encoder_s"] = r["wall_s"] - r["encoder_s"]
         row["cpu_ex_encoder_s"] = r["cpu_s"] - r["encoder_cpu_s"]

@@ -16,7 +16,9 @@ Two modes (:func:`generate`):
   ``pred_iou_thresh``, logits are upsampled only inside the window where they can
   matter, masks are stored as packed windows and encoded to RLE from them.
 - ``fast`` (default) makes the stability, crop-edge and NMS decisions on the decoder's
-  low-resolution logits and upsamples only the masks that survive, each inside its box.
+  low-resolution logits (the stability of candidates within 0.05 of the threshold is
+  computed exactly) and upsamples only the masks that survive, each inside its box. Its
+  ``stability_score`` is the low-res estimate for the other candidates.
 
 With a SAM v1 backend (SAM, MobileSAM) both modes use the folded decoder of
 :mod:`terramask.models.sam_point_decoder` (same results within float rounding, several
