@@ -105,3 +105,16 @@ def test_help_lists_every_reference_parameter(run_cli):
     assert code == 0
     for name in AmgParams.names():
         assert "--" + name.replace("_", "-") in stdout, name
+
+
+def test_tile_size_sends_the_scene_to_the_tiled_pipeline(run_cli, blob_tif, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, stderr = run_cli("auto", blob_tif, "--model", "classic", "--tile-size", "160", "--overlap", "32",
+                                   "--quiet", "--out", out)
+    assert code == 0, stderr
+    assert "(tiled)" in stdout
+    assert {"labels.tif", "objects.gpkg", "overlay.png", "summary.json"} <= {p.name for p in out.iterdir()}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tile_size"] == 160
+    with rasterio.open(out / "labels.tif") as ds:
+        assert ds.crs.to_string() == "EPSG:32633"
