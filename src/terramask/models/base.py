@@ -94,3 +94,51 @@ def as_rgb8(image: GeoImage | np.ndarray) -> np.ndarray:
 
         raise InputError(f"backends take an HxWx3 uint8 image, got shape {arr.shape} dtype {arr.dtype}")
     return np.ascontiguousarray(arr)
+
+
+def check_pixel_prompts(prompts: Prompts, model: str, low_res: int) -> None:
+    """Reject what a SAM-family decoder cannot take, with one clear line.
+
+    ``prompts`` must be :class:`Prompts` in image pixels (``scene``/``tile`` frame), carry
+    no text, hold at least one point, box or prior mask, and a prior mask must be
+    ``(1, low_res, low_res)`` (a previous result's ``low_res_logits``). ``model`` names the
+    family in messages ("SAM", "SAM 2").
+    """
+    from terramask.core.errors import InputError, PromptError
+
+    if not isinstance(prompts, Prompts):
+        raise InputError(f"expected Prompts, got {type(prompts).__name__}")
+    if prompts.frame not in ("scene", "tile"):
+        raise PromptError(
+            f"{model} takes prompts in image pixels, got frame {prompts.frame!r}; "
+            "convert them with terramask's prompt helpers first"
+        )
+    if prompts.text:
+        raise PromptError(f"{model} does not understand text prompts (got {prompts.text!r}); give points or boxes")
+    if len(prompts.points) == 0 and len(prompts.boxes) == 0 and prompts.mask_logits is None:
+        raise PromptError("no prompt given: add at least one point, box or prior mask")
+    if prompts.mask_logits is not None and prompts.mask_logits.shape != (1, low_res, low_res):
+        raise PromptError(
+            f"prior mask logits must have shape (1, {low_res}, {low_res}) (a previous result's low_res_logits), "
+            f"got {prompts.mask_logits.shape}"
+        )
+
+
+def upscale_arguments(
+    low_res_logits: np.ndarray, low_res: int, image_size: tuple[int, int], window: tuple[int, int, int, int] | None
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Checked inputs of ``upscale_logits``: ``(N, low_res, low_res)`` float32 logits and
+    the window ``(x0, y0, x1, y1)`` (end exclusive; the whole ``(rows, cols)`` image when
+    ``None``). Raises :class:`InputError` for a wrong shape or a window outside the image."""
+    from terramask.core.errors import InputError
+
+    arr = np.asarray(low_res_logits, dtype=np.float32)
+    if arr.ndim != 3 or arr.shape[1:] != (low_res, low_res):
+        raise InputError(f"upscale_logits needs low-res logits of shape (N, {low_res}, {low_res}), got {arr.shape}")
+    rows, cols = image_size
+    if window is None:
+        return arr, (0, 0, cols, rows)
+    x0, y0, x1, y1 = (int(v) for v in window)
+    if not (0 <= x0 < x1 <= cols and 0 <= y0 < y1 <= rows):
+        raise InputError(f"window {tuple(window)} is empty or outside the {cols}x{rows} image (x0, y0, x1, y1)")
+    return arr, (x0, y0, x1, y1)

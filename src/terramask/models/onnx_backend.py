@@ -28,12 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from terramask.core.errors import InputError, ModelError, PromptError
+from terramask.core.errors import InputError, ModelError
 from terramask.core.image import GeoImage
 from terramask.core.lazy import require
 from terramask.core.maskset import MaskSet
 from terramask.core.prompts import Prompts
-from terramask.models.base import Embedding, as_rgb8
+from terramask.models.base import Embedding, as_rgb8, check_pixel_prompts, upscale_arguments
 from terramask.models.onnx_export import DECODER, ENCODER, ENCODER_INT8, read_metadata
 from terramask.models.torch_utils import bilinear_taps
 
@@ -223,34 +223,17 @@ class OnnxSamBackend:
         """Low-res logits ``(N, 256, 256)`` -> logits ``(N, H, W)`` float32 on the image grid
         (SAM's ``postprocess_masks``), or only inside ``window = (x0, y0, x1, y1)``."""
         low = self.low_res
-        arr = np.asarray(low_res, dtype=np.float32)
-        if arr.ndim != 3 or arr.shape[1:] != (low, low):
-            raise InputError(f"upscale_logits needs low-res logits of shape (N, {low}, {low}), got {arr.shape}")
+        arr, (x0, y0, x1, y1) = upscale_arguments(low_res, low, embedding.image_size, window)
         rows, cols = embedding.image_size
         rows_in, cols_in = embedding.input_size
-        if window is None:
-            x0, y0, x1, y1 = 0, 0, cols, rows
-        else:
-            x0, y0, x1, y1 = (int(v) for v in window)
-            if not (0 <= x0 < x1 <= cols and 0 <= y0 < y1 <= rows):
-                raise InputError(f"window {tuple(window)} is empty or outside the {cols}x{rows} image (x0, y0, x1, y1)")
         mr = self._axis(rows_in, rows, y0, y1)
         mc = self._axis(cols_in, cols, x0, x1)
         return np.matmul(np.matmul(mr, arr), mc.T).astype(np.float32, copy=False)
 
     def predict(self, embedding: Embedding, prompts: Prompts, multimask: bool = True) -> MaskSet:
         """Same contract as :meth:`terramask.models.sam.SamBackend.predict`."""
-        if not isinstance(prompts, Prompts):
-            raise InputError(f"expected Prompts, got {type(prompts).__name__}")
-        if prompts.frame not in ("scene", "tile"):
-            raise PromptError(f"SAM takes prompts in image pixels, got frame {prompts.frame!r}; convert them first")
-        if prompts.text:
-            raise PromptError(f"SAM does not understand text prompts (got {prompts.text!r}); give points or boxes")
-        if len(prompts.points) == 0 and len(prompts.boxes) == 0 and prompts.mask_logits is None:
-            raise PromptError("no prompt given: add at least one point, box or prior mask")
         low = self.low_res
-        if prompts.mask_logits is not None and prompts.mask_logits.shape != (1, low, low):
-            raise PromptError(f"prior mask logits must have shape (1, {low}, {low}), got {prompts.mask_logits.shape}")
+        check_pixel_prompts(prompts, "SAM", low)
         t0 = time.perf_counter()
         feats = self._features(embedding)
         several = len(prompts.boxes) > 1
@@ -442,17 +425,8 @@ class OnnxSam2Backend(OnnxSamBackend):
 
     def predict(self, embedding: Embedding, prompts: Prompts, multimask: bool = True) -> MaskSet:
         """Same contract as :meth:`terramask.models.sam2_backend.Sam2Backend.predict`."""
-        if not isinstance(prompts, Prompts):
-            raise InputError(f"expected Prompts, got {type(prompts).__name__}")
-        if prompts.frame not in ("scene", "tile"):
-            raise PromptError(f"SAM 2 takes prompts in image pixels, got frame {prompts.frame!r}; convert them first")
-        if prompts.text:
-            raise PromptError(f"SAM 2 does not understand text prompts (got {prompts.text!r}); give points or boxes")
-        if len(prompts.points) == 0 and len(prompts.boxes) == 0 and prompts.mask_logits is None:
-            raise PromptError("no prompt given: add at least one point, box or prior mask")
         low = self.low_res
-        if prompts.mask_logits is not None and prompts.mask_logits.shape != (1, low, low):
-            raise PromptError(f"prior mask logits must have shape (1, {low}, {low}), got {prompts.mask_logits.shape}")
+        check_pixel_prompts(prompts, "SAM 2", low)
         feats = self._features(embedding)
         several = len(prompts.boxes) > 1
         n = max(1, len(prompts.boxes))

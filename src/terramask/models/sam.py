@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from terramask.core.errors import CheckpointMismatchError, InputError, PromptError
+from terramask.core.errors import CheckpointMismatchError, InputError
 from terramask.core.image import GeoImage
 from terramask.core.lazy import require
 from terramask.core.maskset import MaskSet
 from terramask.core.prompts import Prompts
 from terramask.models import sam_decoder
-from terramask.models.base import Embedding, as_rgb8
+from terramask.models.base import Embedding, as_rgb8, check_pixel_prompts, upscale_arguments
 from terramask.models.torch_utils import load_state_dict, resize_chain_window, resolve_device, torch_module
 
 log = logging.getLogger(__name__)
@@ -443,21 +443,8 @@ class SamBackend:
         order), whatever ``multimask`` says.
         """
         torch = self._torch
-        if not isinstance(prompts, Prompts):
-            raise InputError(f"expected Prompts, got {type(prompts).__name__}")
-        if prompts.frame not in ("scene", "tile"):
-            raise PromptError(
-                f"SAM takes prompts in image pixels, got frame {prompts.frame!r}; convert them with terramask's prompt helpers first"
-            )
-        if prompts.text:
-            raise PromptError(f"SAM does not understand text prompts (got {prompts.text!r}); give points or boxes")
-        if len(prompts.points) == 0 and len(prompts.boxes) == 0 and prompts.mask_logits is None:
-            raise PromptError("no prompt given: add at least one point, box or prior mask")
         low = self.arch.low_res
-        if prompts.mask_logits is not None and prompts.mask_logits.shape != (1, low, low):
-            raise PromptError(
-                f"prior mask logits must have shape (1, {low}, {low}) (a previous result's low_res_logits), got {prompts.mask_logits.shape}"
-            )
+        check_pixel_prompts(prompts, "SAM", low)
         t0 = time.perf_counter()
         image = self._image(embedding)
         with torch.inference_mode():
@@ -536,17 +523,9 @@ class SamBackend:
         """
         torch = self._torch
         low = self.arch.low_res
-        arr = np.asarray(low_res, dtype=np.float32)
-        if arr.ndim != 3 or arr.shape[1:] != (low, low):
-            raise InputError(f"upscale_logits needs low-res logits of shape (N, {low}, {low}), got {arr.shape}")
+        arr, (x0, y0, x1, y1) = upscale_arguments(low_res, low, embedding.image_size, window)
         rows, cols = embedding.image_size
         rows_in, cols_in = embedding.input_size
-        if window is None:
-            x0, y0, x1, y1 = 0, 0, cols, rows
-        else:
-            x0, y0, x1, y1 = (int(v) for v in window)
-            if not (0 <= x0 < x1 <= cols and 0 <= y0 < y1 <= rows):
-                raise InputError(f"window {tuple(window)} is empty or outside the {cols}x{rows} image (x0, y0, x1, y1)")
         out = np.empty((arr.shape[0], y1 - y0, x1 - x0), dtype=np.float32)
         step = max(1, int(chunk))
         # PyTorch's whole-image kernel beats the gather-based window beyond ~1/5 of the image
