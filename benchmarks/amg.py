@@ -99,7 +99,7 @@ class RegionDecoder:
     LEVELS = (6.0, 12.0, 24.0)
 
     def __init__(self) -> None:
-        from terramask.models.classic import ClassicBackend
+        from terramask.models.classic.backend import ClassicBackend
 
         self.classic = ClassicBackend()
         self._crops: dict = {}
@@ -108,7 +108,7 @@ class RegionDecoder:
         return (crop.shape, hash(crop[::7, ::7].tobytes()))
 
     def prepare(self, crop: np.ndarray):
-        from terramask.models.classic_features import mask_to_low_res_logits
+        from terramask.models.classic.features import mask_to_low_res_logits
 
         key = self._key(crop)
         if key in self._crops:
@@ -152,7 +152,7 @@ class RegionBackend:
     img_size = 1024
 
     def __init__(self, regions: RegionDecoder) -> None:
-        from terramask.models.sam_point_decoder import SamUpscaler
+        from terramask.models.sam.point_decoder import SamUpscaler
 
         self.regions = regions
         self.upscaler = SamUpscaler(1024)
@@ -160,7 +160,7 @@ class RegionBackend:
 
     def set_image(self, image):
         from terramask.models.base import Embedding, as_rgb8
-        from terramask.models.sam import preprocess_shape
+        from terramask.models.sam.backend import preprocess_shape
 
         rgb = as_rgb8(image)
         key = len(self._crops)
@@ -204,7 +204,7 @@ def region_sam(regions: RegionDecoder, tiny_checkpoint: Path):
 
 
 def _crops_and_points(shape, params):
-    from terramask.pipelines.amg_params import generate_crop_boxes
+    from terramask.pipelines.amg.params import generate_crop_boxes
 
     boxes, layers = generate_crop_boxes(shape, params.crop_n_layers, params.crop_overlap_ratio)
     grids = params.layer_grids()
@@ -251,7 +251,7 @@ class Meter:
 def child(args) -> None:
     import torch
 
-    from terramask.pipelines.presets import resolve_params
+    from terramask.pipelines.amg.presets import resolve_params
 
     case = CASES[args.case]
     image = np.load(args.image_npy)
@@ -263,7 +263,7 @@ def child(args) -> None:
 
             model = sam_model_registry["vit_b"](checkpoint=args.checkpoint).eval()
         else:
-            from terramask.models.sam import SamBackend
+            from terramask.models.sam.backend import SamBackend
 
             model = SamBackend.from_checkpoint(args.checkpoint)
     else:
@@ -299,7 +299,7 @@ def child(args) -> None:
             error = f"official generator raised {type(exc).__name__}: {exc} (no masks kept with crop layers)"
             recs = []
     else:
-        from terramask.pipelines.amg import generate_compact, records
+        from terramask.pipelines.amg.generator import generate_compact, records
 
         model.set_image = meter.wrap(model.set_image)
         result = generate_compact(model, image, params, mode=args.generator)
@@ -405,8 +405,8 @@ def agreement_over_images(images: list[Path], points: int, threads: int | None) 
     import torch
     from PIL import Image
 
-    from terramask.pipelines.amg import generate_compact, records
-    from terramask.pipelines.presets import resolve_params
+    from terramask.pipelines.amg.generator import generate_compact, records
+    from terramask.pipelines.amg.presets import resolve_params
 
     if threads:
         torch.set_num_threads(threads)

@@ -61,12 +61,12 @@ def make_weights(out: Path, quick: bool) -> dict[str, Path]:
     paths["sam-vit-b"] = out / "sam_vit_b.pth"
     torch.save(sam.state_dict(), paths["sam-vit-b"])
 
-    from terramask.models.mobilesam import build_mobilesam_model
+    from terramask.models.sam.mobilesam import build_mobilesam_model
 
     paths["mobilesam"] = out / "mobile_sam.pt"
     torch.save(build_mobilesam_model().state_dict(), paths["mobilesam"])
 
-    from terramask.models.sam2_backend import build_sam2_model, config_text
+    from terramask.models.sam2.backend import build_sam2_model, config_text
 
     model = build_sam2_model(config_text("sam2.1_hiera_t"))
     paths["sam2.1-hiera-tiny"] = out / "sam2.1_hiera_tiny.pt"
@@ -79,14 +79,14 @@ def make_weights(out: Path, quick: bool) -> dict[str, Path]:
 
 def ours(name: str, path: Path):
     if name == "sam-vit-b":
-        from terramask.models.sam import SamBackend
+        from terramask.models.sam.backend import SamBackend
 
         return SamBackend.from_checkpoint(path)
     if name == "mobilesam":
-        from terramask.models.mobilesam import MobileSamBackend
+        from terramask.models.sam.mobilesam import MobileSamBackend
 
         return MobileSamBackend.from_checkpoint(path)
-    from terramask.models.sam2_backend import Sam2Backend
+    from terramask.models.sam2.backend import Sam2Backend
 
     return Sam2Backend.from_checkpoint(path, config="sam2.1_hiera_t")
 
@@ -98,7 +98,7 @@ def official(name: str, path: Path):
     if name == "sam-vit-b":
         from segment_anything import SamPredictor
 
-        from terramask.models.sam import build_sam_model, infer_arch
+        from terramask.models.sam.backend import build_sam_model, infer_arch
 
         state = torch.load(path, map_location="cpu", weights_only=True)
         # build_sam_model builds the official segment_anything modules for the file's arch
@@ -113,15 +113,15 @@ def official(name: str, path: Path):
         return SamPredictor(sam.eval())
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    from terramask.models.sam2_backend import build_sam2_model, config_text
+    from terramask.models.sam2.backend import build_sam2_model, config_text
 
     state = torch.load(path, map_location="cpu", weights_only=True)["model"]
     return SAM2ImagePredictor(build_sam2_model(config_text("sam2.1_hiera_t"), state))
 
 
 def onnx_backends(name: str, path: Path, work: Path, threads: int):
-    from terramask.models.onnx_backend import open_onnx_backend
-    from terramask.models.onnx_export import export_onnx
+    from terramask.models.onnx.backend import open_onnx_backend
+    from terramask.models.onnx.export import export_onnx
 
     t0 = time.perf_counter()
     if name == "sam-vit-b":  # by path: the architecture is read from the file (tiny with --quick)
@@ -197,7 +197,7 @@ def decoder_rows(path: Path, work: Path, args) -> list[dict]:
     t = [timed(lambda p=p: ob.predict(emb, Prompts(points=p[None], labels=[1])), 1)[0] for p in clicks]
     rows.append({"impl": "terramask SamBackend.predict", "ms": [1000 * v for v in t]})
     if not args.no_onnx:
-        from terramask.models.onnx_backend import OnnxSamBackend
+        from terramask.models.onnx.backend import OnnxSamBackend
 
         d = work / "onnx-sam-vit-b"
         if (d / "terramask-onnx.json").exists():

@@ -142,7 +142,7 @@ class FastSegmenter:
 
 # -- one run (child process) ----------------------------------------------------------------
 def run_one(args) -> None:
-    from terramask.pipelines.tiled import AutoSegmenter, run_tiled_auto
+    from terramask.pipelines.scene.tiled import AutoSegmenter, run_tiled_auto
 
     seg = FastSegmenter() if args.segmenter == "fast" else AutoSegmenter(args.segmenter)
     result = run_tiled_auto(args.scene, args.out, seg, tile_size=args.tile_size, overlap=args.overlap,

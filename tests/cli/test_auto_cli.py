@@ -99,7 +99,7 @@ def test_ground_area_without_crs_and_missing_scene(run_cli, tmp_path):
 
 
 def test_help_lists_every_reference_parameter(run_cli):
-    from terramask.pipelines.amg_params import AmgParams
+    from terramask.pipelines.amg.params import AmgParams
 
     code, stdout, _ = run_cli("auto", "--help")
     assert code == 0

@@ -36,7 +36,7 @@ def test_embed_then_predict_reuses_the_cached_embedding(run_cli, tiny_ckpt, scen
     # another process-level user of the cache (the predict pipeline) finds the scene's embedding
     from terramask.io.scene import open_scene
     from terramask.models.resolve import load_backend
-    from terramask.pipelines.predict import ScenePrompter
+    from terramask.pipelines.prompted.predict import ScenePrompter
 
     with open_scene(scene_tif) as sc:
         prompter = ScenePrompter(sc, load_backend(checkpoint=tiny_ckpt, cache=True))
@@ -70,7 +70,7 @@ def test_export_onnx_command(tiny_ckpt, tmp_path):
     from click.testing import CliRunner
 
     from terramask.cli.models_onnx import export_onnx_command
-    from terramask.models.onnx_backend import OnnxSamBackend
+    from terramask.models.onnx.backend import OnnxSamBackend
 
     out_dir = tmp_path / "export"
     result = CliRunner().invoke(export_onnx_command, [str(tiny_ckpt), "--out", str(out_dir)])

@@ -166,10 +166,10 @@ def _blob_scene(touching: bool):
     return image, gt
 
 
-@pytest.mark.skipif(importlib.util.find_spec("terramask.models.classic") is None, reason="classic backend not available")
+@pytest.mark.skipif(importlib.util.find_spec("terramask.models.classic.backend") is None, reason="classic backend not available")
 @pytest.mark.parametrize("touching", [False, True], ids=["isolated", "touching-a-lookalike"])
 def test_classic_engine_reaches_090_on_a_blob_and_stops_early(touching):
-    from terramask.models.classic import ClassicBackend
+    from terramask.models.classic.backend import ClassicBackend
 
     image, gt = _blob_scene(touching)
     backend = ClassicBackend()

@@ -18,7 +18,7 @@ def tiny_sam_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sam_backend(tiny_sam_checkpoint):
     """terramask's SamBackend over the tiny checkpoint (CPU)."""
-    from terramask.models.sam import SamBackend
+    from terramask.models.sam.backend import SamBackend
 
     return SamBackend.from_checkpoint(tiny_sam_checkpoint)
 

@@ -117,7 +117,7 @@ def test_classic_takes_no_checkpoint(tmp_path):
 
 def test_classic_backend_loads_without_weights():
     from terramask.models.base import Backend
-    from terramask.models.classic import ClassicBackend
+    from terramask.models.classic.backend import ClassicBackend
 
     backend = load_backend("classic")
     assert isinstance(backend, ClassicBackend) and isinstance(backend, Backend)
@@ -125,7 +125,7 @@ def test_classic_backend_loads_without_weights():
 
 
 def test_empty_cache_loads_classic():
-    from terramask.models.classic import ClassicBackend
+    from terramask.models.classic.backend import ClassicBackend
 
     assert isinstance(load_backend(), ClassicBackend)
 
@@ -177,7 +177,7 @@ def test_unnamed_model_loads_the_cached_checkpoint(tiny_ckpt, monkeypatch):
 
 
 def test_sam_specs_pass_their_arch_name_and_device_to_the_backend(tmp_path, monkeypatch):
-    sam = pytest.importorskip("terramask.models.sam")
+    sam = pytest.importorskip("terramask.models.sam.backend")
     calls = []
     record = classmethod(lambda cls, path, **kw: calls.append((path, kw)) or "ok")
     monkeypatch.setattr(sam.SamBackend, "from_checkpoint", record)

@@ -106,9 +106,9 @@ def command(scene, model, checkpoint, device, runtime, preset, point_grids, outp
     """
     from terramask.io.scene import open_scene
     from terramask.models.resolve import load_backend
-    from terramask.pipelines.amg_filters import area_to_pixels, check_range, parse_area
-    from terramask.pipelines.auto import MAX_SIDE, run_auto
-    from terramask.pipelines.presets import get_preset, resolve_params
+    from terramask.pipelines.amg.filters import area_to_pixels, check_range, parse_area
+    from terramask.pipelines.scene.single import MAX_SIDE, run_auto
+    from terramask.pipelines.amg.presets import get_preset, resolve_params
 
     grids = _load_grids(point_grids)
     params = resolve_params(preset, point_grids=grids, output_mode=output_mode, **param_values)
@@ -127,7 +127,7 @@ def command(scene, model, checkpoint, device, runtime, preset, point_grids, outp
                if engine == "local" else None)
     name = getattr(backend, "name", model)
     if tiled:
-        from terramask.pipelines.tiled import DEFAULT_TILE_SIZE, run_tiled_auto
+        from terramask.pipelines.scene.tiled import DEFAULT_TILE_SIZE, run_tiled_auto
 
         res = run_tiled_auto(
             scene, out_dir, model=model, checkpoint=checkpoint, device=device, backend=backend,

@@ -54,11 +54,11 @@ def command(inputs, out_dir, model, checkpoint, device, preset, params, mode, ba
     continue: finished scenes are not recomputed. Exits with status 1 when a scene failed
     (the others are still done).
     """
-    from terramask.pipelines.batch import run_batch
+    from terramask.pipelines.batch.run import run_batch
 
     values: dict = {}
     if preset:
-        from terramask.pipelines.presets import get_preset
+        from terramask.pipelines.amg.presets import get_preset
 
         values.update(get_preset(preset).values)
     values.update(dict(parse_param(p) for p in params))

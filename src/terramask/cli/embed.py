@@ -33,7 +33,7 @@ def command(scene, model, checkpoint, device, runtime, bands, tile_size, overlap
     from terramask.core.geometry import plan_tiles
     from terramask.io.scene import open_scene
     from terramask.models.resolve import load_backend
-    from terramask.pipelines.predict import FULL_SCENE_MAX
+    from terramask.pipelines.prompted.predict import FULL_SCENE_MAX
 
     if tile_size <= 0 or overlap < 0 or overlap >= tile_size:
         raise InputError(f"--tile-size must be positive and --overlap in [0, tile size), got {tile_size} and {overlap}")

@@ -94,7 +94,7 @@ def command(
     Several --model values give one comparison table and one curve per model.
     """
     from terramask.eval.datasets import SegmentationDataset
-    from terramask.pipelines.evaluate import EvalConfig, run_evaluation
+    from terramask.pipelines.evaluate.run import EvalConfig, run_evaluation
 
     ckpts = _parse_checkpoints(checkpoints, models)
     ds = SegmentationDataset(dataset, target_class, limit=limit, instances_per_image=instances_per_image, min_area=min_area, seed=seed)
@@ -111,7 +111,7 @@ def command(
         n_examples=examples,
     )
     metrics = run_evaluation(ds, list(models), config, out_dir, checkpoints=ckpts, progress=False if quiet else None, plots=not no_plots)
-    from terramask.pipelines.report import comparison_table
+    from terramask.pipelines.evaluate.report import comparison_table
 
     click.echo(comparison_table(mode, list(metrics["models"].values())))
     click.echo(f"wrote {out_dir}/metrics.json, metrics.csv, report.md")

@@ -24,7 +24,7 @@ def export_onnx_command(name, out_dir, checkpoint, opset, quantize, force, downl
     optionally encoder.int8.onnx, and terramask-onnx.json (source checkpoint SHA-256,
     input size, opset). Use the folder with `--runtime onnx --checkpoint DIR`.
     """
-    from terramask.models.onnx_export import export_onnx
+    from terramask.models.onnx.export import export_onnx
 
     result = export_onnx(name, out_dir, checkpoint=checkpoint, opset=opset, quantize=quantize, overwrite=force, download=download)
     files = [result.encoder, result.decoder] + ([result.encoder_int8] if result.encoder_int8 else [])

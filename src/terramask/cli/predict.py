@@ -35,8 +35,8 @@ def command(scene, points, boxes, prompt_file, crs, bands, single, refine_dir, m
     from terramask.io.prompt_files import read_prompt_file
     from terramask.io.scene import open_scene
     from terramask.models.resolve import load_backend
-    from terramask.pipelines.predict import ScenePrompter, scene_pixel_prompts
-    from terramask.pipelines.predict_outputs import load_previous, merge_pixel_prompts, write_prediction
+    from terramask.pipelines.prompted.predict import ScenePrompter, scene_pixel_prompts
+    from terramask.pipelines.prompted.outputs import load_previous, merge_pixel_prompts, write_prediction
 
     with open_scene(scene, bands=bands) as sc:
         frame, frame_crs = prompt_frame(crs, sc.crs)

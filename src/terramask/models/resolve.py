@@ -93,19 +93,19 @@ def spec_for_checkpoint(checkpoint: str | os.PathLike[str]) -> ModelSpec:
 def _load_classic(spec: ModelSpec, checkpoint: Path | None, device: str, download: bool) -> Backend:
     if checkpoint is not None:
         raise InputError("the 'classic' model is weight-free; it takes no --checkpoint")
-    classic = importlib.import_module("terramask.models.classic")
+    classic = importlib.import_module("terramask.models.classic.backend")
     return classic.ClassicBackend()
 
 
 def _load_sam(spec: ModelSpec, checkpoint: Path | None, device: str, download: bool) -> Backend:
     path = ensure_checkpoint(spec, checkpoint, download_missing=download)
-    sam = importlib.import_module("terramask.models.sam")
+    sam = importlib.import_module("terramask.models.sam.backend")
     return sam.SamBackend.from_checkpoint(path, arch=spec.arch, device=device, name=spec.name)
 
 
 def _load_sam2(spec: ModelSpec, checkpoint: Path | None, device: str, download: bool) -> Backend:
     path = ensure_checkpoint(spec, checkpoint, download_missing=download)
-    sam2 = importlib.import_module("terramask.models.sam2_backend")
+    sam2 = importlib.import_module("terramask.models.sam2.backend")
     # a user checkpoint brings its own configuration (embedded, or read from its tensors)
     config = spec.config if checkpoint is None else None
     return sam2.Sam2Backend.from_checkpoint(path, config=config, device=device, name=spec.name)
@@ -113,7 +113,7 @@ def _load_sam2(spec: ModelSpec, checkpoint: Path | None, device: str, download: 
 
 def _load_mobilesam(spec: ModelSpec, checkpoint: Path | None, device: str, download: bool) -> Backend:
     path = ensure_checkpoint(spec, checkpoint, download_missing=download)
-    mobilesam = importlib.import_module("terramask.models.mobilesam")
+    mobilesam = importlib.import_module("terramask.models.sam.mobilesam")
     return mobilesam.MobileSamBackend.from_checkpoint(path, arch=spec.arch, device=device, name=spec.name)
 
 
@@ -154,7 +154,7 @@ def load_backend(
     if runtime != "torch" and ckpt is not None and ckpt.is_dir():
         # an ONNX export directory given directly
         from terramask.models.allocator import configure_allocator
-        from terramask.models.onnx_backend import open_onnx_backend
+        from terramask.models.onnx.backend import open_onnx_backend
 
         configure_allocator()
         backend = open_onnx_backend(ckpt, name=name.strip() if name and name.strip() else None, quantized=runtime == "onnx-int8")
@@ -195,8 +195,8 @@ def onnx_export_dir(spec: ModelSpec, weights_sha256: str) -> Path:
 def _load_onnx(spec: ModelSpec, checkpoint: Path | None, download: bool, quantized: bool) -> Backend:
     """The ONNX Runtime backend for ``spec`` (SAM, MobileSAM, SAM 2), exporting the checkpoint
     into the cache on first use (once per weights file)."""
-    from terramask.models import onnx_export
-    from terramask.models.onnx_backend import open_onnx_backend
+    from terramask.models.onnx import export as onnx_export
+    from terramask.models.onnx.backend import open_onnx_backend
 
     if spec.family not in onnx_export.EXPORTABLE_FAMILIES:
         raise ModelError(

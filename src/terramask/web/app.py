@@ -1,8 +1,8 @@
 """The browser app for interactive segmentation of one scene: ``create_app(scene, ...)``.
 
-A thin shell over :class:`terramask.pipelines.predict.ScenePrompter` (one embedding per
+A thin shell over :class:`terramask.pipelines.prompted.predict.ScenePrompter` (one embedding per
 encoded window, reused by every click) and
-:func:`terramask.pipelines.predict_outputs.write_prediction`. Routes:
+:func:`terramask.pipelines.prompted.outputs.write_prediction`. Routes:
 
 ====================================  ==============================================================
 ``GET /``                             the single-page UI (static files, no CDN: works offline)
@@ -51,7 +51,7 @@ from terramask.core.prompts import Prompts
 from terramask.io.crs import prompt_frame
 from terramask.io.scene import Scene, open_scene
 from terramask.models.base import Backend
-from terramask.pipelines.predict import FULL_SCENE_MAX, WINDOW_SIZE, ScenePrompter
+from terramask.pipelines.prompted.predict import FULL_SCENE_MAX, WINDOW_SIZE, ScenePrompter
 from terramask.web.errors import add_exception_handlers
 from terramask.web.export import check_name, export_candidate, free_name
 from terramask.web.render import (

@@ -2,7 +2,7 @@
 
 Each export goes into its own folder under the server's output root (``--out``); the
 browser gives at most a folder *name*, never a path, so a page can only write there.
-The files are written by :func:`terramask.pipelines.predict_outputs.write_prediction`
+The files are written by :func:`terramask.pipelines.prompted.outputs.write_prediction`
 (mask.tif, mask.gpkg, mask.geojson, overlay.png, logits.npy, result.json), with the
 chosen candidate as the only one, so ``terramask predict --refine FOLDER`` continues
 from it on the command line.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from terramask.core.errors import InputError, OutputError
 from terramask.io.scene import Scene
-from terramask.pipelines.predict_outputs import write_prediction
-from terramask.pipelines.prompted import Prediction
+from terramask.pipelines.prompted.outputs import write_prediction
+from terramask.pipelines.prompted.session import Prediction
 from terramask.web.store import with_candidate_first
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")

@@ -21,7 +21,7 @@ from terramask.core.geometry import Window
 from terramask.io.crs import LONLAT, transform_bounds, transform_xy
 from terramask.io.scene import Scene
 from terramask.io.vectors import masks_to_features
-from terramask.pipelines.prompted import Prediction
+from terramask.pipelines.prompted.session import Prediction
 
 #: Largest side (pixels) of a native-resolution window the browser may ask for.
 MAX_WINDOW_SIDE = 4096

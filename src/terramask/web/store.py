@@ -20,7 +20,7 @@ from dataclasses import replace
 import numpy as np
 
 from terramask.core.errors import InputError, TerramaskError
-from terramask.pipelines.prompted import Prediction
+from terramask.pipelines.prompted.session import Prediction
 
 #: Predictions kept over all sessions.
 MAX_PREDICTIONS = 64

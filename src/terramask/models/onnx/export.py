@@ -1,0 +1,417 @@
+"""Export SAM-family checkpoints (SAM ViT-B/L/H, MobileSAM, SAM 2 / 2.1) to ONNX: an image
+encoder and a prompt decoder, plus a metadata file.
+
+Files written to ``out_dir`` (SAM and MobileSAM; SAM 2 differs as noted at the end):
+
+- ``encoder.onnx``: ``image (1, 3, S, S)`` float32 -> ``image_embeddings (1, 256, S/16, S/16)``.
+  The input is the model-frame image: resized so the longest side is ``S`` (1024),
+  normalised with SAM's pixel mean/std and zero-padded at the bottom/right to ``S x S``
+  (:func:`terramask.models.onnx.backend.preprocess` does this in numpy).
+- ``decoder.onnx``: ``image_embeddings (1, 256, 64, 64)``, ``point_coords (B, N, 2)``
+  (model frame, ``x, y``), ``point_labels (B, N)`` float (1 object, 0 background,
+  2/3 box corners, -1 padding), ``mask_input (1|B, 1, 256, 256)``, ``has_mask_input (1,)``
+  -> ``low_res_logits (B, 4, 256, 256)`` and ``iou_predictions (B, 4)`` for all four mask
+  tokens (index 0 is SAM's single-mask output, 1-3 its multimask outputs). ``B`` and ``N``
+  are dynamic, so one model serves single clicks, several boxes and the batched point
+  grids of automatic generation.
+- ``encoder.int8.onnx`` (only with ``quantize=True``): the encoder with dynamic int8
+  quantisation of its MatMul/Gemm weights (onnxruntime). **It changes results**: use it
+  only when speed matters more than exact SAM outputs; the benchmark reports its
+  deviation.
+- ``terramask-onnx.json``: source checkpoint path and SHA-256, model name and family,
+  input size, opset, pixel mean/std, versions, file list. Written last: a directory
+  without it is an interrupted export.
+
+SAM 2: the encoder takes the official ``SAM2Transforms`` output (the image stretched to
+``S x S``, ImageNet normalisation) and returns ``image_embed``, ``high_res_0`` and
+``high_res_1``; the decoder takes those three plus the prompt inputs above (the caller
+appends SAM 2's padding point, also after boxes) and returns the same two outputs, IoU
+already through SAM 2's sigmoid.
+
+The decoder ends at the low-resolution logits on purpose. Upscaling to the image size
+is done outside the graph with SAM's exact resize rule for the image at hand, so the
+export does not depend on any image size. (SAM's own ONNX example bakes the resize into
+the graph with an ``orig_im_size`` input; an export traced at one size then gave wrong
+logits at another: mask IoU 0.59 against PyTorch, issue 6.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from terramask.core.errors import InputError, ModelError, OutputError
+from terramask.core.lazy import require
+
+log = logging.getLogger(__name__)
+
+METADATA = "terramask-onnx.json"
+ENCODER = "encoder.onnx"
+DECODER = "decoder.onnx"
+ENCODER_INT8 = "encoder.int8.onnx"
+FORMAT_VERSION = 1
+DEFAULT_OPSET = 17
+EXPORTABLE_FAMILIES = ("sam", "mobilesam", "sam2")
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    """Paths of an export and its metadata dict."""
+
+    directory: Path
+    encoder: Path
+    decoder: Path
+    encoder_int8: Path | None
+    metadata: dict[str, Any]
+
+
+def _sam_decoder_graph(sam):
+    """A ``torch.nn.Module`` computing SAM's prompt encoder + mask decoder with batch and
+    point counts as graph inputs (see the module docstring for the signature)."""
+    torch = require("torch", "onnx")
+    nn = torch.nn
+
+    class SamDecoderGraph(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.prompt_encoder = sam.prompt_encoder
+            self.mask_decoder = sam.mask_decoder
+            self.register_buffer("dense_pe", sam.prompt_encoder.get_dense_pe().detach().clone())
+
+        def _embed_points(self, coords, labels):
+            pe = self.prompt_encoder
+            emb = pe.pe_layer.forward_with_coords(coords + 0.5, pe.input_image_size)
+            lab = labels.unsqueeze(-1)
+            dtype = emb.dtype
+            emb = emb * (lab != -1).to(dtype) + pe.not_a_point_embed.weight * (lab == -1).to(dtype)
+            for k in range(pe.num_point_embeddings):
+                emb = emb + pe.point_embeddings[k].weight * (lab == k).to(dtype)
+            return emb
+
+        def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
+            pe, dec = self.prompt_encoder, self.mask_decoder
+            sparse = self._embed_points(point_coords, point_labels)
+            no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+            dense = pe.mask_downscaling(mask_input) * has_mask_input + no_mask * (1.0 - has_mask_input)
+            # MaskDecoder.predict_masks with broadcasting instead of repeat_interleave, so
+            # the prompt batch stays a dynamic dimension of the graph
+            b = sparse.shape[0]
+            tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+            tokens = torch.cat([tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
+            src = image_embeddings.expand(b, -1, -1, -1) + dense
+            pos = self.dense_pe.expand(b, -1, -1, -1)
+            _, c, h, w = image_embeddings.shape
+            hs, src = dec.transformer(src, pos, tokens)
+            iou_out = hs[:, 0, :]
+            mask_out = hs[:, 1 : 1 + dec.num_mask_tokens, :]
+            up = dec.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+            hyper = torch.stack([mlp(mask_out[:, i, :]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1)
+            uc, uh, uw = up.shape[1], up.shape[2], up.shape[3]
+            masks = (hyper @ up.reshape(b, uc, uh * uw)).reshape(b, -1, uh, uw)
+            return masks, dec.iou_prediction_head(iou_out)
+
+    return SamDecoderGraph().eval()
+
+
+def _sam2_encoder_graph(model, feat_sizes):
+    """SAM 2 image encoder up to the decoder's inputs: ``image (1, 3, S, S)`` (the
+    official ``SAM2Transforms`` output) -> ``image_embed (1, 256, S/16, S/16)``,
+    ``high_res_0 (1, 32, S/4, S/4)``, ``high_res_1 (1, 64, S/8, S/8)``, exactly what
+    ``SAM2ImagePredictor.set_image`` stores (``conv_s0``/``conv_s1`` applied, ``no_mem_embed``
+    added)."""
+    torch = require("torch", "onnx")
+
+    class Sam2EncoderGraph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, image):
+            out = self.model.forward_image(image)
+            _, feats, _, _ = self.model._prepare_backbone_features(out)
+            if self.model.directly_add_no_mem_embed:
+                feats[-1] = feats[-1] + self.model.no_mem_embed
+            maps = [f.permute(1, 2, 0).reshape(1, -1, h, w) for f, (h, w) in zip(feats[::-1], feat_sizes[::-1])][::-1]
+            return maps[-1], maps[0], maps[1]
+
+    return Sam2EncoderGraph().eval()
+
+
+def _sam2_decoder_graph(model):
+    """SAM 2 prompt encoder + mask decoder with dynamic prompt batch and point count.
+
+    Inputs: ``image_embed``, ``high_res_0``, ``high_res_1``, ``point_coords (B, N, 2)``
+    (model frame, the image stretched to S x S; the caller appends SAM 2's padding point),
+    ``point_labels (B, N)``, ``mask_input (1|B, 1, 256, 256)``, ``has_mask_input (1,)``.
+    Outputs ``low_res_logits (B, 4, 256, 256)`` and ``iou_predictions (B, 4)`` (sigmoid,
+    as upstream) for all mask tokens; the single-mask stability fallback is applied by
+    the caller on these.
+    """
+    torch = require("torch", "onnx")
+    pe, dec = model.sam_prompt_encoder, model.sam_mask_decoder
+
+    class Sam2DecoderGraph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pe, self.dec = pe, dec
+            self.register_buffer("dense_pe", pe.get_dense_pe().detach().clone())
+
+        def forward(self, image_embed, high_res_0, high_res_1, point_coords, point_labels, mask_input, has_mask_input):
+            pe, dec = self.pe, self.dec
+            sparse = pe._embed_points(point_coords, point_labels, pad=False)
+            no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+            dense = pe.mask_downscaling(mask_input) * has_mask_input + no_mask * (1.0 - has_mask_input)
+            b = sparse.shape[0]
+            heads = [dec.iou_token.weight, dec.mask_tokens.weight]
+            s = 0
+            if dec.pred_obj_scores:
+                heads = [dec.obj_score_token.weight] + heads
+                s = 1
+            tokens = torch.cat(heads, dim=0)
+            tokens = torch.cat([tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
+            src = image_embed.expand(b, -1, -1, -1) + dense
+            pos = self.dense_pe.expand(b, -1, -1, -1)
+            _, c, h, w = image_embed.shape
+            hs, src = dec.transformer(src, pos, tokens)
+            iou_out = hs[:, s, :]
+            mask_out = hs[:, s + 1 : s + 1 + dec.num_mask_tokens, :]
+            src = src.transpose(1, 2).reshape(b, c, h, w)
+            dc1, ln1, act1, dc2, act2 = dec.output_upscaling
+            up = act1(ln1(dc1(src) + high_res_1))
+            up = act2(dc2(up) + high_res_0)
+            hyper = torch.stack([mlp(mask_out[:, i, :]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1)
+            uc, uh, uw = up.shape[1], up.shape[2], up.shape[3]
+            masks = (hyper @ up.reshape(b, uc, uh * uw)).reshape(b, -1, uh, uw)
+            return masks, dec.iou_prediction_head(iou_out)
+
+    return Sam2DecoderGraph().eval()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _export(module, args: tuple, path: Path, input_names, output_names, dynamic_axes, opset: int) -> None:
+    torch = require("torch", "onnx")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            # tracing warns about Python-level shape arithmetic in upstream modules; the
+            # shapes involved are fixed for a model (image size, grid), so it is harmless
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                args,
+                str(tmp),
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_axes=dynamic_axes,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        os.replace(tmp, path)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {path}: {exc}") from exc
+        raise ModelError(f"ONNX export of {path.name} failed: {str(exc).splitlines()[0][:300]}") from exc
+
+
+def _quantize(src: Path, dst: Path) -> None:
+    quant = require("onnxruntime.quantization", "onnx", "onnxruntime")
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    root = logging.getLogger()
+    guard = None if root.handlers else logging.NullHandler()
+    if guard is not None:  # onnxruntime.quantization logs through the root logger, which
+        root.addHandler(guard)  # would otherwise call basicConfig on the user's process
+    previous = root.manager.disable
+    logging.disable(logging.WARNING)  # its shape-inference warnings are noise for this graph
+    try:
+        quant.quantize_dynamic(str(src), str(tmp), weight_type=quant.QuantType.QInt8)
+        os.replace(tmp, dst)
+    finally:
+        logging.disable(previous)
+        if guard is not None:
+            root.removeHandler(guard)
+        tmp.unlink(missing_ok=True)
+
+
+def export_onnx(
+    name_or_checkpoint: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str] | None = None,
+    opset: int = DEFAULT_OPSET,
+    quantize: bool = False,
+    overwrite: bool = False,
+    download: bool = False,
+) -> OnnxExport:
+    """Export a SAM or MobileSAM checkpoint to ``out_dir`` (see the module docstring).
+
+    ``name_or_checkpoint`` is a registry name (its cached official checkpoint, or
+    ``checkpoint`` when given) or a checkpoint path (a SAM checkpoint; name MobileSAM
+    files by the registry name ``mobilesam``). ``quantize`` also writes the int8 encoder.
+    An existing export is refused unless ``overwrite``.
+    """
+    require("onnx", "onnx")
+    from terramask.models import resolve
+    from terramask.models.registry import get_spec
+
+    arg = str(name_or_checkpoint)
+    ckpt = Path(checkpoint).expanduser() if checkpoint is not None else None
+    if ckpt is None and (os.sep in arg or Path(arg).suffix in (".pth", ".pt")) and Path(arg).expanduser().exists():
+        ckpt = Path(arg).expanduser()
+        spec = resolve.spec_for_checkpoint(ckpt)
+    else:
+        spec = get_spec(arg)
+    return export_spec(spec, out_dir, ckpt, opset=opset, quantize=quantize, overwrite=overwrite, download=download)
+
+
+def export_spec(
+    spec,
+    out_dir: str | os.PathLike[str],
+    checkpoint: Path | None = None,
+    opset: int = DEFAULT_OPSET,
+    quantize: bool = False,
+    overwrite: bool = False,
+    download: bool = False,
+) -> OnnxExport:
+    """:func:`export_onnx` for a :class:`~terramask.models.registry.ModelSpec` (also one
+    made for a user checkpoint by ``resolve.spec_for_checkpoint``)."""
+    torch = require("torch", "onnx")
+    from terramask.models import resolve
+
+    ckpt = checkpoint
+    if spec.family not in EXPORTABLE_FAMILIES:
+        raise ModelError(
+            f"ONNX export supports the {' and '.join(EXPORTABLE_FAMILIES)} families; {spec.name} is {spec.family}"
+        )
+    out = Path(out_dir).expanduser()
+    if (out / METADATA).exists() and not overwrite:
+        raise OutputError(f"{out} already holds an ONNX export; pass overwrite=True (--force) to replace it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {out}: {exc}") from exc
+    (out / METADATA).unlink(missing_ok=True)
+
+    t0 = time.perf_counter()
+    source = resolve.ensure_checkpoint(spec, ckpt, download_missing=download)
+    backend = resolve.LOADERS[spec.family](spec, ckpt, "cpu", download)
+    sam = backend.model.eval()
+    img = int(backend.img_size)
+    grid, low = img // 16, img // 4
+    prompts = (
+        torch.tensor([[[100.0, 200.0], [0.0, 0.0]], [[300.0, 400.0], [0.0, 0.0]]]),
+        torch.tensor([[1.0, -1.0], [1.0, -1.0]]),
+        torch.zeros(1, 1, low, low),
+        torch.zeros(1),
+    )
+    prompt_names = ["point_coords", "point_labels", "mask_input", "has_mask_input"]
+    dynamic = {
+        "point_coords": {0: "batch", 1: "points"},
+        "point_labels": {0: "batch", 1: "points"},
+        "mask_input": {0: "mask_batch"},
+        "low_res_logits": {0: "batch"},
+        "iou_predictions": {0: "batch"},
+    }
+    extra_meta: dict[str, Any] = {}
+    if spec.family == "sam2":
+        feat_sizes = [(grid * 4, grid * 4), (grid * 2, grid * 2), (grid, grid)]
+        enc_module = _sam2_encoder_graph(sam, feat_sizes)
+        enc_outputs = ["image_embed", "high_res_0", "high_res_1"]
+        dec_module = _sam2_decoder_graph(sam)
+        dec_args = (torch.randn(1, 256, grid, grid), torch.randn(1, 32, grid * 4, grid * 4), torch.randn(1, 64, grid * 2, grid * 2), *prompts)
+        dec_inputs = enc_outputs + prompt_names
+        dec = sam.sam_mask_decoder
+        extra_meta = {
+            "config": getattr(backend, "config", None),
+            "input_transform": "SAM2Transforms: stretch to SxS (torchvision Resize), ImageNet mean/std",
+            "dynamic_multimask_via_stability": bool(dec.dynamic_multimask_via_stability),
+            "stability_delta": float(dec.dynamic_multimask_stability_delta),
+            "stability_thresh": float(dec.dynamic_multimask_stability_thresh),
+            "low_res_clamp": 32.0,
+        }
+    else:
+        enc_module, enc_outputs = sam.image_encoder, ["image_embeddings"]
+        dec_module = _sam_decoder_graph(sam)
+        dec_args = (torch.randn(1, 256, grid, grid), *prompts)
+        dec_inputs = ["image_embeddings"] + prompt_names
+        extra_meta = {
+            "input_transform": "ResizeLongestSide (PIL bilinear), SAM pixel mean/std, zero pad to SxS",
+            "pixel_mean": [float(v) for v in sam.pixel_mean.flatten().tolist()],
+            "pixel_std": [float(v) for v in sam.pixel_std.flatten().tolist()],
+        }
+
+    encoder, decoder = out / ENCODER, out / DECODER
+    log.info("exporting %s encoder to %s", spec.name, encoder)
+    _export(enc_module, (torch.zeros(1, 3, img, img),), encoder, ["image"], enc_outputs, None, opset)
+    log.info("exporting %s decoder to %s", spec.name, decoder)
+    _export(dec_module, dec_args, decoder, dec_inputs, ["low_res_logits", "iou_predictions"], dynamic, opset)
+    int8 = None
+    if quantize:
+        int8 = out / ENCODER_INT8
+        log.info("quantising %s encoder to int8 (changes results)", spec.name)
+        _quantize(encoder, int8)
+
+    onnx_mod = require("onnx", "onnx")
+    meta = {
+        "format": FORMAT_VERSION,
+        "model": spec.name,
+        "family": spec.family,
+        "arch": getattr(getattr(backend, "arch", None), "name", spec.arch),
+        "source_checkpoint": str(source),
+        "source_sha256": _sha256(Path(source)),
+        "input_size": img,
+        "embedding_grid": grid,
+        "low_res_size": low,
+        "opset": opset,
+        "mask_threshold": float(getattr(backend, "mask_threshold", 0.0)),
+        **extra_meta,
+        "files": {"encoder": ENCODER, "decoder": DECODER, "encoder_int8": ENCODER_INT8 if int8 else None},
+        "encoder_int8_note": "dynamic int8 weight quantisation of MatMul/Gemm: faster, results differ from the float model"
+        if int8
+        else None,
+        "decoder_outputs": "low_res_logits (B, 4, 256, 256) and iou_predictions (B, 4) of all mask tokens; "
+        "upscale to the image with SAM's resize rule outside the graph",
+        "versions": {"torch": torch.__version__, "onnx": onnx_mod.__version__, "python": platform.python_version()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    tmp = out / f".{METADATA}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, out / METADATA)
+    log.info("exported %s to %s in %.1fs", spec.name, out, time.perf_counter() - t0)
+    return OnnxExport(out, encoder, decoder, int8, meta)
+
+
+def read_metadata(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata of an export directory; :class:`InputError` when it is not a
+    (complete) terramask ONNX export."""
+    path = Path(directory).expanduser() / METADATA
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{Path(directory)} is not a terramask ONNX export (no {METADATA}; interrupted or never exported)") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable ONNX export metadata ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        raise InputError(f"{path}: unsupported ONNX export format {meta.get('format') if isinstance(meta, dict) else '?'}")
+    return meta
+
+
+def remove_export(directory: str | os.PathLike[str]) -> None:
+    """Delete an export directory written by :func:`export_onnx`."""
+    shutil.rmtree(Path(directory), ignore_errors=True)

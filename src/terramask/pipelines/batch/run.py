@@ -1,0 +1,360 @@
+"""Automatic segmentation of many scenes, resumable after any interruption.
+
+:func:`run_batch` expands files, folders and glob patterns into a list of scenes and runs
+:func:`terramask.pipelines.scene.tiled.run_tiled_auto` on each (any size), into one folder per
+scene under ``out_dir``:
+
+- ``<name>/labels.tif``, ``objects.gpkg``, ``overlay.png``, ``summary.json``;
+- ``gallery.png``: a contact sheet of the overlays (``gallery_cols`` per row, at most
+  ``gallery_max`` of them, in input order);
+- ``index.csv`` and ``index.json``: one row per scene (status, objects, tiles, size,
+  seconds, model, parameters, output folder, error); ``index.json`` also holds the batch
+  settings;
+- ``journal.jsonl``: the durable record of finished scenes (:mod:`terramask.pipelines.batch.journal`).
+
+Resuming: every finished scene is journaled (fsync'ed) after its outputs were renamed
+into place. Started again with the same command, the batch skips scenes whose journal
+entry says ``done`` (and whose ``summary.json`` exists), redoes the rest, and rebuilds the
+gallery and index from the journal, so the final files are those of an uninterrupted run
+(the ``seconds`` of a scene redone after the interruption are its new timing). A scene's
+key covers its path, size, modification time and the settings, so a changed file or
+different parameters are computed again. Temporaries left by a killed run are removed.
+
+Failures: a scene that cannot be read or segmented (corrupt, unsupported, missing) is
+recorded as ``failed`` with a one-line error and the batch goes on; :class:`BatchResult`
+counts failures (the CLI exits non-zero). Configuration errors (unknown model, bad
+parameters) stop the batch before it starts.
+
+Engines: ``local`` runs scenes one after the other in this process (each scene's tiles
+in turn); ``ray`` sends scenes to Ray actors, each loading the model once.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import io
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from terramask.core.errors import InputError, MissingDependencyError
+from terramask.core.geometry import plan_tiles
+from terramask.io.atomic import ensure_output_dir, remove_stale_temporaries, write_json, write_text
+from terramask.io.overlay import make_gallery, save_png
+from terramask.pipelines.scene.engines import make_engine
+from terramask.pipelines.batch.journal import Journal
+from terramask.pipelines.scene.merge import MergeParams
+from terramask.pipelines.scene.tiled import (
+    DEFAULT_OVERLAP,
+    DEFAULT_TILE_SIZE,
+    OVERLAY_NAME,
+    QUICKLOOK_SIZE,
+    SUMMARY_NAME,
+    AutoSegmenter,
+    SegmentTile,
+    describe_segmenter,
+    run_tiled_auto,
+)
+
+log = logging.getLogger(__name__)
+
+#: Suffixes picked up when a folder is given (files and globs are taken as they are).
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
+JOURNAL_NAME = "journal.jsonl"
+GALLERY_NAME = "gallery.png"
+INDEX_CSV = "index.csv"
+INDEX_JSON = "index.json"
+INDEX_COLUMNS = ("name", "input", "status", "objects", "tiles", "skipped_tiles", "width", "height", "crs",
+                 "seconds", "model", "params", "output", "error")
+
+
+# -- inputs ---------------------------------------------------------------------------------
+def _is_pattern(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files, folders (their image files, sorted, not recursive) and glob patterns (``**``
+    recurses) -> scene paths in the order given, without duplicates.
+
+    A path that does not exist is kept (it is reported as a failed scene); a pattern or
+    folder without images only logs a warning. Raises :class:`InputError` when nothing
+    at all is found.
+    """
+    found: list[Path] = []
+    for spec in inputs:
+        text = os.fspath(spec)
+        path = Path(text).expanduser()
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.exists():
+            files = [path]
+        elif _is_pattern(text):
+            files = sorted(Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True) if Path(m).is_file())
+        else:
+            files = [path]
+        if not files:
+            log.warning("%s: no image files found", text)
+        found.extend(files)
+    seen: set[str] = set()
+    out = []
+    for p in found:
+        key = os.path.abspath(p)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    if not out:
+        shown = ", ".join(os.fspath(i) for i in list(inputs)[:3]) or "(none)"
+        raise InputError(f"no input images found in {shown}; give image files, folders or glob patterns")
+    return out
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One scene of a batch: ``index`` in input order, output folder ``name``, journal ``key``."""
+
+    index: int
+    path: str
+    name: str
+    out_dir: str
+    key: str
+
+
+def _file_identity(path: Path) -> dict:
+    try:
+        st = path.stat()
+        return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    except OSError:
+        return {"path": os.path.abspath(path), "size": None, "mtime_ns": None}
+
+
+def plan_items(paths: Sequence[Path], out_dir: Path, fingerprint: str) -> list[BatchItem]:
+    """Items with unique output folder names (the file stem, ``_2``, ``_3`` … on clashes)."""
+    used: set[str] = set()
+    items = []
+    for i, p in enumerate(paths):
+        base = p.stem or p.name or f"scene{i + 1}"
+        name, k = base, 1
+        while name.lower() in used:
+            k += 1
+            name = f"{base}_{k}"
+        used.add(name.lower())
+        ident = json.dumps({**_file_identity(p), "name": name, "settings": fingerprint}, sort_keys=True)
+        key = hashlib.sha256(ident.encode("utf-8")).hexdigest()[:24]
+        items.append(BatchItem(i, os.fspath(p), name, os.fspath(out_dir / name), key))
+    return items
+
+
+# -- the per-scene worker ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class LoadedSegmenter:
+    """A segmenter factory around a tile function built already (no second model load)."""
+
+    segment: SegmentTile
+
+    def __call__(self) -> SegmentTile:
+        return self.segment
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+class BatchWorker:
+    """Loads the model once, then segments whole scenes (tiles in this process)."""
+
+    def __init__(self, segmenter: Callable[[], SegmentTile], options: Mapping[str, Any]) -> None:
+        self._segmenter = LoadedSegmenter(segmenter())
+        self._options = dict(options)
+
+    def __call__(self, item: BatchItem) -> dict:
+        started = time.perf_counter()
+        try:
+            result = run_tiled_auto(item.path, item.out_dir, self._segmenter, engine="local", **self._options)
+        except (MissingDependencyError, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # one bad scene must not stop the batch
+            log.info("%s failed: %s", item.path, _one_line(exc))
+            return {"key": item.key, "index": item.index, "status": "failed", "error": _one_line(exc),
+                    "error_type": type(exc).__name__, "seconds": round(time.perf_counter() - started, 3)}
+        s = result.summary
+        return {"key": item.key, "index": item.index, "status": "done", "objects": result.objects,
+                "tiles": result.tiles, "skipped_tiles": result.skipped, "width": s.get("width"),
+                "height": s.get("height"), "crs": s.get("crs"), "seconds": round(time.perf_counter() - started, 3)}
+
+
+# -- the batch -------------------------------------------------------------------------------
+@dataclass
+class BatchResult:
+    """What a batch produced: one row per scene (input order) and the shared outputs."""
+
+    out_dir: Path
+    rows: list[dict]
+    paths: dict[str, Path]
+    computed: int = 0
+    reused: int = 0
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def done(self) -> int:
+        return sum(r["status"] == "done" for r in self.rows)
+
+    @property
+    def failed(self) -> int:
+        return sum(r["status"] != "done" for r in self.rows)
+
+
+def _progress(total: int, enabled: bool | None):
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="batch", unit="scene")
+
+
+def run_batch(
+    inputs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    segmenter: Callable[[], SegmentTile] | None = None,
+    *,
+    model: str | None = None,
+    checkpoint: str | None = None,
+    device: str = "cpu",
+    params: Mapping[str, Any] | None = None,
+    mode: str = "fast",
+    bands: str | tuple[int, ...] | None = None,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    overlap: int = DEFAULT_OVERLAP,
+    merge: MergeParams | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    ray_options: Mapping[str, Any] | None = None,
+    quicklook_size: int = QUICKLOOK_SIZE,
+    gallery_cols: int = 5,
+    gallery_thumb: int = 256,
+    gallery_max: int = 100,
+    progress: bool | None = None,
+) -> BatchResult:
+    """Segment every scene of ``inputs`` into ``out_dir``; resumable (module docstring).
+
+    The segmenter is ``segmenter`` (a picklable factory, see
+    :mod:`terramask.pipelines.scene.tiled`) or an :class:`AutoSegmenter` from ``model``,
+    ``checkpoint``, ``device``, ``params``, ``mode``. Tiling arguments as
+    :func:`run_tiled_auto`; ``engine``/``address``/``workers``/``ray_options`` choose
+    where scenes run. Returns a :class:`BatchResult`.
+    """
+    if segmenter is None:
+        segmenter = AutoSegmenter(model, None if checkpoint is None else str(checkpoint), device,
+                                  None if params is None else dict(params), mode)
+    merge = merge or MergeParams()
+    plan_tiles("check", 1, 1, int(tile_size), int(overlap))  # bad tiling fails here, not per scene
+    if gallery_cols < 1 or gallery_max < 0:
+        raise InputError(f"gallery_cols must be >= 1 and gallery_max >= 0, got {gallery_cols}, {gallery_max}")
+    validate = getattr(segmenter, "validate", None)
+    if callable(validate):
+        validate()
+    description = describe_segmenter(segmenter)
+    settings = {
+        "segmenter": description,
+        "bands": None if bands is None else (bands if isinstance(bands, str) else list(bands)),
+        "tile_size": int(tile_size),
+        "overlap": int(overlap),
+        "merge": merge.to_dict(),
+        "quicklook_size": int(quicklook_size),
+    }
+    fingerprint = json.dumps(settings, sort_keys=True, default=str)
+    out = ensure_output_dir(out_dir)
+    remove_stale_temporaries(out)
+    paths = expand_inputs(inputs)
+    items = plan_items(paths, out, fingerprint)
+    options = {"bands": bands, "tile_size": int(tile_size), "overlap": int(overlap), "merge": merge,
+               "quicklook_size": int(quicklook_size),
+               "progress": False if engine != "local" else (progress if progress is not None else None)}
+    computed = reused = 0
+    with Journal(out / JOURNAL_NAME) as journal:
+        todo = [it for it in items if not (journal.done(it.key) and (Path(it.out_dir) / SUMMARY_NAME).exists())]
+        reused = len(items) - len(todo)
+        if reused:
+            log.info("resuming: %d of %d scenes already done", reused, len(items))
+        run_id = uuid.uuid4().hex[:12]
+        bar = _progress(len(items), progress)
+        if bar is not None:
+            bar.update(reused)
+        try:
+            if todo:
+                with make_engine(engine, address=address, workers=workers, device=getattr(segmenter, "device", "cpu"),
+                             **dict(ray_options or {})) as eng:
+                    for rec in eng.map(partial(BatchWorker, segmenter, options), todo, ordered=False):
+                        item = items[rec["index"]]
+                        fields = {k: v for k, v in rec.items() if k not in ("key", "status")}
+                        journal.record(item.key, rec["status"], name=item.name, input=item.path, run=run_id, **fields)
+                        computed += 1
+                        if bar is not None:
+                            bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        rows = [_row(it, journal.get(it.key), description) for it in items]
+    result_paths = _write_outputs(out, rows, settings, gallery_cols, gallery_thumb, gallery_max)
+    return BatchResult(out, rows, result_paths, computed, reused, settings)
+
+
+def _row(item: BatchItem, entry: dict | None, description: Mapping[str, Any]) -> dict:
+    entry = entry or {"status": "failed", "error": "not processed"}
+    return {
+        "name": item.name,
+        "input": item.path,
+        "status": entry.get("status"),
+        "objects": entry.get("objects"),
+        "tiles": entry.get("tiles"),
+        "skipped_tiles": entry.get("skipped_tiles"),
+        "width": entry.get("width"),
+        "height": entry.get("height"),
+        "crs": entry.get("crs"),
+        "seconds": entry.get("seconds"),
+        "model": description.get("model"),
+        "params": description.get("params") or {},
+        "output": item.name if entry.get("status") == "done" else None,
+        "error": entry.get("error"),
+    }
+
+
+def _write_outputs(out: Path, rows: list[dict], settings: dict, cols: int, thumb: int, max_items: int) -> dict[str, Path]:
+    paths: dict[str, Path] = {}
+    overlays = [(r["name"], out / r["name"] / OVERLAY_NAME) for r in rows if r["status"] == "done"]
+    overlays = [(n, p) for n, p in overlays if p.exists()][:max_items]
+    if overlays:
+        sheet = make_gallery([p for _, p in overlays], cols=cols, thumb=thumb, titles=[n for n, _ in overlays])
+        paths["gallery"] = save_png(out / GALLERY_NAME, sheet)
+    elif (out / GALLERY_NAME).exists():
+        (out / GALLERY_NAME).unlink()
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=INDEX_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (json.dumps(r[k], sort_keys=True) if k == "params" else ("" if r[k] is None else r[k]))
+                         for k in INDEX_COLUMNS})
+    paths["index_csv"] = write_text(out / INDEX_CSV, buf.getvalue())
+    summary = {
+        "settings": settings,
+        "scenes": len(rows),
+        "done": sum(r["status"] == "done" for r in rows),
+        "failed": sum(r["status"] != "done" for r in rows),
+        "objects": sum(r["objects"] or 0 for r in rows),
+        "images": rows,
+    }
+    paths["index_json"] = write_json(out / INDEX_JSON, summary)
+    return paths

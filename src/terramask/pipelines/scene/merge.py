@@ -1,0 +1,685 @@
+"""Cross-tile merging: masks of overlapping tiles -> one object per real object.
+
+A large scene is segmented tile by tile (:func:`terramask.core.plan_tiles`: a regular,
+row-major grid of windows that share ``overlap`` pixels with their neighbours). An object
+near a tile edge is then seen by several tiles: whole by some, cut at the edge by others,
+or only in parts when it is larger than a tile. :class:`TileMerger` turns the per-tile
+masks into objects, consuming tiles in grid order and keeping only what a later tile can
+still touch:
+
+1. Each tile mask becomes a :class:`Part`: its bounding box in scene pixels, the mask
+   cropped to that box (bit-packed), its scores, and which *interior* tile edges it
+   touches (within ``edge_margin`` pixels; scene borders do not count). A part that
+   touches no interior edge is *complete*: its tile saw the whole object.
+2. A new tile's parts are compared with the pending parts of earlier tiles whose windows
+   overlap it. Their intersection lies in the shared overlap region ``R`` (the region
+   both tiles see). Two parts are the **same object** when
+
+   - both are complete and their IoU is at least ``iou_thresh`` (duplicates of an object
+     lying in the overlap);
+   - one is complete and at least ``contain_thresh`` of the other (partial) one lies
+     inside it: the partial mask is a cut view of an object the other tile sees whole;
+   - both are partial and their IoU *inside* ``R`` is at least ``iou_thresh`` (the
+     pieces of an object larger than the overlap, or larger than a tile).
+
+   Matches join components (union-find), best IoU inside ``R`` first (then best IoU of
+   the whole masks). Two parts of the same tile never join when they overlap each other
+   (by more than ``conflict_frac`` of the smaller one): they are different objects (e.g.
+   a field and the farm holding it, from a multi-scale generator), so a chain of matches
+   cannot glue them together. Disjoint parts of one tile may join (an object leaving and
+   re-entering a tile).
+3. A component is final once no later tile's window meets its bounding box. It becomes a
+   :class:`MergedObject`: if some member is complete, the best complete member
+   (highest score, then largest) — duplicates and partial views inside it are dropped;
+   otherwise (an object no tile saw whole) the union of its members, each cut to its
+   tile's *core* (the window cut at the middle of each overlap): pieces that do not
+   overlap, every pixel decided by the tile that sees it most centrally.
+
+Memory: only parts whose component can still meet a later tile are kept, bit-packed —
+roughly the masks along one row of tile overlaps, independent of the scene height; the
+full scene or a scene-sized mask stack never exists. This module is numpy only; the
+pixels of finished objects are painted and polygonised by :mod:`terramask.pipelines.scene.tiled`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from terramask.core.errors import InputError
+from terramask.core.geometry import Tile, Window
+from terramask.core.maskset import MaskSet
+
+#: Bits of :attr:`Part.edges`: which interior tile edge a mask touches.
+EDGE_LEFT, EDGE_TOP, EDGE_RIGHT, EDGE_BOTTOM = 1, 2, 4, 8
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in scene pixels, end exclusive
+
+
+@dataclass(frozen=True)
+class MergeParams:
+    """Thresholds of the cross-tile merge (see the module docstring).
+
+    - ``iou_thresh``: IoU inside the shared overlap region above which two parts are the
+      same object (0 < t <= 1);
+    - ``contain_thresh``: share of a partial part that must lie inside a complete part of
+      the other tile for it to count as a cut view of that object (0 < t <= 1);
+    - ``edge_margin``: pixels from an interior tile edge within which a mask counts as
+      touching it (>= 1; 1 = the edge pixel row/column itself);
+    - ``conflict_frac``: two parts of the same tile overlapping by more than this share of
+      the smaller one are never merged (0 <= f < 1);
+    - ``max_object_size``: an object never grows beyond this many pixels in width or height
+      (None: no limit). A region running through the whole scene (a forest, the sea) then
+      comes out as several objects of at most this size, which keeps the memory, time and
+      polygon size of one object bounded whatever the scene size.
+    """
+
+    iou_thresh: float = 0.5
+    contain_thresh: float = 0.8
+    edge_margin: int = 2
+    conflict_frac: float = 0.1
+    max_object_size: int | None = 4096
+
+    def __post_init__(self) -> None:
+        for name in ("iou_thresh", "contain_thresh"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.0 < value <= 1.0:
+                raise InputError(f"merge {name} must be a number in (0, 1], got {value!r}")
+        if not isinstance(self.edge_margin, (int, np.integer)) or self.edge_margin < 1:
+            raise InputError(f"merge edge_margin must be an integer >= 1 pixel, got {self.edge_margin!r}")
+        if not isinstance(self.conflict_frac, (int, float)) or not 0.0 <= self.conflict_frac < 1.0:
+            raise InputError(f"merge conflict_frac must be a number in [0, 1), got {self.conflict_frac!r}")
+        if self.max_object_size is not None and (
+                not isinstance(self.max_object_size, (int, np.integer)) or self.max_object_size < 1):
+            raise InputError(f"merge max_object_size must be a positive number of pixels or None, got {self.max_object_size!r}")
+
+    def to_dict(self) -> dict:
+        return {"iou_thresh": self.iou_thresh, "contain_thresh": self.contain_thresh,
+                "edge_margin": int(self.edge_margin), "conflict_frac": self.conflict_frac,
+                "max_object_size": None if self.max_object_size is None else int(self.max_object_size)}
+
+
+# -- the tile grid --------------------------------------------------------------------------
+class TileGrid:
+    """The tiles of one scene as planned by :func:`plan_tiles`: a regular row-major grid.
+
+    Tile ``seq`` (its position in the plan) has index ``(seq // ncols, seq % ncols)``.
+    Raises :class:`InputError` if ``tiles`` is not such a grid.
+    """
+
+    def __init__(self, tiles: Sequence[Tile], width: int, height: int) -> None:
+        tiles = list(tiles)
+        if not tiles:
+            raise InputError("a tile grid needs at least one tile")
+        self.tiles = tiles
+        self.width, self.height = int(width), int(height)
+        self.nrows = max(t.index[0] for t in tiles) + 1
+        self.ncols = max(t.index[1] for t in tiles) + 1
+        if self.nrows * self.ncols != len(tiles):
+            raise InputError(f"{len(tiles)} tiles do not form a {self.nrows}x{self.ncols} grid")
+        self.tile_w, self.tile_h = tiles[0].window.width, tiles[0].window.height
+        self.row_offs = np.zeros(self.nrows, dtype=np.int64)
+        self.col_offs = np.zeros(self.ncols, dtype=np.int64)
+        for seq, t in enumerate(tiles):
+            r, c = t.index
+            w = t.window
+            if (r, c) != divmod(seq, self.ncols) or (w.width, w.height) != (self.tile_w, self.tile_h):
+                raise InputError("tiles must be a regular row-major grid of equal windows, as plan_tiles makes")
+            if c == 0:
+                self.row_offs[r] = w.row_off
+            if r == 0:
+                self.col_offs[c] = w.col_off
+            if w.row_off != self.row_offs[r] or w.col_off != self.col_offs[c]:
+                raise InputError(f"tile {t.id} is not aligned with its grid row and column")
+            if w.bounds[2] > self.width or w.bounds[3] > self.height:
+                raise InputError(f"tile {t.id} {w.to_dict()} lies outside the {self.width}x{self.height} scene")
+        if np.any(np.diff(self.row_offs) <= 0) or np.any(np.diff(self.col_offs) <= 0):
+            raise InputError("tile rows and columns must advance left to right, top to bottom")
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def window(self, seq: int) -> Window:
+        return self.tiles[seq].window
+
+    def tile_id(self, seq: int) -> str:
+        return self.tiles[seq].id
+
+    def interior_edges(self, seq: int) -> int:
+        """Bits of the sides of tile ``seq`` that lie inside the scene (shared with a neighbour)."""
+        x0, y0, x1, y1 = self.window(seq).bounds
+        bits = 0
+        bits |= EDGE_LEFT if x0 > 0 else 0
+        bits |= EDGE_TOP if y0 > 0 else 0
+        bits |= EDGE_RIGHT if x1 < self.width else 0
+        bits |= EDGE_BOTTOM if y1 < self.height else 0
+        return bits
+
+    def _span(self, offs: np.ndarray, size: int, lo: int, hi: int) -> tuple[int, int]:
+        """Index range ``[first, last]`` of grid lines whose ``[off, off+size)`` meets ``[lo, hi)``."""
+        first = int(np.searchsorted(offs + size, lo, side="right"))
+        last = int(np.searchsorted(offs, hi, side="left")) - 1
+        return first, last
+
+    def seqs_meeting(self, box: Box) -> list[int]:
+        """Tiles whose windows meet ``box`` (scene pixels, end exclusive), in order."""
+        x0, y0, x1, y1 = box
+        r0, r1 = self._span(self.row_offs, self.tile_h, y0, y1)
+        c0, c1 = self._span(self.col_offs, self.tile_w, x0, x1)
+        return [r * self.ncols + c for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)]
+
+    def last_seq_meeting(self, box: Box) -> int:
+        """The last tile (in grid order) whose window meets ``box``; -1 if none."""
+        x0, y0, x1, y1 = box
+        r0, r1 = self._span(self.row_offs, self.tile_h, y0, y1)
+        c0, c1 = self._span(self.col_offs, self.tile_w, x0, x1)
+        if r1 < r0 or c1 < c0:
+            return -1
+        return r1 * self.ncols + c1
+
+    def neighbours(self, seq: int) -> list[int]:
+        """Other tiles whose windows overlap tile ``seq``."""
+        return [s for s in self.seqs_meeting(self.window(seq).bounds) if s != seq]
+
+    @staticmethod
+    def _cuts(offs: np.ndarray, size: int, length: int) -> np.ndarray:
+        mids = (offs[1:] + offs[:-1] + size) // 2  # middle of each overlap
+        return np.concatenate([[0], mids, [length]])
+
+    def core(self, seq: int) -> Box:
+        """The pixels tile ``seq`` is closest to the centre of: its window cut at the middle
+        of each overlap. The cores of all tiles partition the scene."""
+        r, c = divmod(seq, self.ncols)
+        xs = self._cuts(self.col_offs, self.tile_w, self.width)
+        ys = self._cuts(self.row_offs, self.tile_h, self.height)
+        return (int(xs[c]), int(ys[r]), int(xs[c + 1]), int(ys[r + 1]))
+
+
+# -- parts ------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Part:
+    """One mask of one tile, cropped to its bounding box, in scene pixels.
+
+    ``box`` is ``(x0, y0, x1, y1)`` end exclusive; ``packed`` the crop ``(y1-y0, x1-x0)``
+    bool as ``np.packbits`` (C order); ``edges`` the :data:`EDGE_LEFT` … bits of the
+    interior tile edges the mask touches; ``index`` its position in the tile's mask set;
+    ``id`` is given by :class:`TileMerger` (unique per scene, in tile then index order).
+    """
+
+    tile: int
+    box: Box
+    packed: np.ndarray
+    area: int
+    score: float
+    stability: float
+    edges: int
+    index: int = 0
+    id: int = -1
+    conflicts: set = field(default_factory=set)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.box[3] - self.box[1], self.box[2] - self.box[0])
+
+    @property
+    def complete(self) -> bool:
+        """The tile saw the whole object (the mask touches no interior tile edge)."""
+        return self.edges == 0
+
+    def mask(self) -> np.ndarray:
+        """The ``(rows, cols)`` bool crop."""
+        h, w = self.shape
+        return np.unpackbits(self.packed, count=h * w).reshape(h, w).view(bool)
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray, tile: int, window: Window, interior_edges: int, edge_margin: int,
+                  score: float = 1.0, stability: float = float("nan"), index: int = 0) -> "Part | None":
+        """A part from an ``(H, W)`` bool mask on the grid of ``window``; None if empty."""
+        return cls.from_window(mask, (0, 0), tile, window, interior_edges, edge_margin, score, stability, index)
+
+    @classmethod
+    def from_window(cls, win: np.ndarray, origin: tuple[int, int], tile: int, window: Window, interior_edges: int,
+                    edge_margin: int, score: float = 1.0, stability: float = float("nan"),
+                    index: int = 0) -> "Part | None":
+        """A part from a bool array ``win`` whose top-left pixel is ``origin`` ``(x, y)`` in
+        the grid of ``window`` (a compact mask); None if empty."""
+        win = np.asarray(win, dtype=bool)
+        rows = np.flatnonzero(win.any(axis=1))
+        if rows.size == 0:
+            return None
+        cols = np.flatnonzero(win[rows[0] : rows[-1] + 1].any(axis=0))
+        wy0, wy1, wx0, wx1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        crop = win[wy0:wy1, wx0:wx1]
+        lx0, ly0 = int(origin[0]) + wx0, int(origin[1]) + wy0
+        lx1, ly1 = lx0 + (wx1 - wx0), ly0 + (wy1 - wy0)
+        h, w = window.height, window.width
+        if lx0 < 0 or ly0 < 0 or lx1 > w or ly1 > h:
+            raise InputError(f"tile {tile}: a mask window reaches outside the {w}x{h} tile")
+        touch = 0
+        touch |= EDGE_LEFT if lx0 < edge_margin else 0
+        touch |= EDGE_TOP if ly0 < edge_margin else 0
+        touch |= EDGE_RIGHT if lx1 > w - edge_margin else 0
+        touch |= EDGE_BOTTOM if ly1 > h - edge_margin else 0
+        box = (window.col_off + lx0, window.row_off + ly0, window.col_off + lx1, window.row_off + ly1)
+        return cls(tile=tile, box=box, packed=np.packbits(crop, axis=None), area=int(np.count_nonzero(crop)),
+                   score=float(score), stability=float(stability), edges=touch & interior_edges, index=index)
+
+
+def parts_from_maskset(maskset: MaskSet, tile: int, window: Window, interior_edges: int, edge_margin: int = 2,
+                       valid: np.ndarray | None = None) -> list[Part]:
+    """Parts of every non-empty mask of ``maskset`` (on the grid of ``window``).
+
+    ``valid`` (``(H, W)`` bool) clips masks to pixels holding data. Scores come from
+    ``scores``; stability from the ``stability_score`` column when present, else NaN.
+    """
+    if maskset.shape != window.shape:
+        raise InputError(f"tile {tile}: masks of shape {maskset.shape} do not match the window {window.to_dict()}")
+    stab = maskset["stability_score"] if "stability_score" in maskset else np.full(len(maskset), np.nan)
+    parts = []
+    for i in range(len(maskset)):
+        mask = maskset.masks[i]
+        if valid is not None:
+            mask = mask & valid
+        part = Part.from_mask(mask, tile, window, interior_edges, edge_margin,
+                              score=float(maskset.scores[i]), stability=float(stab[i]), index=i)
+        if part is not None:
+            parts.append(part)
+    return parts
+
+
+def parts_from_windows(items: Iterable[tuple[tuple[int, int], np.ndarray, float, float]], tile: int, window: Window,
+                       interior_edges: int, edge_margin: int = 2, valid: np.ndarray | None = None) -> list[Part]:
+    """Parts of compact masks: ``(origin (x, y), bool window, score, stability)`` items in
+    the grid of ``window`` (e.g. automatic generation's packed windows), clipped to
+    ``valid`` pixels when given; empty masks are skipped."""
+    parts = []
+    for i, (origin, win, score, stability) in enumerate(items):
+        win = np.asarray(win, dtype=bool)
+        if valid is not None and win.size:
+            x0, y0 = int(origin[0]), int(origin[1])
+            win = win & valid[y0 : y0 + win.shape[0], x0 : x0 + win.shape[1]]
+        part = Part.from_window(win, origin, tile, window, interior_edges, edge_margin, score, stability, index=i)
+        if part is not None:
+            parts.append(part)
+    return parts
+
+
+# -- merged objects -------------------------------------------------------------------------
+def _quality(part: Part) -> tuple:
+    """Sort key, best first: higher score, larger, earlier."""
+    return (-part.score, -part.area, part.id)
+
+
+@dataclass
+class MergedObject:
+    """One object assembled from tile parts.
+
+    ``parts``: the parts whose pixels make the object, sorted by id, and ``regions`` the
+    scene box each one contributes inside: its own box for a part a tile saw whole, or —
+    for an object no tile saw whole — its box cut to its tile's core
+    (:meth:`TileGrid.core`), so the pieces do not overlap and each pixel comes from the
+    tile that sees it most centrally. ``members``: every part that matched, dropped
+    duplicates and partial views included; ``representative``: the part whose scores and
+    tile the object reports (the complete winner, else the largest part).
+    """
+
+    parts: list[Part]
+    members: list[Part]
+    representative: Part
+    regions: list[Box] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.regions:
+            self.regions = [p.box for p in self.parts]
+
+    @property
+    def complete(self) -> bool:
+        return self.representative.complete
+
+    @property
+    def disjoint(self) -> bool:
+        """The pieces cannot overlap: a single part, or parts of different tiles cut to
+        their cores (two parts of one tile may overlap a little)."""
+        if len(self.parts) == 1:
+            return True
+        cut = any(r != p.box for p, r in zip(self.parts, self.regions))
+        return cut and len({p.tile for p in self.parts}) == len(self.parts)
+
+    @property
+    def score(self) -> float:
+        return self.representative.score
+
+    @property
+    def stability(self) -> float:
+        return self.representative.stability
+
+    @property
+    def tile(self) -> int:
+        return self.representative.tile
+
+    @property
+    def tiles(self) -> tuple[int, ...]:
+        """Tiles whose masks contributed pixels."""
+        return tuple(sorted({p.tile for p in self.parts}))
+
+    @property
+    def box(self) -> Box:
+        return _union_box(self.regions)
+
+    @property
+    def key(self) -> int:
+        """Smallest member id: a stable order of objects."""
+        return min(p.id for p in self.members)
+
+    def pieces(self) -> Iterator[tuple[Box, np.ndarray]]:
+        """``(box, bool crop)`` of each part inside its region (scene pixels)."""
+        for part, region in zip(self.parts, self.regions):
+            m = part.mask()
+            x0, y0 = part.box[0], part.box[1]
+            yield region, m[region[1] - y0 : region[3] - y0, region[0] - x0 : region[2] - x0]
+
+    def mask(self) -> tuple[Box, np.ndarray]:
+        """``(box, (rows, cols) bool)``: the object over its box.
+
+        Materialises the whole box: meant for tests and small objects; large objects are
+        painted piece by piece (:mod:`terramask.pipelines.scene.tiled`).
+        """
+        box = self.box
+        out = np.zeros((box[3] - box[1], box[2] - box[0]), dtype=bool)
+        for (x0, y0, x1, y1), m in self.pieces():
+            out[y0 - box[1] : y1 - box[1], x0 - box[0] : x1 - box[0]] |= m
+        return box, out
+
+
+def _union_box(boxes: Iterable[Box]) -> Box:
+    boxes = list(boxes)
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def _meet(a: Box, b: Box) -> Box | None:
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
+
+
+def _boxes_meet(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(N, 4)`` x ``(M, 4)`` end-exclusive boxes -> ``(N, M)`` bool: positive-area overlap."""
+    return (
+        (np.maximum(a[:, None, 0], b[None, :, 0]) < np.minimum(a[:, None, 2], b[None, :, 2]))
+        & (np.maximum(a[:, None, 1], b[None, :, 1]) < np.minimum(a[:, None, 3], b[None, :, 3]))
+    )
+
+
+class _Component:
+    __slots__ = ("members", "ids", "box", "last")
+
+    def __init__(self, part: Part, last: int) -> None:
+        self.members = [part]
+        self.ids = {part.id}
+        self.box = part.box
+        self.last = last
+
+
+class _Masks:
+    """Unpacked crops and per-region pixel counts, cached for one tile step."""
+
+    def __init__(self) -> None:
+        self._crops: dict[int, np.ndarray] = {}
+        self._counts: dict[tuple[int, Box], int] = {}
+
+    def crop(self, part: Part) -> np.ndarray:
+        m = self._crops.get(part.id)
+        if m is None:
+            m = self._crops[part.id] = part.mask()
+        return m
+
+    def view(self, part: Part, region: Box) -> np.ndarray:
+        """The part's mask inside ``region`` (which must lie inside its box)."""
+        x0, y0 = part.box[0], part.box[1]
+        return self.crop(part)[region[1] - y0 : region[3] - y0, region[0] - x0 : region[2] - x0]
+
+    def count_in(self, part: Part, region: Box) -> int:
+        key = (part.id, region)
+        n = self._counts.get(key)
+        if n is None:
+            inner = _meet(part.box, region)
+            n = 0 if inner is None else int(np.count_nonzero(self.view(part, inner)))
+            self._counts[key] = n
+        return n
+
+
+class TileMerger:
+    """Merge the parts of a tile grid, tile by tile, in grid order.
+
+    ``add_tile(seq, parts)`` must be called for ``seq = 0, 1, …`` (an empty list for
+    skipped tiles); it returns the objects that no later tile can change any more.
+    ``finish()`` returns the rest. Objects come out sorted by their first part.
+    """
+
+    def __init__(self, grid: TileGrid, params: MergeParams | None = None) -> None:
+        self.grid = grid
+        self.params = params or MergeParams()
+        self._next_seq = 0
+        self._next_id = 1
+        self._parent: dict[int, int] = {}
+        self._comps: dict[int, _Component] = {}
+        self._by_tile: dict[int, dict[int, Part]] = defaultdict(dict)
+        self._buckets: dict[int, set[int]] = defaultdict(set)
+        self.stats = {"parts": 0, "matches": 0, "blocked": 0, "capped": 0, "pending_peak": 0}
+
+    # -- union-find ----------------------------------------------------------------------
+    def _find(self, pid: int) -> int:
+        root = pid
+        while self._parent[root] != root:
+            root = self._parent[root]
+        while self._parent[pid] != root:
+            self._parent[pid], pid = root, self._parent[pid]
+        return root
+
+    def _union(self, a: Part, b: Part) -> bool:
+        ra, rb = self._find(a.id), self._find(b.id)
+        if ra == rb:
+            return True
+        ca, cb = self._comps[ra], self._comps[rb]
+        small, large = (ca, cb) if len(ca.members) <= len(cb.members) else (cb, ca)
+        for m in small.members:
+            if m.conflicts and not m.conflicts.isdisjoint(large.ids):
+                self.stats["blocked"] += 1
+                return False
+        box = _union_box([large.box, small.box])
+        cap = self.params.max_object_size
+        if cap is not None and max(box[2] - box[0], box[3] - box[1]) > cap:
+            self.stats["capped"] += 1
+            return False
+        r_small, r_large = (ra, rb) if small is ca else (rb, ra)
+        self._buckets[small.last].discard(r_small)
+        self._buckets[large.last].discard(r_large)
+        self._parent[r_small] = r_large
+        large.members.extend(small.members)
+        large.ids |= small.ids
+        large.box = box
+        large.last = max(self.grid.last_seq_meeting(large.box), self._next_seq)
+        self._buckets[large.last].add(r_large)
+        del self._comps[r_small]
+        self.stats["matches"] += 1
+        return True
+
+    # -- tiles --------------------------------------------------------------------------
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def pending_parts(self) -> int:
+        return len(self._parent)
+
+    def add_tile(self, seq: int, parts: Sequence[Part]) -> list[MergedObject]:
+        """Merge tile ``seq``'s parts with the pending ones; return the objects now final."""
+        if seq != self._next_seq:
+            raise InputError(f"tiles must be merged in grid order: expected tile {self._next_seq}, got {seq}")
+        if seq >= len(self.grid):
+            raise InputError(f"tile {seq} is not in the {len(self.grid)}-tile grid")
+        parts = list(parts)
+        for p in parts:
+            if p.tile != seq:
+                raise InputError(f"part of tile {p.tile} given for tile {seq}")
+            p.id = self._next_id
+            self._next_id += 1
+            p.conflicts = set()
+        self.stats["parts"] += len(parts)
+        masks = _Masks()
+        neighbours = self.grid.neighbours(seq)
+        band = self._band_parts(seq, parts, neighbours)
+        self._mark_conflicts(band, masks)
+        for p in parts:
+            self._parent[p.id] = p.id
+            last = max(self.grid.last_seq_meeting(p.box), seq)
+            self._comps[p.id] = _Component(p, last)
+            self._buckets[last].add(p.id)
+        self._match(seq, band, [u for u in neighbours if u < seq], masks)
+        for p in band:
+            self._by_tile[seq][p.id] = p
+        self._next_seq += 1
+        self.stats["pending_peak"] = max(self.stats["pending_peak"], len(self._parent))
+        return self._finalise(self._buckets.pop(seq, set()))
+
+    def finish(self) -> list[MergedObject]:
+        """Every remaining object. All tiles must have been added."""
+        if self._next_seq != len(self.grid):
+            raise InputError(f"merge finished after {self._next_seq} of {len(self.grid)} tiles")
+        roots = set()
+        for key in list(self._buckets):
+            roots |= self._buckets.pop(key)
+        return self._finalise(roots)
+
+    def _band_parts(self, seq: int, parts: list[Part], neighbours: list[int]) -> list[Part]:
+        """Parts meeting another tile's window: the only ones that can ever merge."""
+        if not parts or not neighbours:
+            return []
+        boxes = np.array([p.box for p in parts], dtype=np.int64)
+        windows = np.array([self.grid.window(u).bounds for u in neighbours], dtype=np.int64)
+        hit = _boxes_meet(boxes, windows).any(axis=1)
+        return [p for p, h in zip(parts, hit) if h]
+
+    def _mark_conflicts(self, parts: list[Part], masks: _Masks) -> None:
+        """Record pairs of same-tile parts that overlap each other (never to be merged)."""
+        if len(parts) < 2:
+            return
+        boxes = np.array([p.box for p in parts], dtype=np.int64)
+        meet = np.triu(_boxes_meet(boxes, boxes), k=1)
+        frac = self.params.conflict_frac
+        for i, j in zip(*np.nonzero(meet)):
+            a, b = parts[i], parts[j]
+            region = _meet(a.box, b.box)
+            inter = int(np.count_nonzero(masks.view(a, region) & masks.view(b, region)))
+            if inter > frac * min(a.area, b.area):
+                a.conflicts.add(b.id)
+                b.conflicts.add(a.id)
+
+    def _match(self, seq: int, new: list[Part], earlier: list[int], masks: _Masks) -> None:
+        """Join the new tile's parts with matching pending parts of earlier tiles."""
+        p = self.params
+        pairs: list[tuple[float, float, int, int, Part, Part]] = []
+        win = self.grid.window(seq).bounds
+        for u in earlier:
+            old = list(self._by_tile.get(u, {}).values())
+            region = _meet(win, self.grid.window(u).bounds)
+            if not old or not new or region is None:
+                continue
+            a_parts = [q for q in new if _meet(q.box, region)]
+            b_parts = [q for q in old if _meet(q.box, region)]
+            if not a_parts or not b_parts:
+                continue
+            a_boxes = np.array([q.box for q in a_parts], dtype=np.int64)
+            b_boxes = np.array([q.box for q in b_parts], dtype=np.int64)
+            for i, j in zip(*np.nonzero(_boxes_meet(a_boxes, b_boxes))):
+                a, b = a_parts[i], b_parts[j]
+                inner = _meet(_meet(a.box, b.box), region)
+                if inner is None:
+                    continue
+                inter = int(np.count_nonzero(masks.view(a, inner) & masks.view(b, inner)))
+                if inter == 0:
+                    continue
+                na, nb = masks.count_in(a, region), masks.count_in(b, region)
+                iou_band = inter / (na + nb - inter)
+                iou_all = inter / (a.area + b.area - inter)
+                if a.complete and b.complete:
+                    ok = iou_all >= p.iou_thresh
+                elif a.complete or b.complete:
+                    partial = b if a.complete else a
+                    ok = inter / partial.area >= p.contain_thresh
+                else:
+                    ok = iou_band >= p.iou_thresh
+                if ok:
+                    pairs.append((iou_band, iou_all, a.id, b.id, a, b))
+        # Best agreement in the overlap first; equal agreement there (an object and a larger
+        # one holding it may look alike in a narrow band) is decided by the whole masks.
+        for *_, a, b in sorted(pairs, key=lambda t: (-t[0], -t[1], t[2], t[3])):
+            self._union(a, b)
+
+    def _finalise(self, roots: set[int]) -> list[MergedObject]:
+        out = []
+        for root in roots:
+            comp = self._comps.pop(root)
+            for m in comp.members:
+                del self._parent[m.id]
+                self._by_tile.get(m.tile, {}).pop(m.id, None)
+            out.append(_make_object(comp.members, self.params.contain_thresh, self.grid))
+        for tile in [t for t, d in self._by_tile.items() if not d]:
+            del self._by_tile[tile]
+        out.sort(key=lambda o: o.key)
+        return out
+
+
+def _overlap(a: Part, b: Part) -> int:
+    """Pixels shared by two parts."""
+    inner = _meet(a.box, b.box)
+    if inner is None:
+        return 0
+    ma = a.mask()[inner[1] - a.box[1] : inner[3] - a.box[1], inner[0] - a.box[0] : inner[2] - a.box[0]]
+    mb = b.mask()[inner[1] - b.box[1] : inner[3] - b.box[1], inner[0] - b.box[0] : inner[2] - b.box[0]]
+    return int(np.count_nonzero(ma & mb))
+
+
+def _make_object(members: list[Part], contain_thresh: float, grid: TileGrid) -> MergedObject:
+    members = sorted(members, key=lambda m: m.id)
+    complete = [m for m in members if m.complete]
+    if complete:
+        best = min(complete, key=_quality)
+        # Partial members are cut views of the winner; one reaching well outside it (joined
+        # through a chain of partial matches) keeps its pixels.
+        extra = [m for m in members if not m.complete and _overlap(m, best) < contain_thresh * m.area]
+        parts = sorted([best, *extra], key=lambda m: m.id)
+        return MergedObject(parts=parts, members=members, representative=best)
+    largest = min(members, key=lambda m: (-m.area, m.id))
+    if len(members) == 1:
+        return MergedObject(parts=members, members=members, representative=largest)
+    parts, regions = [], []
+    for m in members:
+        region = _meet(m.box, grid.core(m.tile))
+        if region is None:
+            continue
+        x0, y0 = m.box[0], m.box[1]
+        if m.mask()[region[1] - y0 : region[3] - y0, region[0] - x0 : region[2] - x0].any():
+            parts.append(m)
+            regions.append(region)
+    if not parts:
+        # Each tile saw the object only beyond the middle of the overlap (the views
+        # disagree): keep the union of the views rather than lose the object.
+        return MergedObject(parts=members, members=members, representative=largest)
+    return MergedObject(parts=parts, members=members, representative=largest, regions=regions)
+
+
+def merge_tiles(grid: TileGrid, tile_parts: Iterable[tuple[int, Sequence[Part]]],
+                params: MergeParams | None = None) -> list[MergedObject]:
+    """Merge every tile at once (``(seq, parts)`` in grid order); for tests and small scenes."""
+    merger = TileMerger(grid, params)
+    out = []
+    for seq, parts in tile_parts:
+        out.extend(merger.add_tile(seq, parts))
+    out.extend(merger.finish())
+    return out
