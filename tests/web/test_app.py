@@ -348,8 +348,9 @@ def test_export_default_names_do_not_collide(client, first, web_env):
 @pytest.mark.parametrize(
     "payload, status, words",
     [
-        ({"name": "../outside"}, 400, "plain folder name"),
-        ({"name": "/tmp/x"}, 400, "plain folder name"),
+        ({"name": "../outside"}, 422, "plain folder name"),
+        ({"name": "/tmp/x"}, 422, "plain folder name"),
+        ({"name": "x\n"}, 422, "plain folder name"),
         ({"candidate": 9}, 400, "candidate 9"),
         ({"prediction_id": "gone"}, 404, "no prediction"),
     ],

@@ -3,6 +3,9 @@
 Coordinates are always ``(x, y)`` = (easting, northing) or (longitude, latitude)
 (pyproj ``always_xy=True``), whatever the axis order the CRS definition declares.
 CRSs are passed around as strings: ``"EPSG:N"`` when the CRS has an EPSG code, else WKT.
+
+Every failure is an :class:`InputError`: an unknown CRS names the value; a pair of CRSs
+without a transformation between them (e.g. a Mars CRS and an Earth one) names both.
 """
 
 from __future__ import annotations
@@ -103,9 +106,22 @@ def prompt_frame(value: str | None, scene_crs: str | None = None) -> tuple[str, 
     return ("scene", None) if kind == "pixel" else (kind, crs)
 
 
+def _no_transformation(src: str, dst: str, exc: BaseException) -> InputError:
+    """The error for a CRS pair PROJ cannot transform between, with PROJ's reason in short."""
+    reason = " ".join(str(exc).split()).removeprefix("Error creating Transformer from CRS.: ")
+    reason = reason.removeprefix("(Internal Proj Error: ").removesuffix(")")
+    reason = reason.removeprefix("proj_create_operations: ").split(" You may override")[0].rstrip(".")
+    return InputError(f"cannot transform coordinates from {_short(src)} to {_short(dst)}: {reason}")
+
+
 @lru_cache(maxsize=64)
 def _transformer(src: str, dst: str) -> pyproj.Transformer:
-    return pyproj.Transformer.from_crs(_crs(src), _crs(dst), always_xy=True)
+    """The ``src -> dst`` transformer; :class:`InputError` naming both CRSs when PROJ has none."""
+    source, target = _crs(src), _crs(dst)
+    try:
+        return pyproj.Transformer.from_crs(source, target, always_xy=True)
+    except (CRSError, ProjError) as exc:
+        raise _no_transformation(src, dst, exc) from None
 
 
 def transform_xy(xy: np.ndarray, src_crs: str, dst_crs: str) -> np.ndarray:
@@ -118,7 +134,10 @@ def transform_xy(xy: np.ndarray, src_crs: str, dst_crs: str) -> np.ndarray:
     if crs_equal(src_crs, dst_crs):
         return xy.copy()
     transformer = _transformer(src_crs, dst_crs)
-    x, y = transformer.transform(xy[:, 0], xy[:, 1], errcheck=False)
+    try:
+        x, y = transformer.transform(xy[:, 0], xy[:, 1], errcheck=False)
+    except ProjError as exc:
+        raise _no_transformation(src_crs, dst_crs, exc) from None
     out = np.stack([np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)], axis=1).reshape(-1, 2)
     bad = ~np.isfinite(out).all(axis=1)
     if bad.any():
@@ -133,10 +152,16 @@ def transform_bounds(
     bounds: tuple[float, float, float, float], src_crs: str, dst_crs: str, densify: int = 21
 ) -> tuple[float, float, float, float]:
     """``(xmin, ymin, xmax, ymax)`` in ``src_crs`` -> the bounds of that rectangle in
-    ``dst_crs``, following its edges (``densify`` points per edge)."""
+    ``dst_crs``, following its edges (``densify`` points per edge).
+
+    Raises :class:`InputError` naming both CRSs when the rectangle cannot be transformed.
+    """
     if crs_equal(src_crs, dst_crs):
         return tuple(float(v) for v in bounds)
-    out = _transformer(src_crs, dst_crs).transform_bounds(*bounds, densify_pts=densify)
+    try:
+        out = _transformer(src_crs, dst_crs).transform_bounds(*bounds, densify_pts=densify)
+    except ProjError as exc:
+        raise _no_transformation(src_crs, dst_crs, exc) from None
     if not all(np.isfinite(out)):
         raise InputError(f"bounds {tuple(bounds)} in {_short(src_crs)} cannot be transformed to {_short(dst_crs)}")
     return tuple(float(v) for v in out)

@@ -20,12 +20,17 @@ encoded window, reused by every click) and
 ``POST /export``                      write a chosen candidate like ``terramask predict``
 ====================================  ==============================================================
 
+Limits (:mod:`terramask.web.limits`): request bodies over ``max_body_bytes`` get 413
+without being read; at most 1,000 points and 100 boxes per request (422); model work
+runs on one worker thread, one request at a time, each within ``request_budget``
+seconds (503 past it) and cancelled when its client disconnects or the server stops.
+
 Errors are JSON ``{"detail", "type"}`` with the status from :mod:`terramask.web.errors`.
 The scene is opened and the model loaded when the app is created, so a bad path or
 model name fails at start-up with one line, not at the first click. A scene is not
-thread-safe, so model calls (and the reads they need) are serialised by one lock, and
-previews/map tiles by another on a second handle of the file (one user, one scene: the
-tool runs on a workstation).
+thread-safe, so model calls (and the reads they need) run on the model worker under
+one lock, and previews/map tiles under another on a second handle of the file (one
+user, one scene: the tool runs on a workstation).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -54,6 +59,7 @@ from terramask.models.base import Backend
 from terramask.pipelines.prompted.predict import FULL_SCENE_MAX, WINDOW_SIZE, ScenePrompter
 from terramask.web.errors import add_exception_handlers
 from terramask.web.export import check_name, export_candidate, free_name
+from terramask.web.limits import MAX_BODY_BYTES, REQUEST_BUDGET_S, BodyLimit, Check, ModelWorker
 from terramask.web.render import (
     MAX_PREVIEW_SIDE,
     MAX_WINDOW_SIDE,
@@ -87,7 +93,8 @@ class WebState:
     remembered predictions, the export root and the lock around scene/model work."""
 
     def __init__(self, scene: Scene, backend: Backend, prompter: ScenePrompter, store: PredictionStore,
-                 out_dir: Path, owns_scene: bool, display: Scene | None = None) -> None:
+                 out_dir: Path, owns_scene: bool, display: Scene | None = None,
+                 request_budget: float = REQUEST_BUDGET_S) -> None:
         self.scene = scene
         self.backend = backend
         self.prompter = prompter
@@ -95,6 +102,8 @@ class WebState:
         self.out_dir = out_dir
         self.owns_scene = owns_scene
         self.lock = threading.RLock()
+        # The only long holder of ``lock``: model work, one request at a time, within a budget.
+        self.worker = ModelWorker(self.lock, request_budget)
         # Previews and map tiles read through their own handle and lock, so panning stays
         # responsive while the encoder runs (a minute for ViT-H on a CPU).
         self.display = display or scene
@@ -106,9 +115,14 @@ class WebState:
         return getattr(self.backend, "name", type(self.backend).__name__)
 
     def close(self) -> None:
+        """Cancel model work, then close the files; a scene still used by an encoder run
+        that does not stop within a second is left to the process exit."""
+        idle = self.worker.stop(wait=1.0)
         if self.display is not self.scene and not self.display.closed:
             self.display.close()
-        if self.owns_scene and not self.scene.closed:
+        if not idle:
+            log.warning("the model is still busy; %s is closed when the process exits", self.scene.path)
+        elif self.owns_scene and not self.scene.closed:
             self.scene.close()
 
 
@@ -147,6 +161,8 @@ def create_app(
     max_predictions: int = MAX_PREDICTIONS,
     allowed_hosts: Sequence[str] | None = None,
     status_codes: dict | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    request_budget: float = REQUEST_BUDGET_S,
 ) -> FastAPI:
     """The web app for interactive segmentation of ``scene``.
 
@@ -161,6 +177,9 @@ def create_app(
     they do not wait for the encoder. ``allowed_hosts``: accepted ``Host``
     headers (the CLI restricts a loopback server to loopback names, against DNS
     rebinding); ``None`` accepts any. ``status_codes`` extends the error table.
+    ``max_body_bytes``: larger request bodies get 413 unread. ``request_budget``: seconds
+    one request may take, waiting for the model included (503 past it; see
+    :mod:`terramask.web.limits`).
 
     Raises the terramask errors of opening the scene or loading the model
     (:class:`SceneNotFoundError`, :class:`UnknownModelError`, :class:`WeightsNotFoundError` …).
@@ -181,6 +200,7 @@ def create_app(
     state = WebState(
         opened, backend, prompter, PredictionStore(max_predictions),
         Path(out_dir) if out_dir is not None else Path.cwd() / DEFAULT_OUT_DIR, owns_scene, display,
+        request_budget,
     )
 
     @asynccontextmanager
@@ -200,6 +220,7 @@ def create_app(
     add_exception_handlers(app, status_codes)
     if allowed_hosts is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # outermost: refuses before anything reads
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -246,7 +267,7 @@ def create_app(
         return _png(data)
 
     @app.post("/predict")
-    def predict(req: PredictRequest) -> dict:
+    async def predict(req: PredictRequest, request: Request) -> dict:
         """Candidate masks for the prompts, best first.
 
         Returns ``{session_id, prediction_id, model, window, prompts (scene pixels,
@@ -258,19 +279,31 @@ def create_app(
         labels = np.array([p.label for p in req.points], dtype=np.int64)
         boxes = np.array(req.boxes, dtype=np.float64).reshape(-1, 4)
         session_id = req.session_id or new_id()
-        with state.lock:
+        if req.refine_from is not None:
+            if len(boxes):
+                raise PromptError("refinement adds points only; to change the box, predict again without refine_from")
+            if not len(points):
+                raise PromptError("refine_from needs at least one new point")
+
+        def work(check: Check) -> dict:
             if req.refine_from is not None:
-                if len(boxes):
-                    raise PromptError("refinement adds points only; to change the box, predict again without refine_from")
-                if not len(points):
-                    raise PromptError("refine_from needs at least one new point")
                 _, previous = state.store.get(session_id, req.refine_from)
                 previous = with_candidate_first(previous, req.refine_candidate)
                 prediction = prompter.refine(previous, points, labels, frame=frame, crs=crs, multimask=req.multimask)
             else:
                 prompts = Prompts(points=points, labels=labels, boxes=boxes, frame=frame, crs=crs)
-                prediction = prompter.predict(prompts, multimask=req.multimask)
+                window = prompter.window_for(prompter.to_pixels(prompts))
+                check()
+                prompter.session(window)  # the encoder, once per window: the step that cannot stop midway
+                check()
+                prediction = prompter.predict(prompts, multimask=req.multimask, window=window)
+            check()
             prediction_id = state.store.add(session_id, prediction)
+            return _prediction_payload(prediction, session_id, prediction_id, tuple(req.include))
+
+        return await state.worker.run(work, "prediction", request.is_disconnected)
+
+    def _prediction_payload(prediction, session_id: str, prediction_id: str, include: tuple[str, ...]) -> dict:
         window = prediction.window or opened.window
         log.info("prediction %s/%s: %d candidate(s), best %.3f", session_id, prediction_id,
                  len(prediction.candidates), float(prediction.candidates.scores[0]))
@@ -280,7 +313,7 @@ def create_app(
             "model": prediction.model,
             "window": window.to_dict(),
             "prompts": scene_prompts(prediction, opened),
-            "candidates": candidates_payload(prediction, opened, tuple(req.include)),
+            "candidates": candidates_payload(prediction, opened, include),
             "timings": json_timings(prediction.timings),
         }
 
@@ -293,31 +326,34 @@ def create_app(
     ) -> JSONResponse:
         """The polygon of one candidate as a GeoJSON FeatureCollection, in lon/lat
         (RFC 7946, default) or the scene CRS (``frame=map``); served as a download."""
-        with state.lock:
-            prediction_id, prediction = state.store.get(session_id, prediction_id)
+        prediction_id, prediction = state.store.get(session_id, prediction_id)  # the store has its own lock
         collection = candidate_collection(prediction, candidate, lonlat=frame == "lonlat")
         filename = f"{_safe_stem(opened.path)}-mask{candidate + 1}.geojson"
         return JSONResponse(collection, media_type="application/geo+json",
                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
     @app.post("/export")
-    def export(req: ExportRequest) -> dict:
+    async def export(req: ExportRequest, request: Request) -> dict:
         """Write the chosen candidate (mask.tif, mask.gpkg, mask.geojson, overlay.png,
         logits.npy, result.json) into ``<out>/<name>``; returns the folder and the paths."""
-        with state.lock:
+
+        def work(check: Check) -> dict:
             prediction_id, prediction = state.store.get(req.session_id, req.prediction_id)
             name = check_name(req.name) if req.name else free_name(state.out_dir, f"{_safe_stem(opened.path)}-object")
             rgb8 = prompter.session(prediction.window or opened.window).rgb8
+            check()
             folder, paths = export_candidate(prediction, req.candidate, opened, rgb8, state.out_dir, name,
                                              overwrite=req.overwrite)
-        log.info("exported %s candidate %d to %s", prediction_id, req.candidate, folder)
-        return {
-            "folder": str(folder),
-            "name": folder.name,
-            "files": {key: str(path) for key, path in sorted(paths.items())},
-            "prediction_id": prediction_id,
-            "candidate": req.candidate,
-            "score": float(prediction.candidates.scores[req.candidate]),
-        }
+            log.info("exported %s candidate %d to %s", prediction_id, req.candidate, folder)
+            return {
+                "folder": str(folder),
+                "name": folder.name,
+                "files": {key: str(path) for key, path in sorted(paths.items())},
+                "prediction_id": prediction_id,
+                "candidate": req.candidate,
+                "score": float(prediction.candidates.scores[req.candidate]),
+            }
+
+        return await state.worker.run(work, "export", request.is_disconnected)
 
     return app

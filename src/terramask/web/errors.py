@@ -36,6 +36,7 @@ from terramask.core.errors import (
     WeightsNotFoundError,
 )
 from terramask.web.export import ExportExistsError
+from terramask.web.limits import RequestCancelled, RequestTimeout
 from terramask.web.store import PredictionGone
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ STATUS_CODES: dict[type[BaseException], int] = {
     SceneNotFoundError: 404,
     PredictionGone: 404,  # refine/export from a prediction this server no longer holds
     ExportExistsError: 409,
+    RequestTimeout: 503,  # over the request's time budget (model busy or slow); try again
+    RequestCancelled: 499,  # the client went away; nobody reads this answer
     SceneError: 500,  # the raster exists but cannot be read
     UnknownModelError: 400,
     WeightsNotFoundError: 503,  # the server runs, the model it needs is not installed
@@ -93,12 +96,24 @@ def error_response(status: int, detail: str, kind: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": detail, "type": kind})
 
 
+def _error_text(err: dict) -> str:
+    """One pydantic error as words: list-length limits as a sentence, ``Value error, ``
+    prefixes dropped."""
+    ctx = err.get("ctx") or {}
+    prompts = tuple(err.get("loc", ()))[-1:] in (("points",), ("boxes",))
+    if err.get("type") == "too_long" and prompts and isinstance(ctx.get("actual_length"), int):
+        return (f"at most {ctx['max_length']:,} per request, got {ctx['actual_length']:,}; "
+                "send the prompts of one object at a time")
+    text = str(err.get("msg", "invalid"))
+    return text.removeprefix("Value error, ")
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     """FastAPI's list of validation errors as one line: ``body.points.0.x: Field required``."""
     parts = []
     for err in exc.errors()[:5]:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "request"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        parts.append(f"{where}: {_error_text(err)}")
     more = len(exc.errors()) - 5
     if more > 0:
         parts.append(f"and {more} more")
@@ -114,7 +129,9 @@ def add_exception_handlers(app: FastAPI, status_codes: Mapping[type[BaseExceptio
 
     async def terramask_error(request: Request, exc: Exception) -> JSONResponse:
         status = status_for(exc, table)
-        if status >= 500:
+        if isinstance(exc, (RequestTimeout, RequestCancelled)):
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+        elif status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
         return error_response(status, error_message(exc), type(exc).__name__)
 

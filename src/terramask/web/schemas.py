@@ -3,13 +3,32 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-#: Session and prediction ids: short URL-safe tokens.
+from terramask.web.limits import MAX_BOXES, MAX_POINTS
+
+#: Session and prediction ids: short URL-safe tokens. (pydantic's regex engine anchors
+#: ``$`` at the very end, so a trailing newline does not match.)
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 SessionId = Annotated[str, Field(pattern=ID_PATTERN, description="Browser session id.")]
+#: Export folder names: a plain name, never a path (checked with ``fullmatch``).
+EXPORT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
+#: A coordinate: a finite number (JSON ``NaN`` / ``Infinity`` are refused).
+Coordinate = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def check_export_name(name: str) -> str:
+    """``name`` if it is a plain folder name (1-80 letters, digits, ``_ . -``, starting
+    with a letter or digit, no ``..``), else ValueError with the rule."""
+    if EXPORT_NAME.fullmatch(name) is None or ".." in name:
+        raise ValueError(
+            f"export name {name!r} is not a plain folder name: use 1-80 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
 
 
 class Point(BaseModel):
@@ -17,8 +36,8 @@ class Point(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    x: float
-    y: float
+    x: Coordinate
+    y: Coordinate
     label: Literal[0, 1] = 1
 
 
@@ -34,13 +53,17 @@ class PredictRequest(BaseModel):
       ``refine_candidate`` (0 = best) are the prior mask. Boxes cannot be added this way.
     - ``include``: what to send per candidate: ``geojson`` (polygon in the scene CRS and
       lon/lat) and/or ``png`` (the mask for display, cropped, base64).
+
+    At most :data:`~terramask.web.limits.MAX_POINTS` points and
+    :data:`~terramask.web.limits.MAX_BOXES` boxes; coordinates must be finite.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    points: list[Point] = Field(default_factory=list)
-    boxes: list[Annotated[list[float], Field(min_length=4, max_length=4)]] = Field(default_factory=list)
-    frame: str = "pixel"
+    points: list[Point] = Field(default_factory=list, max_length=MAX_POINTS)
+    boxes: list[Annotated[list[Coordinate], Field(min_length=4, max_length=4)]] = Field(
+        default_factory=list, max_length=MAX_BOXES)
+    frame: str = Field("pixel", max_length=2000)
     multimask: bool = True
     session_id: SessionId | None = None
     refine_from: Annotated[str, Field(pattern=ID_PATTERN)] | None = None
@@ -50,7 +73,8 @@ class PredictRequest(BaseModel):
 
 class ExportRequest(BaseModel):
     """``POST /export``: write candidate ``candidate`` (0-based) of prediction
-    ``prediction_id`` (or ``"last"``) of ``session_id`` into ``<out>/<name>``."""
+    ``prediction_id`` (or ``"last"``) of ``session_id`` into ``<out>/<name>``; ``name``
+    is a plain folder name (:func:`check_export_name`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -59,3 +83,8 @@ class ExportRequest(BaseModel):
     candidate: Annotated[int, Field(ge=0)] = 0
     name: str | None = None
     overwrite: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str | None) -> str | None:
+        return None if name is None else check_export_name(name)
