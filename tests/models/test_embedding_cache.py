@@ -13,7 +13,7 @@ import torch
 from terramask.core.errors import InputError, ModelError
 from terramask.core.image import GeoImage
 from terramask.core.prompts import Prompts
-from terramask.models import embedding_cache as ec
+from terramask.models import embedding_keys as ek
 from terramask.models.base import Embedding, PointBatchDecoder
 from terramask.models.embedding_cache import CachedBackend, EmbeddingCache
 
@@ -196,12 +196,12 @@ def test_zero_cap_disables_and_oversized_entries_are_skipped(tmp_path):
 
 def test_cap_from_env(monkeypatch):
     monkeypatch.setenv("TERRAMASK_EMBEDDING_CACHE_MB", "1.5")
-    assert ec.cap_bytes_from_env() == int(1.5 * 2**20)
+    assert ek.cap_bytes_from_env() == int(1.5 * 2**20)
     monkeypatch.delenv("TERRAMASK_EMBEDDING_CACHE_MB")
-    assert ec.cap_bytes_from_env() == ec.DEFAULT_CAP_MB * 2**20
+    assert ek.cap_bytes_from_env() == ek.DEFAULT_CAP_MB * 2**20
     monkeypatch.setenv("TERRAMASK_EMBEDDING_CACHE_MB", "lots")
     with pytest.raises(InputError, match="TERRAMASK_EMBEDDING_CACHE_MB"):
-        ec.cap_bytes_from_env()
+        ek.cap_bytes_from_env()
 
 
 def test_writes_leave_no_temporary_files(cache):
@@ -215,20 +215,20 @@ def test_weights_id_hashes_checkpoint_once_and_again_when_it_changes(tmp_path, m
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"weights-v1" * 1000)
     calls = []
-    real = ec._file_sha256
-    monkeypatch.setattr(ec, "_file_sha256", lambda p: calls.append(p) or real(p))
-    monkeypatch.setattr(ec, "_WEIGHTS_MEMO", {})
+    real = ek._file_sha256
+    monkeypatch.setattr(ek, "_file_sha256", lambda p: calls.append(p) or real(p))
+    monkeypatch.setattr(ek, "_WEIGHTS_MEMO", {})
     import hashlib
 
-    first = ec.weights_id(ckpt)
+    first = ek.weights_id(ckpt)
     assert first == hashlib.sha256(ckpt.read_bytes()).hexdigest()
-    assert ec.weights_id(ckpt) == first and len(calls) == 1
+    assert ek.weights_id(ckpt) == first and len(calls) == 1
     # a new process (empty in-memory memo) reuses the on-disk memo
-    monkeypatch.setattr(ec, "_WEIGHTS_MEMO", {})
-    assert ec.weights_id(ckpt) == first and len(calls) == 1
+    monkeypatch.setattr(ek, "_WEIGHTS_MEMO", {})
+    assert ek.weights_id(ckpt) == first and len(calls) == 1
     # new contents -> new id
     ckpt.write_bytes(b"weights-v2" * 1001)
-    assert ec.weights_id(ckpt) != first and len(calls) == 2
+    assert ek.weights_id(ckpt) != first and len(calls) == 2
 
 
 def test_backend_checkpoint_path_identifies_weights(cache, tmp_path):
@@ -284,3 +284,23 @@ def test_sam_backend_decodes_identically_from_a_cached_embedding(sam_backend, sa
     np.testing.assert_array_equal(a.masks, b.masks)
     np.testing.assert_array_equal(a.scores, b.scores)
     np.testing.assert_array_equal(a["low_res_logits"], b["low_res_logits"])
+
+
+def test_entry_format_aligns_arrays_and_rejects_another_version():
+    import json
+
+    from terramask.models import embedding_format as ef
+
+    emb = CountingBackend().set_image(_img())
+    data = b"".join(bytes(p) for p in ef.encode_entry("k1", emb))
+    buf = ef.aligned_buffer(len(data))
+    buf[:] = np.frombuffer(data, dtype=np.uint8)
+    back = ef.decode_entry(buf, "k1")
+    _assert_same_features(emb.features, back.features)
+    hlen = int.from_bytes(data[8:16], "little")
+    header = json.loads(data[16 : 16 + hlen])
+    assert (16 + hlen) % ef.ALIGN == 0 and all(a["offset"] % ef.ALIGN == 0 for a in header["arrays"])
+    older = data.replace(b'"format":1', b'"format":0', 1)
+    buf[:] = np.frombuffer(older, dtype=np.uint8)
+    with pytest.raises(ValueError, match="format 0"):
+        ef.decode_entry(buf, "k1")

@@ -157,8 +157,10 @@ def load_backend(
         from terramask.models.onnx.backend import open_onnx_backend
 
         configure_allocator()
-        backend = open_onnx_backend(ckpt, name=name.strip() if name and name.strip() else None, quantized=runtime == "onnx-int8")
-        return _maybe_cached(backend, cache, None)
+        onnx_backend = open_onnx_backend(
+            ckpt, name=name.strip() if name and name.strip() else None, quantized=runtime == "onnx-int8"
+        )
+        return _maybe_cached(onnx_backend, cache, None)
     if ckpt is not None and (name is None or not name.strip()):
         spec = spec_for_checkpoint(ckpt)
     else:
@@ -207,7 +209,7 @@ def _load_onnx(spec: ModelSpec, checkpoint: Path | None, download: bool, quantiz
     if checkpoint is None and spec.sha256:
         sha = spec.sha256  # the cached file was verified against it
     else:
-        from terramask.models.embedding_cache import weights_id
+        from terramask.models.embedding_keys import weights_id
 
         sha = weights_id(path)
     out = onnx_export_dir(spec, sha)
