@@ -96,3 +96,44 @@ def to_coco_rle(rle: dict) -> dict:
 def mask_to_coco_rle(mask: np.ndarray) -> dict:
     """``(H, W)`` bool -> compressed COCO RLE."""
     return to_coco_rle(mask_to_rle(mask))
+
+
+def window_change_positions(win: np.ndarray, x0: int, y0: int, rows_total: int) -> np.ndarray:
+    """Column-major flat positions (on a grid with ``rows_total`` rows) where the value
+    changes, for a grid that is all False except ``win (h, w)`` placed at ``(x0, y0)``.
+
+    Position ``p`` means "pixel ``p`` differs from pixel ``p - 1``". Sorted, int64. Only
+    the window is touched, so the cost grows with the window, not the grid.
+    """
+    win = np.asarray(win, dtype=bool)
+    h, w = win.shape
+    if h == 0 or w == 0:
+        return np.zeros(0, dtype=np.int64)
+    padded = np.zeros((h + 2, w), dtype=bool)
+    padded[1:-1] = win
+    change = padded[1:] != padded[:-1]  # (h + 1, w): change before padded row k + 1
+    cols, ks = np.nonzero(change.T)  # column-major order
+    return (x0 + cols.astype(np.int64)) * int(rows_total) + (y0 + ks.astype(np.int64))
+
+
+def positions_to_counts(positions: np.ndarray, total: int) -> list[int]:
+    """Change positions (see :func:`window_change_positions`; any order, from one or
+    several windows with disjoint columns) -> uncompressed RLE counts over ``total``
+    pixels (first run = zeros, possibly empty). A position given twice cancels out (a
+    column ending on the grid's last row, the next starting on its first)."""
+    pos, times = np.unique(np.asarray(positions, dtype=np.int64), return_counts=True)
+    pos = pos[(times % 2 == 1) & (pos < total)]
+    if pos.size == 0:
+        return [int(total)]
+    edges = np.concatenate([[0], pos, [total]])
+    return np.diff(edges).tolist()
+
+
+def window_to_rle(win: np.ndarray, x0: int, y0: int, shape: tuple[int, int]) -> dict:
+    """Uncompressed RLE over the whole ``shape`` ``(H, W)`` grid of a mask that is empty
+    except for ``win`` at ``(x0, y0)``; identical to :func:`mask_to_rle` of the full mask,
+    without building it (the RLE of an object on a 100,000² scene is a few runs per
+    column of its window)."""
+    rows, cols = int(shape[0]), int(shape[1])
+    counts = positions_to_counts(window_change_positions(win, x0, y0, rows), rows * cols)
+    return {"size": [rows, cols], "counts": counts}

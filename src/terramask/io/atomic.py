@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -208,16 +209,71 @@ def ensure_output_dir(directory: str | os.PathLike) -> Path:
     return directory
 
 
+class StagingDir:
+    """A hidden folder next to a run's outputs; they are written there under their final
+    names and moved into place together by :meth:`commit`.
+
+    ``out/.run.tmp-<hex>/`` is created on construction. Until :meth:`commit`, nothing
+    appears under a final name in ``out``, however the process ends (a ``kill -9``
+    leaves only the hidden folder, which :func:`remove_stale_temporaries` removes).
+    :meth:`commit` renames the named files in the order given (put the file that marks a
+    finished run, e.g. ``summary.json``, last) and removes the folder.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike) -> None:
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / f".run{_TMP_MARK}{uuid.uuid4().hex[:12]}"
+        try:
+            self.path.mkdir()
+        except OSError as exc:
+            raise OutputError(f"cannot write into {self.out_dir}: {exc.strerror or exc}") from exc
+        self.done = False
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def commit(self, names: list[str] | tuple[str, ...]) -> dict[str, Path]:
+        """Move ``names`` (files in the staging folder) into the output folder, in order;
+        returns ``name -> final path``."""
+        if self.done:
+            raise OutputError(f"{self.path} was already committed or discarded")
+        out: dict[str, Path] = {}
+        try:
+            for name in names:
+                staged = self.path / name
+                if not staged.is_file():
+                    raise OutputError(f"cannot write {self.out_dir / name}: the run produced no file")
+                _fsync_file(staged)
+                os.replace(staged, self.out_dir / name)
+                out[name] = self.out_dir / name
+        except OSError as exc:
+            self.discard()
+            if isinstance(exc, OutputError):
+                raise
+            raise OutputError(f"cannot move outputs into {self.out_dir}: {exc.strerror or exc}") from exc
+        _fsync_dir(self.out_dir)
+        self.discard()
+        return out
+
+    def discard(self) -> None:
+        """Remove the staging folder and whatever is in it."""
+        self.done = True
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
 def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
     """Remove temporary files left in ``directory`` by an interrupted run.
 
-    Only names made by :func:`temporary_path` (``.<stem>.tmp-<hex><suffix>``) and their
-    sidecars are touched. Returns the removed paths. Do not call it while another
-    process writes into the same directory.
+    Only names made by :func:`temporary_path` (``.<stem>.tmp-<hex><suffix>``), their
+    sidecars and :class:`StagingDir` folders are touched. Returns the removed paths. Do
+    not call it while another process writes into the same directory.
     """
     removed = []
     for candidate in Path(directory).glob(f".*{_TMP_MARK}*"):
-        if candidate.is_file():
+        if candidate.is_dir() and candidate.name.startswith(f".run{_TMP_MARK}"):
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+        elif candidate.is_file():
             try:
                 candidate.unlink()
                 removed.append(candidate)

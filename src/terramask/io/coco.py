@@ -18,6 +18,7 @@ pycocotools' ``mask.encode``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -26,10 +27,10 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from terramask.core.boxes import xyxy_to_xywh
-from terramask.core.errors import InputError
+from terramask.core.errors import InputError, OutputError
 from terramask.core.maskset import MaskSet
 from terramask.core.rle import mask_to_coco_rle, mask_to_rle, rle_area, rle_to_mask, to_coco_rle
-from terramask.io.atomic import write_json
+from terramask.io.atomic import AtomicPath, json_default, write_json
 
 log = logging.getLogger(__name__)
 
@@ -254,3 +255,76 @@ def write_coco_rle(path: str | os.PathLike, data: MaskSet | Iterable[Mapping], i
     if "width" not in info:
         raise InputError("cannot write COCO JSON without masks unless image_info gives width and height")
     return write_json(path, records_to_coco_json(records, info), indent=indent)
+
+
+class RecordWriter:
+    """Stream reference records into a JSON list, renamed into place on :meth:`close`.
+
+    ``with RecordWriter(path) as w: w.write(record)`` — each record is serialised as it
+    comes (its ``segmentation`` as given: COCO or uncompressed RLE dict), so memory does
+    not grow with the number of records. On an exception inside the ``with`` block, or
+    after :meth:`abort`, no file is left behind. The file equals ``write_json(path,
+    records, indent=None)`` of the same list.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.count = 0
+        self._target: AtomicPath | None = None
+        self._fh: Any = None
+
+    def open(self) -> "RecordWriter":
+        if self._target is not None:
+            raise OutputError(f"record writer for {self.path} was already opened")
+        self._target = AtomicPath(self.path)
+        try:
+            self._fh = open(self._target.tmp, "w", encoding="utf-8")
+            self._fh.write("[")
+        except OSError as exc:
+            self.abort()
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        return self
+
+    def __enter__(self) -> "RecordWriter":
+        return self.open()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        """Append one record (JSON-able values; numpy scalars and arrays are converted)."""
+        if self._fh is None:
+            raise OutputError(f"record writer for {self.path} is not open")
+        text = json.dumps({k: _jsonable(v) for k, v in record.items()}, default=json_default)
+        try:
+            self._fh.write((", " if self.count else "") + text)
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self.count += 1
+
+    def close(self) -> Path:
+        """Finish the list and rename the file into place; returns the final path."""
+        if self._target is None or self._fh is None:
+            raise OutputError(f"record writer for {self.path} is not open")
+        try:
+            self._fh.write("]\n")
+            self._fh.close()
+            self._fh = None
+        except BaseException:
+            self.abort()
+            raise
+        return self._target.commit()
+
+    def abort(self) -> None:
+        """Drop the file being written; the final path is untouched."""
+        if self._fh is not None:
+            try:
+                self._fh.close()
+            except OSError:  # pragma: no cover
+                pass
+            self._fh = None
+        if self._target is not None and not self._target.done:
+            self._target.discard()

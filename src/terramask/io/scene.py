@@ -43,6 +43,7 @@ from terramask.core.frames import window_transform
 from terramask.core.geometry import Window
 from terramask.core.image import GeoImage, parse_bands
 from terramask.core.stretch import Stretch, compute_stretch, validate_percentiles
+from terramask.io.sparse import block_presence, decimated_read, window_is_stored
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ class Scene:
         self._uses_mask_band = self.nodata is None and (MaskFlags.per_dataset in flags or MaskFlags.alpha in flags)
         self._stretch = stretch
         self._stretch_given = stretch is not None
+        self._presence: np.ndarray | None | bool = False  # False: not looked up yet
         if stretch is not None and (len(stretch.low) != self.count or len(stretch.high) != self.count):
             raise InputError(f"{path}: the given stretch has {len(stretch.low)} band(s), the scene has {self.count}")
 
@@ -185,6 +187,35 @@ class Scene:
     def window_transform(self, window: Window) -> Affine:
         """Transform of ``window``'s pixel grid."""
         return window_transform(self.transform, window.col_off, window.row_off)
+
+    # -- stored blocks (sparse GeoTIFFs) ---------------------------------------------------
+
+    @property
+    def block_presence(self) -> np.ndarray | None:
+        """``(block_rows, block_cols)`` bool of the blocks stored in the file (any band), or
+        None when unknown; see :mod:`terramask.io.sparse`. Read once, from metadata only."""
+        if self._presence is False:
+            self._check_open()
+            self._presence = block_presence(self._ds, list(range(1, self.count + 1)))
+        return self._presence  # type: ignore[return-value]
+
+    @property
+    def mostly_sparse(self) -> bool:
+        """Fewer than half of the file's blocks are stored (decimated reads use them only)."""
+        presence = self.block_presence
+        return presence is not None and presence.size > 1 and float(presence.mean()) < 0.5
+
+    def window_is_empty(self, window: Window) -> bool:
+        """True when no stored block meets ``window``: every pixel there is the fill value
+        (nodata, else 0), known without reading pixels. False when unknown."""
+        presence = self.block_presence
+        if presence is None:
+            return False
+        w = self.check_window(window)
+        return not window_is_stored(presence, self._ds.block_shapes[0], w.col_off, w.row_off, w.width, w.height)
+
+    def _fill_value(self) -> float:
+        return 0.0 if self.nodata is None else self.nodata
 
     def check_window(self, window: Window | None) -> Window:
         """``window`` (``None`` = whole scene) if it is non-empty and inside the scene, else :class:`InputError`."""
@@ -264,7 +295,11 @@ class Scene:
             kwargs["out_shape"] = (len(indexes), rows, cols)
             kwargs["resampling"] = _RESAMPLING[resampling]
             transform = transform @ Affine.scale(window.width / cols, window.height / rows)
-        pixels = self._rio_read(f"window {window.to_dict()}", **kwargs)
+        if out_shape is not None and window == self.window and self.mostly_sparse:
+            pixels, _ = decimated_read(self._ds, indexes, kwargs["out_shape"][1:], self.block_presence,
+                                       self._fill_value())
+        else:
+            pixels = self._rio_read(f"window {window.to_dict()}", **kwargs)
         stretch = self.stretch
         if stretch is not None:
             picked = [i - 1 for i in indexes]
@@ -328,10 +363,14 @@ class Scene:
 
         Reads at most ``max_size`` pixels on the long side, one band at a time (GDAL uses
         overviews when the file has them), ignoring nodata, NaN/inf and masked pixels.
-        Memory: one ``stats_shape`` band plus its mask.
+        Memory: one ``stats_shape`` band plus its mask. A mostly sparse GeoTIFF is sampled
+        from its stored blocks only (:mod:`terramask.io.sparse`): blocks never written are
+        no data, and reading them would cost the scene area instead of the data.
         """
         rows, cols = self.stats_shape(max_size)
         decimated = (rows, cols) != self.shape
+        if decimated and self.mostly_sparse and not self._uses_mask_band:
+            return self._sparse_stretch((rows, cols))
         what = "the scene for statistics"
         kwargs = {"out_shape": (rows, cols), "resampling": Resampling.nearest} if decimated else {}
         mask = self._rio_mask(what, **kwargs) > 0 if self._uses_mask_band else None
@@ -350,6 +389,32 @@ class Scene:
                 log.warning("%s: band %d holds no valid pixel; it will be shown black", self.path, band)
         log.debug("%s: stretch from a %dx%d read: low=%s high=%s", self.path, cols, rows, lows, highs)
         return Stretch(tuple(lows), tuple(highs), self.percentiles)
+
+    def _sparse_stretch(self, shape: tuple[int, int]) -> Stretch:
+        """:meth:`compute_stretch` from the stored blocks of a mostly sparse GeoTIFF."""
+        self._check_open()
+        try:
+            with _quiet_georef():
+                pixels, stored = decimated_read(self._ds, list(range(1, self.count + 1)), shape,
+                                                self.block_presence, self._fill_value())
+        except rasterio.errors.RasterioError as exc:
+            raise SceneError(f"{self.path}: cannot read the scene for statistics: {_gdal_reason(exc)}") from exc
+        lows, highs = [], []
+        for band in range(self.count):
+            one = _band_stretch(pixels[band], stored, self.nodata, self.percentiles)
+            lows.append(one.low[0])
+            highs.append(one.high[0])
+        log.debug("%s: stretch from %d stored blocks: low=%s high=%s", self.path,
+                  int(self.block_presence.sum()), lows, highs)
+        return Stretch(tuple(lows), tuple(highs), self.percentiles)
+
+
+def _band_stretch(values: np.ndarray, valid: np.ndarray, nodata: float | None, percentiles) -> Stretch:
+    if nodata is not None and not math.isnan(nodata):
+        valid = valid & (values != nodata)
+    if values.dtype.kind == "f":
+        valid = valid & np.isfinite(values)
+    return compute_stretch(values[None], valid, percentiles)
 
 
 def _rio_window(window: Window) -> RioWindow:

@@ -1,10 +1,12 @@
 """Automatic segmentation of many scenes, resumable after any interruption.
 
 :func:`run_batch` expands files, folders and glob patterns into a list of scenes and runs
-:func:`terramask.pipelines.scene.tiled.run_tiled_auto` on each (any size), into one folder per
-scene under ``out_dir``:
+:func:`terramask.pipelines.scene.run.run_scene` on each (any size) with the same
+:class:`~terramask.pipelines.scene.config.SceneRunConfig`, into one folder per scene under
+``out_dir``:
 
-- ``<name>/labels.tif``, ``objects.gpkg``, ``overlay.png``, ``summary.json``;
+- ``<name>/labels.tif``, ``objects.gpkg``, ``masks.json``, ``overlay.png``, ``summary.json``
+  (the files of ``terramask auto``, same schema);
 - ``gallery.png``: a contact sheet of the overlays (``gallery_cols`` per row, at most
   ``gallery_max`` of them, in input order);
 - ``index.csv`` and ``index.json``: one row per scene (status, objects, tiles, size,
@@ -47,23 +49,13 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from terramask.core.errors import InputError, MissingDependencyError
-from terramask.core.geometry import plan_tiles
 from terramask.io.atomic import ensure_output_dir, remove_stale_temporaries, write_json, write_text
 from terramask.io.overlay import make_gallery, save_png
-from terramask.pipelines.scene.engines import make_engine
 from terramask.pipelines.batch.journal import Journal
-from terramask.pipelines.scene.merge import MergeParams
-from terramask.pipelines.scene.tiled import (
-    DEFAULT_OVERLAP,
-    DEFAULT_TILE_SIZE,
-    OVERLAY_NAME,
-    QUICKLOOK_SIZE,
-    SUMMARY_NAME,
-    AutoSegmenter,
-    SegmentTile,
-    describe_segmenter,
-    run_tiled_auto,
-)
+from terramask.pipelines.scene.config import EngineConfig, SceneRunConfig
+from terramask.pipelines.scene.engines import make_engine
+from terramask.pipelines.scene.run import OVERLAY_NAME, SUMMARY_NAME, SegmenterFactory, run_scene
+from terramask.pipelines.scene.segmenters import SegmentTile, describe_segmenter
 
 log = logging.getLogger(__name__)
 
@@ -173,24 +165,25 @@ def _one_line(exc: BaseException) -> str:
 class BatchWorker:
     """Loads the model once, then segments whole scenes (tiles in this process)."""
 
-    def __init__(self, segmenter: Callable[[], SegmentTile], options: Mapping[str, Any]) -> None:
+    def __init__(self, segmenter: SegmenterFactory, config: SceneRunConfig) -> None:
         self._segmenter = LoadedSegmenter(segmenter())
-        self._options = dict(options)
+        self._config = config
 
     def __call__(self, item: BatchItem) -> dict:
         started = time.perf_counter()
         try:
-            result = run_tiled_auto(item.path, item.out_dir, self._segmenter, engine="local", **self._options)
+            result = run_scene(item.path, item.out_dir, self._segmenter, self._config)
         except (MissingDependencyError, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # one bad scene must not stop the batch
             log.info("%s failed: %s", item.path, _one_line(exc))
             return {"key": item.key, "index": item.index, "status": "failed", "error": _one_line(exc),
                     "error_type": type(exc).__name__, "seconds": round(time.perf_counter() - started, 3)}
-        s = result.summary
+        scene = result.summary["scene"]
         return {"key": item.key, "index": item.index, "status": "done", "objects": result.objects,
-                "tiles": result.tiles, "skipped_tiles": result.skipped, "width": s.get("width"),
-                "height": s.get("height"), "crs": s.get("crs"), "seconds": round(time.perf_counter() - started, 3)}
+                "tiles": result.tiles, "skipped_tiles": result.skipped, "width": scene.get("width"),
+                "height": scene.get("height"), "crs": scene.get("crs"),
+                "seconds": round(time.perf_counter() - started, 3)}
 
 
 # -- the batch -------------------------------------------------------------------------------
@@ -227,62 +220,36 @@ def _progress(total: int, enabled: bool | None):
 def run_batch(
     inputs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
-    segmenter: Callable[[], SegmentTile] | None = None,
+    segmenter: SegmenterFactory,
+    config: SceneRunConfig | None = None,
+    engine: EngineConfig | None = None,
     *,
-    model: str | None = None,
-    checkpoint: str | None = None,
-    device: str = "cpu",
-    params: Mapping[str, Any] | None = None,
-    mode: str = "fast",
-    bands: str | tuple[int, ...] | None = None,
-    tile_size: int = DEFAULT_TILE_SIZE,
-    overlap: int = DEFAULT_OVERLAP,
-    merge: MergeParams | None = None,
-    engine: str = "local",
-    address: str | None = None,
-    workers: int | None = None,
-    ray_options: Mapping[str, Any] | None = None,
-    quicklook_size: int = QUICKLOOK_SIZE,
     gallery_cols: int = 5,
     gallery_thumb: int = 256,
     gallery_max: int = 100,
-    progress: bool | None = None,
 ) -> BatchResult:
     """Segment every scene of ``inputs`` into ``out_dir``; resumable (module docstring).
 
-    The segmenter is ``segmenter`` (a picklable factory, see
-    :mod:`terramask.pipelines.scene.tiled`) or an :class:`AutoSegmenter` from ``model``,
-    ``checkpoint``, ``device``, ``params``, ``mode``. Tiling arguments as
-    :func:`run_tiled_auto`; ``engine``/``address``/``workers``/``ray_options`` choose
-    where scenes run. Returns a :class:`BatchResult`.
+    ``segmenter``: a picklable factory (e.g. :class:`~terramask.pipelines.scene.segmenters.AutoSegmenter`
+    from a model name); ``config``: tiling, filters and outputs of every scene, as
+    :func:`~terramask.pipelines.scene.run.run_scene`; ``engine``: where scenes run (on
+    Ray each actor loads the model once and runs whole scenes). Returns a :class:`BatchResult`.
     """
-    if segmenter is None:
-        segmenter = AutoSegmenter(model, None if checkpoint is None else str(checkpoint), device,
-                                  None if params is None else dict(params), mode)
-    merge = merge or MergeParams()
-    plan_tiles("check", 1, 1, int(tile_size), int(overlap))  # bad tiling fails here, not per scene
+    config = config or SceneRunConfig()
+    engine = engine or EngineConfig()
     if gallery_cols < 1 or gallery_max < 0:
         raise InputError(f"gallery_cols must be >= 1 and gallery_max >= 0, got {gallery_cols}, {gallery_max}")
     validate = getattr(segmenter, "validate", None)
     if callable(validate):
         validate()
     description = describe_segmenter(segmenter)
-    settings = {
-        "segmenter": description,
-        "bands": None if bands is None else (bands if isinstance(bands, str) else list(bands)),
-        "tile_size": int(tile_size),
-        "overlap": int(overlap),
-        "merge": merge.to_dict(),
-        "quicklook_size": int(quicklook_size),
-    }
+    settings = {"segmenter": description, **config.to_dict()}
     fingerprint = json.dumps(settings, sort_keys=True, default=str)
     out = ensure_output_dir(out_dir)
     remove_stale_temporaries(out)
     paths = expand_inputs(inputs)
     items = plan_items(paths, out, fingerprint)
-    options = {"bands": bands, "tile_size": int(tile_size), "overlap": int(overlap), "merge": merge,
-               "quicklook_size": int(quicklook_size),
-               "progress": False if engine != "local" else (progress if progress is not None else None)}
+    scene_config = config.with_(progress=False if engine.name != "local" else config.progress)
     computed = reused = 0
     with Journal(out / JOURNAL_NAME) as journal:
         todo = [it for it in items if not (journal.done(it.key) and (Path(it.out_dir) / SUMMARY_NAME).exists())]
@@ -290,14 +257,14 @@ def run_batch(
         if reused:
             log.info("resuming: %d of %d scenes already done", reused, len(items))
         run_id = uuid.uuid4().hex[:12]
-        bar = _progress(len(items), progress)
+        bar = _progress(len(items), config.progress)
         if bar is not None:
             bar.update(reused)
         try:
             if todo:
-                with make_engine(engine, address=address, workers=workers, device=getattr(segmenter, "device", "cpu"),
-                             **dict(ray_options or {})) as eng:
-                    for rec in eng.map(partial(BatchWorker, segmenter, options), todo, ordered=False):
+                with make_engine(engine.name, address=engine.address, workers=engine.workers,
+                                 device=getattr(segmenter, "device", "cpu"), **engine.options) as eng:
+                    for rec in eng.map(partial(BatchWorker, segmenter, scene_config), todo, ordered=False):
                         item = items[rec["index"]]
                         fields = {k: v for k, v in rec.items() if k not in ("key", "status")}
                         journal.record(item.key, rec["status"], name=item.name, input=item.path, run=run_id, **fields)

@@ -51,14 +51,18 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from terramask.core.errors import InputError
-from terramask.core.geometry import Tile, Window
-from terramask.core.maskset import MaskSet
-
-#: Bits of :attr:`Part.edges`: which interior tile edge a mask touches.
-EDGE_LEFT, EDGE_TOP, EDGE_RIGHT, EDGE_BOTTOM = 1, 2, 4, 8
-
-Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in scene pixels, end exclusive
-
+from terramask.pipelines.scene.grid import (  # noqa: F401  (re-exported: the merge's vocabulary)
+    EDGE_BOTTOM,
+    EDGE_LEFT,
+    EDGE_RIGHT,
+    EDGE_TOP,
+    Box,
+    TileGrid,
+    boxes_meet,
+    meet,
+    union_box,
+)
+from terramask.pipelines.scene.parts import Part, parts_from_maskset, parts_from_windows  # noqa: F401
 
 @dataclass(frozen=True)
 class MergeParams:
@@ -101,211 +105,6 @@ class MergeParams:
         return {"iou_thresh": self.iou_thresh, "contain_thresh": self.contain_thresh,
                 "edge_margin": int(self.edge_margin), "conflict_frac": self.conflict_frac,
                 "max_object_size": None if self.max_object_size is None else int(self.max_object_size)}
-
-
-# -- the tile grid --------------------------------------------------------------------------
-class TileGrid:
-    """The tiles of one scene as planned by :func:`plan_tiles`: a regular row-major grid.
-
-    Tile ``seq`` (its position in the plan) has index ``(seq // ncols, seq % ncols)``.
-    Raises :class:`InputError` if ``tiles`` is not such a grid.
-    """
-
-    def __init__(self, tiles: Sequence[Tile], width: int, height: int) -> None:
-        tiles = list(tiles)
-        if not tiles:
-            raise InputError("a tile grid needs at least one tile")
-        self.tiles = tiles
-        self.width, self.height = int(width), int(height)
-        self.nrows = max(t.index[0] for t in tiles) + 1
-        self.ncols = max(t.index[1] for t in tiles) + 1
-        if self.nrows * self.ncols != len(tiles):
-            raise InputError(f"{len(tiles)} tiles do not form a {self.nrows}x{self.ncols} grid")
-        self.tile_w, self.tile_h = tiles[0].window.width, tiles[0].window.height
-        self.row_offs = np.zeros(self.nrows, dtype=np.int64)
-        self.col_offs = np.zeros(self.ncols, dtype=np.int64)
-        for seq, t in enumerate(tiles):
-            r, c = t.index
-            w = t.window
-            if (r, c) != divmod(seq, self.ncols) or (w.width, w.height) != (self.tile_w, self.tile_h):
-                raise InputError("tiles must be a regular row-major grid of equal windows, as plan_tiles makes")
-            if c == 0:
-                self.row_offs[r] = w.row_off
-            if r == 0:
-                self.col_offs[c] = w.col_off
-            if w.row_off != self.row_offs[r] or w.col_off != self.col_offs[c]:
-                raise InputError(f"tile {t.id} is not aligned with its grid row and column")
-            if w.bounds[2] > self.width or w.bounds[3] > self.height:
-                raise InputError(f"tile {t.id} {w.to_dict()} lies outside the {self.width}x{self.height} scene")
-        if np.any(np.diff(self.row_offs) <= 0) or np.any(np.diff(self.col_offs) <= 0):
-            raise InputError("tile rows and columns must advance left to right, top to bottom")
-
-    def __len__(self) -> int:
-        return len(self.tiles)
-
-    def window(self, seq: int) -> Window:
-        return self.tiles[seq].window
-
-    def tile_id(self, seq: int) -> str:
-        return self.tiles[seq].id
-
-    def interior_edges(self, seq: int) -> int:
-        """Bits of the sides of tile ``seq`` that lie inside the scene (shared with a neighbour)."""
-        x0, y0, x1, y1 = self.window(seq).bounds
-        bits = 0
-        bits |= EDGE_LEFT if x0 > 0 else 0
-        bits |= EDGE_TOP if y0 > 0 else 0
-        bits |= EDGE_RIGHT if x1 < self.width else 0
-        bits |= EDGE_BOTTOM if y1 < self.height else 0
-        return bits
-
-    def _span(self, offs: np.ndarray, size: int, lo: int, hi: int) -> tuple[int, int]:
-        """Index range ``[first, last]`` of grid lines whose ``[off, off+size)`` meets ``[lo, hi)``."""
-        first = int(np.searchsorted(offs + size, lo, side="right"))
-        last = int(np.searchsorted(offs, hi, side="left")) - 1
-        return first, last
-
-    def seqs_meeting(self, box: Box) -> list[int]:
-        """Tiles whose windows meet ``box`` (scene pixels, end exclusive), in order."""
-        x0, y0, x1, y1 = box
-        r0, r1 = self._span(self.row_offs, self.tile_h, y0, y1)
-        c0, c1 = self._span(self.col_offs, self.tile_w, x0, x1)
-        return [r * self.ncols + c for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)]
-
-    def last_seq_meeting(self, box: Box) -> int:
-        """The last tile (in grid order) whose window meets ``box``; -1 if none."""
-        x0, y0, x1, y1 = box
-        r0, r1 = self._span(self.row_offs, self.tile_h, y0, y1)
-        c0, c1 = self._span(self.col_offs, self.tile_w, x0, x1)
-        if r1 < r0 or c1 < c0:
-            return -1
-        return r1 * self.ncols + c1
-
-    def neighbours(self, seq: int) -> list[int]:
-        """Other tiles whose windows overlap tile ``seq``."""
-        return [s for s in self.seqs_meeting(self.window(seq).bounds) if s != seq]
-
-    @staticmethod
-    def _cuts(offs: np.ndarray, size: int, length: int) -> np.ndarray:
-        mids = (offs[1:] + offs[:-1] + size) // 2  # middle of each overlap
-        return np.concatenate([[0], mids, [length]])
-
-    def core(self, seq: int) -> Box:
-        """The pixels tile ``seq`` is closest to the centre of: its window cut at the middle
-        of each overlap. The cores of all tiles partition the scene."""
-        r, c = divmod(seq, self.ncols)
-        xs = self._cuts(self.col_offs, self.tile_w, self.width)
-        ys = self._cuts(self.row_offs, self.tile_h, self.height)
-        return (int(xs[c]), int(ys[r]), int(xs[c + 1]), int(ys[r + 1]))
-
-
-# -- parts ------------------------------------------------------------------------------
-@dataclass(eq=False)
-class Part:
-    """One mask of one tile, cropped to its bounding box, in scene pixels.
-
-    ``box`` is ``(x0, y0, x1, y1)`` end exclusive; ``packed`` the crop ``(y1-y0, x1-x0)``
-    bool as ``np.packbits`` (C order); ``edges`` the :data:`EDGE_LEFT` … bits of the
-    interior tile edges the mask touches; ``index`` its position in the tile's mask set;
-    ``id`` is given by :class:`TileMerger` (unique per scene, in tile then index order).
-    """
-
-    tile: int
-    box: Box
-    packed: np.ndarray
-    area: int
-    score: float
-    stability: float
-    edges: int
-    index: int = 0
-    id: int = -1
-    conflicts: set = field(default_factory=set)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.box[3] - self.box[1], self.box[2] - self.box[0])
-
-    @property
-    def complete(self) -> bool:
-        """The tile saw the whole object (the mask touches no interior tile edge)."""
-        return self.edges == 0
-
-    def mask(self) -> np.ndarray:
-        """The ``(rows, cols)`` bool crop."""
-        h, w = self.shape
-        return np.unpackbits(self.packed, count=h * w).reshape(h, w).view(bool)
-
-    @classmethod
-    def from_mask(cls, mask: np.ndarray, tile: int, window: Window, interior_edges: int, edge_margin: int,
-                  score: float = 1.0, stability: float = float("nan"), index: int = 0) -> "Part | None":
-        """A part from an ``(H, W)`` bool mask on the grid of ``window``; None if empty."""
-        return cls.from_window(mask, (0, 0), tile, window, interior_edges, edge_margin, score, stability, index)
-
-    @classmethod
-    def from_window(cls, win: np.ndarray, origin: tuple[int, int], tile: int, window: Window, interior_edges: int,
-                    edge_margin: int, score: float = 1.0, stability: float = float("nan"),
-                    index: int = 0) -> "Part | None":
-        """A part from a bool array ``win`` whose top-left pixel is ``origin`` ``(x, y)`` in
-        the grid of ``window`` (a compact mask); None if empty."""
-        win = np.asarray(win, dtype=bool)
-        rows = np.flatnonzero(win.any(axis=1))
-        if rows.size == 0:
-            return None
-        cols = np.flatnonzero(win[rows[0] : rows[-1] + 1].any(axis=0))
-        wy0, wy1, wx0, wx1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-        crop = win[wy0:wy1, wx0:wx1]
-        lx0, ly0 = int(origin[0]) + wx0, int(origin[1]) + wy0
-        lx1, ly1 = lx0 + (wx1 - wx0), ly0 + (wy1 - wy0)
-        h, w = window.height, window.width
-        if lx0 < 0 or ly0 < 0 or lx1 > w or ly1 > h:
-            raise InputError(f"tile {tile}: a mask window reaches outside the {w}x{h} tile")
-        touch = 0
-        touch |= EDGE_LEFT if lx0 < edge_margin else 0
-        touch |= EDGE_TOP if ly0 < edge_margin else 0
-        touch |= EDGE_RIGHT if lx1 > w - edge_margin else 0
-        touch |= EDGE_BOTTOM if ly1 > h - edge_margin else 0
-        box = (window.col_off + lx0, window.row_off + ly0, window.col_off + lx1, window.row_off + ly1)
-        return cls(tile=tile, box=box, packed=np.packbits(crop, axis=None), area=int(np.count_nonzero(crop)),
-                   score=float(score), stability=float(stability), edges=touch & interior_edges, index=index)
-
-
-def parts_from_maskset(maskset: MaskSet, tile: int, window: Window, interior_edges: int, edge_margin: int = 2,
-                       valid: np.ndarray | None = None) -> list[Part]:
-    """Parts of every non-empty mask of ``maskset`` (on the grid of ``window``).
-
-    ``valid`` (``(H, W)`` bool) clips masks to pixels holding data. Scores come from
-    ``scores``; stability from the ``stability_score`` column when present, else NaN.
-    """
-    if maskset.shape != window.shape:
-        raise InputError(f"tile {tile}: masks of shape {maskset.shape} do not match the window {window.to_dict()}")
-    stab = maskset["stability_score"] if "stability_score" in maskset else np.full(len(maskset), np.nan)
-    parts = []
-    for i in range(len(maskset)):
-        mask = maskset.masks[i]
-        if valid is not None:
-            mask = mask & valid
-        part = Part.from_mask(mask, tile, window, interior_edges, edge_margin,
-                              score=float(maskset.scores[i]), stability=float(stab[i]), index=i)
-        if part is not None:
-            parts.append(part)
-    return parts
-
-
-def parts_from_windows(items: Iterable[tuple[tuple[int, int], np.ndarray, float, float]], tile: int, window: Window,
-                       interior_edges: int, edge_margin: int = 2, valid: np.ndarray | None = None) -> list[Part]:
-    """Parts of compact masks: ``(origin (x, y), bool window, score, stability)`` items in
-    the grid of ``window`` (e.g. automatic generation's packed windows), clipped to
-    ``valid`` pixels when given; empty masks are skipped."""
-    parts = []
-    for i, (origin, win, score, stability) in enumerate(items):
-        win = np.asarray(win, dtype=bool)
-        if valid is not None and win.size:
-            x0, y0 = int(origin[0]), int(origin[1])
-            win = win & valid[y0 : y0 + win.shape[0], x0 : x0 + win.shape[1]]
-        part = Part.from_window(win, origin, tile, window, interior_edges, edge_margin, score, stability, index=i)
-        if part is not None:
-            parts.append(part)
-    return parts
 
 
 # -- merged objects -------------------------------------------------------------------------
@@ -368,7 +167,7 @@ class MergedObject:
 
     @property
     def box(self) -> Box:
-        return _union_box(self.regions)
+        return union_box(self.regions)
 
     @property
     def key(self) -> int:
@@ -393,25 +192,6 @@ class MergedObject:
         for (x0, y0, x1, y1), m in self.pieces():
             out[y0 - box[1] : y1 - box[1], x0 - box[0] : x1 - box[0]] |= m
         return box, out
-
-
-def _union_box(boxes: Iterable[Box]) -> Box:
-    boxes = list(boxes)
-    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
-
-
-def _meet(a: Box, b: Box) -> Box | None:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
-
-
-def _boxes_meet(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``(N, 4)`` x ``(M, 4)`` end-exclusive boxes -> ``(N, M)`` bool: positive-area overlap."""
-    return (
-        (np.maximum(a[:, None, 0], b[None, :, 0]) < np.minimum(a[:, None, 2], b[None, :, 2]))
-        & (np.maximum(a[:, None, 1], b[None, :, 1]) < np.minimum(a[:, None, 3], b[None, :, 3]))
-    )
 
 
 class _Component:
@@ -446,7 +226,7 @@ class _Masks:
         key = (part.id, region)
         n = self._counts.get(key)
         if n is None:
-            inner = _meet(part.box, region)
+            inner = meet(part.box, region)
             n = 0 if inner is None else int(np.count_nonzero(self.view(part, inner)))
             self._counts[key] = n
         return n
@@ -490,7 +270,7 @@ class TileMerger:
             if m.conflicts and not m.conflicts.isdisjoint(large.ids):
                 self.stats["blocked"] += 1
                 return False
-        box = _union_box([large.box, small.box])
+        box = union_box([large.box, small.box])
         cap = self.params.max_object_size
         if cap is not None and max(box[2] - box[0], box[3] - box[1]) > cap:
             self.stats["capped"] += 1
@@ -562,7 +342,7 @@ class TileMerger:
             return []
         boxes = np.array([p.box for p in parts], dtype=np.int64)
         windows = np.array([self.grid.window(u).bounds for u in neighbours], dtype=np.int64)
-        hit = _boxes_meet(boxes, windows).any(axis=1)
+        hit = boxes_meet(boxes, windows).any(axis=1)
         return [p for p, h in zip(parts, hit) if h]
 
     def _mark_conflicts(self, parts: list[Part], masks: _Masks) -> None:
@@ -570,11 +350,11 @@ class TileMerger:
         if len(parts) < 2:
             return
         boxes = np.array([p.box for p in parts], dtype=np.int64)
-        meet = np.triu(_boxes_meet(boxes, boxes), k=1)
+        pairs = np.triu(boxes_meet(boxes, boxes), k=1)
         frac = self.params.conflict_frac
-        for i, j in zip(*np.nonzero(meet)):
+        for i, j in zip(*np.nonzero(pairs)):
             a, b = parts[i], parts[j]
-            region = _meet(a.box, b.box)
+            region = meet(a.box, b.box)
             inter = int(np.count_nonzero(masks.view(a, region) & masks.view(b, region)))
             if inter > frac * min(a.area, b.area):
                 a.conflicts.add(b.id)
@@ -587,18 +367,18 @@ class TileMerger:
         win = self.grid.window(seq).bounds
         for u in earlier:
             old = list(self._by_tile.get(u, {}).values())
-            region = _meet(win, self.grid.window(u).bounds)
+            region = meet(win, self.grid.window(u).bounds)
             if not old or not new or region is None:
                 continue
-            a_parts = [q for q in new if _meet(q.box, region)]
-            b_parts = [q for q in old if _meet(q.box, region)]
+            a_parts = [q for q in new if meet(q.box, region)]
+            b_parts = [q for q in old if meet(q.box, region)]
             if not a_parts or not b_parts:
                 continue
             a_boxes = np.array([q.box for q in a_parts], dtype=np.int64)
             b_boxes = np.array([q.box for q in b_parts], dtype=np.int64)
-            for i, j in zip(*np.nonzero(_boxes_meet(a_boxes, b_boxes))):
+            for i, j in zip(*np.nonzero(boxes_meet(a_boxes, b_boxes))):
                 a, b = a_parts[i], b_parts[j]
-                inner = _meet(_meet(a.box, b.box), region)
+                inner = meet(meet(a.box, b.box), region)
                 if inner is None:
                     continue
                 inter = int(np.count_nonzero(masks.view(a, inner) & masks.view(b, inner)))
@@ -637,7 +417,7 @@ class TileMerger:
 
 def _overlap(a: Part, b: Part) -> int:
     """Pixels shared by two parts."""
-    inner = _meet(a.box, b.box)
+    inner = meet(a.box, b.box)
     if inner is None:
         return 0
     ma = a.mask()[inner[1] - a.box[1] : inner[3] - a.box[1], inner[0] - a.box[0] : inner[2] - a.box[0]]
@@ -660,7 +440,7 @@ def _make_object(members: list[Part], contain_thresh: float, grid: TileGrid) -> 
         return MergedObject(parts=members, members=members, representative=largest)
     parts, regions = [], []
     for m in members:
-        region = _meet(m.box, grid.core(m.tile))
+        region = meet(m.box, grid.core(m.tile))
         if region is None:
             continue
         x0, y0 = m.box[0], m.box[1]

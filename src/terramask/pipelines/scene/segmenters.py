@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 from terramask.core.errors import InputError
 from terramask.core.image import GeoImage
 from terramask.core.maskset import MaskSet
+from terramask.models.base import Backend
 
-SegmentTile = Callable[[GeoImage], MaskSet]
+SegmentTile = Callable[[GeoImage], Any]  # a MaskSet, or compact masks (AmgResult)
+
 
 def segment_function(backend: Any, params: Mapping[str, Any] | Any | None = None, mode: str = "fast") -> SegmentTile:
     """``segment_tile(image)`` for a loaded backend: automatic masks of one tile.
@@ -52,9 +54,11 @@ def _amg_generate(backend: Any, params: Any, mode: str, image: GeoImage):
 class AutoSegmenter:
     """Picklable recipe for a tile segmenter: load ``model`` and segment automatically.
 
-    ``model``/``checkpoint``/``device`` as :func:`terramask.models.resolve.load_backend`;
-    ``params``: automatic-generation parameters (a dict: ``AmgParams`` fields for SAM
-    models, ``generate`` options for ``classic``); ``mode``: ``fast`` or ``exact``.
+    ``model``/``checkpoint``/``device``/``runtime``/``cache`` as
+    :func:`terramask.models.resolve.load_backend`; ``params``: automatic-generation
+    parameters (a dict: ``AmgParams`` fields for SAM models, ``generate`` options for
+    ``classic``); ``mode``: ``fast`` or ``exact``. This is the model part of a scene run's
+    configuration (the rest is :class:`terramask.pipelines.scene.config.SceneRunConfig`).
     """
 
     model: str | None = None
@@ -62,12 +66,18 @@ class AutoSegmenter:
     device: str = "cpu"
     params: Mapping[str, Any] | None = None
     mode: str = "fast"
+    runtime: str = "torch"
+    cache: bool = False
 
     def __call__(self) -> SegmentTile:
+        return segment_function(self.load(), self.params, self.mode)
+
+    def load(self) -> Backend:
+        """The backend, loaded (once per call: engines call the factory once per worker)."""
         from terramask.models.resolve import load_backend
 
-        backend = load_backend(self.model, checkpoint=self.checkpoint, device=self.device)
-        return segment_function(backend, self.params, self.mode)
+        return load_backend(self.model, checkpoint=self.checkpoint, device=self.device, runtime=self.runtime,
+                            cache=self.cache)
 
     def spec(self):
         """The registry spec of the model that will be loaded (resolved as ``load_backend`` does)."""
@@ -124,7 +134,9 @@ def check_params(params: Mapping[str, Any] | Any | None, family: str) -> None:
 class BackendSegmenter:
     """A segmenter around an already loaded backend (local engine only: not shipped to Ray)."""
 
-    backend: Any
+    shippable: ClassVar[bool] = False
+
+    backend: Backend
     params: Mapping[str, Any] | Any | None = None
     mode: str = "fast"
 
