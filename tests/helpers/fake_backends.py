@@ -63,7 +63,6 @@ class DiscBackend(_Base):
         return mask
 
     def predict(self, embedding, prompts, multimask=True):
-        shape = embedding.image_size
         self.calls.append(
             {
                 "points": prompts.points.copy(),

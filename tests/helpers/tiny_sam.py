@@ -61,7 +61,7 @@ def make_sam_state_dict(arch: str = "tiny", seed: int = 0, scale_decoder: bool =
                 if getattr(blk.attn, "use_rel_pos", False):
                     blk.attn.rel_pos_h.normal_(0.0, 0.02)
                     blk.attn.rel_pos_w.normal_(0.0, 0.02)
-            for name, module in sam.named_modules():
+            for module in sam.modules():
                 # LayerNorm / LayerNorm2d start at weight 1, bias 0: perturb them so an
                 # adapter that skipped an affine norm parameter would be caught
                 if type(module).__name__ in ("LayerNorm", "LayerNorm2d"):

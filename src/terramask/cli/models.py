@@ -70,7 +70,7 @@ def list_command(as_json: bool) -> None:
     ]
     widths = [max(len(str(line[i])) for line in [header, *table]) for i in range(len(header) - 1)]
     for line in [header, *table]:
-        cells = [str(c).ljust(w) for c, w in zip(line[:-1], widths)]
+        cells = [str(c).ljust(w) for c, w in zip(line[:-1], widths, strict=True)]
         click.echo("  ".join([*cells, line[-1]]))
 
 

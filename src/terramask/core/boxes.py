@@ -71,8 +71,8 @@ def mask_to_box(masks: np.ndarray) -> np.ndarray:
         masks = masks[None]
     n = masks.shape[0]
     out = np.zeros((n, 4), dtype=np.float64)
-    rows_any = masks.any(axis=2)
-    cols_any = masks.any(axis=1)
+    rows_any = np.any(masks, axis=2)
+    cols_any = np.any(masks, axis=1)
     for i in range(n):
         ys = np.flatnonzero(rows_any[i])
         xs = np.flatnonzero(cols_any[i])

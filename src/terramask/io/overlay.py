@@ -130,7 +130,7 @@ def draw_points(img: np.ndarray, points, labels, *, radius: int | None = None) -
         raise InputError(f"{len(pts)} points but {len(labs)} labels")
     r = radius or marker_radius(img.shape[:2])
     edge = max(1, int(round(r / 10)))
-    for (x, y), lab in zip(pts, labs):
+    for (x, y), lab in zip(pts, labs, strict=True):
         star = _star(float(x), float(y), r)
         color = OBJECT_COLOR if int(lab) == 1 else BACKGROUND_COLOR
         cv2.fillPoly(img, [star], color, cv2.LINE_AA, shift=4)
@@ -226,16 +226,19 @@ def draw_candidates(rgb8: np.ndarray, masks, scores: Sequence[float] | None = No
     stack = _masks(masks, shape)
     if len(stack) == 0:
         raise InputError("no candidate masks to draw")
-    if scores is None:
-        scores = masks.scores if isinstance(masks, MaskSet) else [float("nan")] * len(stack)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if len(scores) != len(stack):
-        raise InputError(f"{len(stack)} candidate masks but {len(scores)} scores")
+    if scores is not None:
+        score_arr = np.asarray(scores, dtype=np.float64).reshape(-1)
+    elif isinstance(masks, MaskSet):
+        score_arr = np.asarray(masks.scores, dtype=np.float64).reshape(-1)
+    else:
+        score_arr = np.full(len(stack), np.nan)
+    if len(score_arr) != len(stack):
+        raise InputError(f"{len(stack)} candidate masks but {len(score_arr)} scores")
     gap = _thickness(shape, 16) if gap is None else int(gap)
     panels = []
     for k, mask in enumerate(stack):
         panel = draw_prompted(img, mask, points, labels, boxes, alpha=alpha)
-        title = f"Mask {k + 1}, Score: {scores[k]:.3f}"
+        title = f"Mask {k + 1}, Score: {score_arr[k]:.3f}"
         panels.append(np.concatenate([_title_band(panel.shape[1], title, shape), panel], axis=0))
         if k < len(stack) - 1 and gap > 0:
             panels.append(np.full((panels[-1].shape[0], gap, 3), 255, dtype=np.uint8))
@@ -315,9 +318,9 @@ def _thumbnail(item, thumb: int) -> np.ndarray:
         try:
             with Image.open(item) as im:
                 im.draft("RGB", (thumb, thumb))
-                im = im.convert("RGB")
-                im.thumbnail((thumb, thumb), Image.Resampling.LANCZOS)
-                return np.asarray(im, dtype=np.uint8)
+                rgb = im.convert("RGB")
+                rgb.thumbnail((thumb, thumb), Image.Resampling.LANCZOS)
+                return np.asarray(rgb, dtype=np.uint8)
         except FileNotFoundError as exc:
             raise SceneError(f"gallery picture {item} does not exist") from exc
         except (UnidentifiedImageError, OSError) as exc:

@@ -88,7 +88,7 @@ def _layers(path: str, layer: str | int | None) -> list[str | int]:
     if layer is not None:
         return [layer]
     layers = pyogrio.list_layers(path)
-    spatial = [str(name) for name, geom_type in layers if geom_type is not None]
+    spatial: list[str | int] = [str(name) for name, geom_type in layers if geom_type is not None]
     if not spatial:
         raise PromptError(f"{path}: holds no layer with geometries")
     return spatial

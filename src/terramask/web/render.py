@@ -202,7 +202,7 @@ def candidates_payload(prediction: Prediction, scene: Scene, include: tuple[str,
     window = prediction.window or scene.window
     c = prediction.candidates
     n = len(c)
-    features = masks_to_features(c, {"candidate": np.arange(1, n + 1), "score": c.scores.astype(np.float64)})
+    features = masks_to_features(c, {"candidate": list(range(1, n + 1)), "score": c.scores.astype(np.float64).tolist()})
     offset = np.array([window.col_off, window.row_off] * 2, dtype=np.float64)
     out = []
     for i, feat in enumerate(features):
@@ -262,7 +262,7 @@ def scene_prompts(prediction: Prediction, scene: Scene) -> dict:
 
 def json_timings(timings: dict) -> dict:
     """Timings with numbers as floats and anything else as text."""
-    out = {}
+    out: dict[str, float | str | bool | None] = {}
     for key, value in timings.items():
         if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
             out[key] = round(float(value), 4)
