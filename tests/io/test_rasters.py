@@ -14,15 +14,8 @@ from terramask.core.errors import InputError, OutputError
 from terramask.core.geometry import Window
 from terramask.core.maskset import MaskSet
 from terramask.core.rle import mask_to_coco_rle
-from terramask.io.rasters import (
-    MASK_NODATA,
-    LabelRasterWriter,
-    labels_from_maskset,
-    labels_from_records,
-    write_candidates,
-    write_labels,
-    write_mask,
-)
+from terramask.io.mask_rasters import MASK_NODATA, WindowMaskWriter, write_candidates, write_mask
+from terramask.io.rasters import LabelRasterWriter, labels_from_maskset, labels_from_records, write_labels
 
 UTM = "EPSG:32618"
 T = Affine(0.5, 0.0, 583000.0, 0.0, -0.5, 4507000.0)
@@ -105,6 +98,43 @@ def test_write_candidates_bands_and_scores(tmp_path):
 def test_write_candidates_score_count_must_match(tmp_path):
     with pytest.raises(InputError, match="3 candidate masks but 2 scores"):
         write_candidates(tmp_path / "c.tif", np.zeros((3, 4, 4), bool), [0.1, 0.2], T, UTM)
+
+
+def test_window_mask_writer_zero_outside_windows_and_union_where_they_overlap(tmp_path):
+    """Only the written windows hold data; elsewhere 0 (not nodata), though 255 is the nodata."""
+    a = np.zeros((2, 300, 300), bool)
+    a[0, 10:20, 10:20] = True
+    b = np.zeros((2, 300, 300), bool)
+    b[0, 0:5, 0:5] = True
+    b[1, 50:60, 50:60] = True
+    nodata = np.zeros((300, 300), bool)
+    nodata[:, :2] = True
+    path = tmp_path / "m.tif"
+    with WindowMaskWriter(path, 2000, 1500, 2, T, UTM, nodata=True, descriptions=["a", "b"]) as w:
+        w.write_window(Window(500, 400, 300, 300), a, nodata)
+        w.write_window(Window(510, 410, 300, 300), b)
+        assert not path.exists(), "nothing under the final name before the file is complete"
+    with rasterio.open(path) as src:
+        assert (src.width, src.height, src.count, src.transform, src.nodata) == (2000, 1500, 2, T, MASK_NODATA)
+        assert src.descriptions == ("a", "b")
+        data = src.read()
+    expected = np.zeros((2, 1500, 2000), np.uint8)
+    expected[0, 410:420, 510:520] = 1  # a's square
+    expected[0, 410:415, 510:515] = 1  # b's square, on top of a's: union
+    expected[1, 460:470, 560:570] = 1
+    expected[:, 400:700, 500:502] = MASK_NODATA
+    np.testing.assert_array_equal(data, expected)
+    assert _files(tmp_path) == ["m.tif"]
+
+
+def test_window_mask_writer_rejects_bad_windows_and_leaves_nothing(tmp_path):
+    with pytest.raises(InputError, match="outside"):
+        with WindowMaskWriter(tmp_path / "m.tif", 100, 100, 1, T, UTM) as w:
+            w.write_window(Window(90, 0, 20, 20), np.zeros((1, 20, 20), bool))
+    with pytest.raises(InputError, match="does not match"):
+        with WindowMaskWriter(tmp_path / "m.tif", 100, 100, 2, T, UTM) as w:
+            w.write_window(Window(0, 0, 20, 20), np.zeros((1, 20, 20), bool))
+    assert _files(tmp_path) == []
 
 
 def _expected_labels(h, w, windows):

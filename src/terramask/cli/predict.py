@@ -28,15 +28,20 @@ def command(scene, points, boxes, prompt_file, crs, bands, single, refine_dir, m
     """Segment the object(s) marked by point/box prompts in SCENE.
 
     Writes mask.tif, candidates.tif, mask.gpkg, mask.geojson, overlay.png, logits.npy
-    and result.json into --out.
+    and result.json into --out, together (an earlier run's files there are replaced as a
+    whole). Prompts far apart, or on an object larger than one window, are answered
+    window by window (result.json: "method": "tiled").
     """
     from terramask.core.prompts import Prompts
     from terramask.io.crs import prompt_frame
     from terramask.io.prompt_files import read_prompt_file
     from terramask.io.scene import open_scene
     from terramask.models.resolve import load_backend
+    from terramask.pipelines.prompted.objects import TiledPrediction
+    from terramask.pipelines.prompted.outputs import write_prediction
     from terramask.pipelines.prompted.predict import ScenePrompter, scene_pixel_prompts
-    from terramask.pipelines.prompted.outputs import load_previous, merge_pixel_prompts, write_prediction
+    from terramask.pipelines.prompted.refine import load_previous, merge_pixel_prompts
+    from terramask.pipelines.prompted.tiled_outputs import write_tiled_prediction
 
     with open_scene(scene, bands=bands) as sc:
         frame, frame_crs = prompt_frame(crs, sc.crs)
@@ -54,10 +59,17 @@ def command(scene, points, boxes, prompt_file, crs, bands, single, refine_dir, m
         backend = load_backend(model, checkpoint=checkpoint, device=device, runtime=runtime, cache=True)
         prompter = ScenePrompter(sc, backend)
         window = previous.window if previous is not None else None
-        prediction = prompter.predict(pixel_prompts, multimask=not single, window=window)
-        paths = write_prediction(prediction, sc, out_dir, rgb8=prompter.session(prediction.window or sc.window).rgb8)
-    best = prediction.candidates
+        result = prompter.segment(pixel_prompts, multimask=not single, window=window)
+        if isinstance(result, TiledPrediction):
+            paths = write_tiled_prediction(result, sc, out_dir)
+            summary = f"{len(result.objects)} object(s) over {len(result.windows)} window(s)"
+            scores = result.scores
+        else:
+            rgb8 = prompter.session(result.window or sc.window).rgb8
+            paths = write_prediction(result, sc, out_dir, rgb8=rgb8)
+            summary = f"{len(result.candidates)} candidate(s)"
+            scores = result.candidates.scores
     click.echo(
-        f"{len(best)} candidate(s); best score {float(best.scores[0]):.3f}; "
-        f"model {prediction.model}; outputs in {paths['result.json'].parent}"
+        f"{summary}; best score {float(np.max(scores)):.3f}; "
+        f"model {result.model}; outputs in {paths['result.json'].parent}"
     )

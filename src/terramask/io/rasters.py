@@ -3,9 +3,7 @@
 Every raster keeps the scene's CRS and transform (DESIGN.md). Files are tiled
 (256 x 256 by default) and DEFLATE-compressed:
 
-- :func:`write_mask` — one ``uint8`` band, 1 = object, 0 = not object (255 = scene nodata);
-- :func:`write_candidates` — one ``uint8`` band per candidate, band descriptions and tags
-  carry the candidate number and its score;
+- mask and candidate rasters (``uint8``) live in :mod:`terramask.io.mask_rasters`;
 - :func:`write_labels` / :class:`LabelRasterWriter` — ``uint32`` object IDs (0 = no object),
   a Cloud-Optimized GeoTIFF with overviews. The writer takes windows one at a time, so a
   scene-sized label image never has to exist in memory.
@@ -37,9 +35,6 @@ from terramask.core.maskset import MaskSet
 from terramask.io.atomic import atomic_output, temporary_path
 
 log = logging.getLogger(__name__)
-
-MASK_NODATA = 255
-"""Value of scene-nodata pixels in mask rasters."""
 
 _BLOCK = 256
 
@@ -109,76 +104,6 @@ def _profile(width: int, height: int, count: int, dtype: str, transform: Affine,
     if nodata is not None:
         profile["nodata"] = nodata
     return profile
-
-
-def _mask_band(mask: np.ndarray, nodata_mask: np.ndarray | None, name: str) -> np.ndarray:
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise InputError(f"{name} must be (H, W), got shape {mask.shape}")
-    if mask.dtype != bool and not np.isin(mask, (0, 1)).all():
-        raise InputError(f"{name} must be boolean or 0/1, got values outside {{0, 1}}")
-    band = mask.astype(np.uint8)
-    if nodata_mask is not None:
-        nodata_mask = np.asarray(nodata_mask, dtype=bool)
-        if nodata_mask.shape != band.shape:
-            raise InputError(f"nodata_mask shape {nodata_mask.shape} differs from {name} shape {band.shape}")
-        band[nodata_mask] = MASK_NODATA
-    return band
-
-
-def write_mask(path: str | os.PathLike, mask: np.ndarray, transform: Affine | None, crs,
-               nodata_mask: np.ndarray | None = None, *, blocksize: int = _BLOCK) -> Path:
-    """Write one ``(H, W)`` bool/0-1 mask as a single-band ``uint8`` GeoTIFF.
-
-    Values: 1 object, 0 not object; with ``nodata_mask`` (``(H, W)`` bool, True = scene
-    nodata) those pixels are 255 and the band's nodata is 255. Tiled, DEFLATE, on the
-    scene's ``transform`` (``affine.Affine``, pixel -> world) and ``crs`` (None for
-    ungeoreferenced images). Written atomically; returns the path.
-    """
-    path = Path(path)
-    band = _mask_band(mask, nodata_mask, "mask")
-    transform = _check_transform(transform)
-    profile = _profile(band.shape[1], band.shape[0], 1, "uint8", transform, crs, blocksize=blocksize,
-                       nodata=MASK_NODATA if nodata_mask is not None else None)
-    with atomic_output(path) as tmp, _gdal_errors(path):
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(band, 1)
-            dst.set_band_description(1, "mask")
-            dst.update_tags(1, meaning="1=object 0=background" + (" 255=nodata" if nodata_mask is not None else ""))
-    return path
-
-
-def write_candidates(path: str | os.PathLike, masks: np.ndarray, scores: Sequence[float],
-                     transform: Affine | None, crs, nodata_mask: np.ndarray | None = None, *,
-                     blocksize: int = _BLOCK) -> Path:
-    """Write ``(K, H, W)`` candidate masks as a K-band ``uint8`` GeoTIFF.
-
-    Band ``k`` (1-based) holds candidate ``k`` in the given order (callers pass them
-    sorted by score). Its description is ``"candidate k score=0.9812"`` and its tags
-    hold ``candidate`` and ``score``; the dataset tag ``scores`` lists all scores.
-    Values as in :func:`write_mask`. Written atomically; returns the path.
-    """
-    path = Path(path)
-    masks = np.asarray(masks)
-    if masks.ndim != 3:
-        raise InputError(f"candidate masks must be (K, H, W), got shape {masks.shape}")
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if len(scores) != masks.shape[0]:
-        raise InputError(f"got {masks.shape[0]} candidate masks but {len(scores)} scores")
-    if masks.shape[0] == 0:
-        raise InputError(f"cannot write {path}: no candidate masks")
-    transform = _check_transform(transform)
-    _, h, w = masks.shape
-    profile = _profile(w, h, masks.shape[0], "uint8", transform, crs, blocksize=blocksize,
-                       nodata=MASK_NODATA if nodata_mask is not None else None)
-    with atomic_output(path) as tmp, _gdal_errors(path):
-        with rasterio.open(tmp, "w", **profile) as dst:
-            for k in range(masks.shape[0]):
-                dst.write(_mask_band(masks[k], nodata_mask, f"candidate {k + 1}"), k + 1)
-                dst.set_band_description(k + 1, f"candidate {k + 1} score={scores[k]:.4f}")
-                dst.update_tags(k + 1, candidate=str(k + 1), score=repr(float(scores[k])))
-            dst.update_tags(scores=",".join(repr(float(s)) for s in scores))
-    return path
 
 
 def _as_window(window) -> Window:

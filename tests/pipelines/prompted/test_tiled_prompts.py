@@ -13,7 +13,7 @@ from terramask.core.prompts import Prompts
 from terramask.io.scene import open_scene
 from terramask.models.base import Embedding
 from terramask.pipelines.prompted.predict import ScenePrompter
-from terramask.pipelines.prompted.tiles import plan_prompt_windows, segment_across_tiles, write_merged_prediction
+from terramask.pipelines.prompted.tiles import plan_prompt_windows, segment_across_tiles
 
 SHAPE = (600, 3000)
 OBJECT = (100, 200, 2900, 400)  # x0, y0, x1, y1: a runway 2800 px long
@@ -68,7 +68,7 @@ def run(path, prompts, **kw):
         return segment_across_tiles(prompter, prompts, **kw), backend
 
 
-def test_points_in_several_windows_give_one_polygon(runway, tmp_path):
+def test_points_in_several_windows_give_one_polygon(runway):
     xs = [200, 900, 1500, 2100, 2700]
     result, backend = run(runway, Prompts(points=[[x, 300] for x in xs], labels=[1] * len(xs)))
     assert len(result.parts) == 3
@@ -84,8 +84,6 @@ def test_points_in_several_windows_give_one_polygon(runway, tmp_path):
     assert feature.properties["windows"] == 3
     ms = result.to_maskset()
     assert ms.masks[0].sum() == 2800 * 200 and ms.transform.a == UTM33_TRANSFORM.a
-    paths = write_merged_prediction(result, tmp_path / "out")
-    assert all(p.is_file() for p in paths.values())
 
 
 def test_a_box_larger_than_a_window_is_cut_into_pieces(runway):
@@ -120,3 +118,95 @@ def test_plan_prompt_windows_background_points_go_where_they_are():
     with pytest.raises(PromptError, match="prior mask"):
         plan_prompt_windows(Prompts(points=[[200, 300], [2600, 300]], labels=[1, 1],
                                     mask_logits=np.zeros((1, 256, 256), np.float32)), SHAPE[1], SHAPE[0], 1024)
+
+
+# -- routing: ScenePrompter.segment and the files it leads to ---------------------------------
+
+FAR = (4000, 4000)
+SQUARES = ((300, 400, 500, 560), (3300, 3200, 3480, 3420))  # x0, y0, x1, y1: ~3000 px apart
+
+
+@pytest.fixture()
+def two_squares(tmp_path):
+    px = np.full((3, *FAR), 40, dtype=np.uint8)
+    for x0, y0, x1, y1 in SQUARES:
+        px[:, y0:y1, x0:x1] = 220
+    px[:, :, :8] = 0  # nodata strip
+    return write_geotiff(tmp_path / "far.tif", px, nodata=0)
+
+
+def _boxes_around(squares, pad=10):
+    return [[x0 - pad, y0 - pad, x1 + pad, y1 + pad] for x0, y0, x1, y1 in squares]
+
+
+def test_predict_refuses_prompts_wider_than_a_window_and_segment_routes_them(two_squares):
+    with open_scene(two_squares) as scene:
+        prompter = ScenePrompter(scene, RegionBackend())
+        with pytest.raises(PromptError, match="segment"):
+            prompter.predict(Prompts(boxes=_boxes_around(SQUARES)))
+        result = prompter.segment(Prompts(boxes=_boxes_around(SQUARES)))
+        near = prompter.segment(Prompts(points=[[400, 480]], labels=[1]))
+    assert len(result.objects) == 2
+    for obj, square in zip(result.objects, SQUARES):
+        assert len(obj.parts) == 1 and obj.windows[0].width == 1024
+        assert obj.geometry_px.equals(shapely.box(*square))
+    assert near.window.width == 1024 and near.candidates.shape == (1024, 1024), "one window: a plain Prediction"
+
+
+def test_far_apart_boxes_give_two_masks_at_the_right_places(two_squares, tmp_path):
+    import json
+
+    import pyogrio
+    import rasterio
+
+    from terramask.pipelines.prompted.tiled_outputs import write_tiled_prediction
+
+    with open_scene(two_squares) as scene:
+        result = ScenePrompter(scene, RegionBackend()).segment(Prompts(boxes=_boxes_around(SQUARES)))
+        paths = write_tiled_prediction(result, scene, tmp_path / "out")
+    assert sorted(paths) == sorted(["mask.tif", "candidates.tif", "mask.gpkg", "mask.geojson", "overlay.png",
+                                    "logits.npy", "result.json"])
+    expected = np.zeros(FAR, np.uint8)
+    for x0, y0, x1, y1 in SQUARES:
+        expected[y0:y1, x0:x1] = 1
+    with rasterio.open(two_squares) as src, rasterio.open(paths["mask.tif"]) as m, \
+            rasterio.open(paths["candidates.tif"]) as c:
+        assert (m.width, m.height, m.crs, m.transform) == (src.width, src.height, src.crs, src.transform)
+        mask = m.read(1)
+        bands = c.read()
+    first = result.objects[0].windows[0]
+    assert first.col_off == 0, "the first window holds the nodata strip"
+    expected[first.row_off : first.row_off + first.height, :8] = 255  # nodata, marked where it was read
+    np.testing.assert_array_equal(mask, expected)
+    expected[expected == 255] = 0
+    assert c.count == 2
+    np.testing.assert_array_equal((bands == 1).any(axis=0), expected == 1)
+    assert bands[0][SQUARES[0][1], SQUARES[0][0]] == 1 and bands[0][SQUARES[1][1], SQUARES[1][0]] == 0
+    meta, _, wkb, fields = pyogrio.raw.read(paths["mask.gpkg"])
+    columns = dict(zip(meta["fields"], fields))
+    assert meta["crs"] == "EPSG:32633" and columns["candidate"].tolist() == [1, 2]
+    for geom, (x0, y0, x1, y1) in zip(shapely.from_wkb(wkb), SQUARES):
+        t = UTM33_TRANSFORM
+        assert geom.equals(shapely.box(*(t @ (x0, y1)), *(t @ (x1, y0))))
+    assert columns["area_m2"].tolist() == pytest.approx([200 * 160 * 0.25, 180 * 220 * 0.25])
+    doc = json.loads(paths["result.json"].read_text())
+    assert doc["method"] == "tiled" and len(doc["windows"]) == 2 and len(doc["candidates"]) == 2
+    assert doc["prompts"]["prior_mask"] is False and "has_prior_mask" not in doc["prompts"]
+    assert np.load(paths["logits.npy"]).shape == (2, 256, 256)
+
+
+def test_an_object_larger_than_a_window_is_returned_whole(runway, tmp_path):
+    import rasterio
+
+    from terramask.pipelines.prompted.tiled_outputs import write_tiled_prediction
+
+    with open_scene(runway) as scene:
+        prompter = ScenePrompter(scene, RegionBackend(), window_size=1024, full_scene_max=1024)
+        result = prompter.segment(Prompts(boxes=[[90, 190, 2910, 410]]))
+        paths = write_tiled_prediction(result, scene, tmp_path / "out")
+    assert len(result.objects) == 1 and len(result.objects[0].parts) == 4
+    assert not (tmp_path / "out" / "candidates.tif").exists(), "one object: no candidates raster"
+    with rasterio.open(paths["mask.tif"]) as m:
+        mask = m.read(1)
+    x0, y0, x1, y1 = OBJECT
+    assert mask.shape == SHAPE and mask.sum() == (x1 - x0) * (y1 - y0) and mask[y0:y1, x0:x1].all()

@@ -5,6 +5,11 @@
 coordinates to scene pixels (in :mod:`terramask.io.prompt_frames`, the one place that
 does so), reads only the window the prompts need on large scenes, and keeps one
 :class:`PromptSession` (one embedding) per window so further clicks reuse it.
+
+:meth:`ScenePrompter.predict` answers prompts that fit one native-resolution window;
+:meth:`ScenePrompter.segment` answers any prompts: those that do not fit (boxes or
+points far apart, one object larger than a window) go through the tiled prompt path
+(:mod:`terramask.pipelines.prompted.objects`).
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from terramask.core.errors import PromptError
 from terramask.core.geometry import Window
@@ -21,6 +29,9 @@ from terramask.io.scene import Scene
 from terramask.models.base import Backend
 from terramask.pipelines.prompted.session import Prediction, PromptSession, prompt_window
 
+if TYPE_CHECKING:
+    from terramask.pipelines.prompted.objects import TiledPrediction
+
 log = logging.getLogger(__name__)
 
 #: Scenes whose longer side is at most this many pixels are encoded whole.
@@ -29,6 +40,8 @@ FULL_SCENE_MAX = 2048
 WINDOW_SIZE = 1024
 #: Embeddings kept per prompter (least recently used dropped first).
 MAX_SESSIONS = 8
+#: Pixels kept between prompts and the edge of their window.
+MARGIN = 64
 
 
 class ScenePrompter:
@@ -60,14 +73,38 @@ class ScenePrompter:
         """Prompts in scene pixels, validated against the scene extent and nodata."""
         return scene_pixel_prompts(self.scene, prompts)
 
+    @property
+    def encodes_whole_scene(self) -> bool:
+        """True when the scene is small enough to be encoded whole."""
+        return max(self.scene.width, self.scene.height) <= self.full_scene_max
+
+    def fits_one_window(self, pixel_prompts: Prompts) -> bool:
+        """True when ``pixel_prompts`` (scene pixels) fit one ``window_size`` window with
+        :data:`MARGIN` around them (or the scene is encoded whole)."""
+        if self.encodes_whole_scene:
+            return True
+        xs, ys = _prompt_xs_ys(pixel_prompts)
+        if xs.size == 0:
+            return True
+        span = max(float(np.ptp(xs)), float(np.ptp(ys))) + 2 * MARGIN
+        return span <= self.window_size or any(_covers(w, pixel_prompts) for w in self._sessions)
+
     def window_for(self, pixel_prompts: Prompts) -> Window:
-        """The window to encode for prompts in scene pixels."""
-        if max(self.scene.width, self.scene.height) <= self.full_scene_max:
+        """The window to encode for prompts in scene pixels.
+
+        Raises :class:`PromptError` when they do not fit one window (see :meth:`segment`).
+        """
+        if self.encodes_whole_scene:
             return self.scene.window
         for window in self._sessions:  # reuse an embedding that already covers the prompts
             if _covers(window, pixel_prompts):
                 return window
-        return prompt_window(pixel_prompts, self.scene.width, self.scene.height, self.window_size)
+        if not self.fits_one_window(pixel_prompts):
+            raise PromptError(
+                f"{self.scene.path}: the prompts span more than one {self.window_size} px window; "
+                "ScenePrompter.segment (and terramask predict) answers them window by window"
+            )
+        return prompt_window(pixel_prompts, self.scene.width, self.scene.height, self.window_size, MARGIN)
 
     def session(self, window: Window) -> PromptSession:
         """The (cached) session for ``window``; creating one runs the encoder."""
@@ -90,12 +127,25 @@ class ScenePrompter:
         window = self.scene.check_window(window) if window is not None else self.window_for(pixel_prompts)
         if not _covers(window, pixel_prompts):
             raise PromptError(
-                f"{self.scene.path}: the prompts span more than {window.width}x{window.height} px; "
-                "give prompts for one object at a time"
+                f"{self.scene.path}: the prompts do not fit in the window {window.to_dict()}; "
+                "without a given window, ScenePrompter.segment answers prompts of any extent"
             )
         local = to_tile_pixels(pixel_prompts, window)
         local = replace(local, frame="scene")
         return self.session(window).predict(local, multimask=multimask)
+
+    def segment(self, prompts: Prompts, multimask: bool = True,
+                window: Window | None = None) -> "Prediction | TiledPrediction":
+        """Answer any prompts (any frame): a :class:`Prediction` when they fit one window
+        (or ``window`` is given), else a :class:`~terramask.pipelines.prompted.objects.TiledPrediction`
+        (one object per box, or one object for the points, each over as many native-resolution
+        windows as it needs)."""
+        from terramask.pipelines.prompted.objects import segment_objects
+
+        pixel_prompts = self.to_pixels(prompts)
+        if window is not None or self.fits_one_window(pixel_prompts):
+            return self.predict(pixel_prompts, multimask=multimask, window=window)
+        return segment_objects(self, pixel_prompts, multimask=multimask)
 
     def refine(self, previous: Prediction, points, labels, frame: str = "scene", crs: str | None = None,
                multimask: bool = True) -> Prediction:
@@ -117,6 +167,12 @@ def scene_pixel_prompts(scene: Scene, prompts: Prompts) -> Prompts:
     return to_scene_pixels(
         prompts, scene.crs, scene.transform, scene.shape, valid_mask=scene.valid_mask, source=scene.path
     )
+
+
+def _prompt_xs_ys(prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
+    xs = np.concatenate([prompts.points[:, 0], prompts.boxes[:, 0], prompts.boxes[:, 2]])
+    ys = np.concatenate([prompts.points[:, 1], prompts.boxes[:, 1], prompts.boxes[:, 3]])
+    return xs, ys
 
 
 def _covers(window: Window, pixel_prompts: Prompts) -> bool:

@@ -15,7 +15,9 @@ the best masks are merged into one polygon:
   when the windows do not meet) in scene pixels and in the scene CRS.
 
 Prompts that fit in one window (or scenes small enough to be encoded whole) give one group,
-exactly what ``ScenePrompter.predict`` gives.
+exactly what ``ScenePrompter.predict`` gives. ``ScenePrompter.segment`` and ``terramask
+predict`` route prompts here (one object at a time, :mod:`.objects`); the files are
+written by :mod:`.tiled_outputs`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import shapely
@@ -36,14 +37,10 @@ from terramask.core.geometry import Window
 from terramask.core.maskset import MaskSet
 from terramask.core.prompts import Prompts
 from terramask.io.vectors import Feature, geometry_measures, mask_to_geometry
-from terramask.pipelines.prompted.predict import ScenePrompter
+from terramask.pipelines.prompted.predict import MARGIN, ScenePrompter
 from terramask.pipelines.prompted.session import Prediction, prompt_window
 
 log = logging.getLogger(__name__)
-
-#: Pixels kept between prompts and the edge of their window.
-MARGIN = 64
-
 
 @dataclass(frozen=True)
 class PromptGroup:
@@ -208,24 +205,3 @@ def segment_across_tiles(prompter: ScenePrompter, prompts: Prompts, *, window_si
     geometry = None if geometry_px is None else shapely.affinity.affine_transform(
         geometry_px, [t.a, t.b, t.d, t.e, t.c, t.f])
     return MergedPrediction(geometry_px, geometry, parts, groups, t, scene.crs, scores)
-
-
-def write_merged_prediction(result: MergedPrediction, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``mask.gpkg`` (scene CRS), ``mask.geojson`` (lon/lat), ``mask.tif`` (uint8 on the
-    grid of the union window) and ``result.json`` into ``out_dir``; returns the paths."""
-    from terramask.io.atomic import ensure_output_dir, write_json
-    from terramask.io.rasters import write_mask
-    from terramask.io.vectors import write_vector
-
-    out = ensure_output_dir(out_dir)
-    feature = result.feature()
-    paths = {
-        "mask.gpkg": write_vector(out / "mask.gpkg", [feature], result.crs),
-        "mask.geojson": write_vector(out / "mask.geojson", [feature], result.crs),
-    }
-    ms = result.to_maskset()
-    paths["mask.tif"] = write_mask(out / "mask.tif", ms.masks[0], ms.transform, result.crs)
-    doc = {**result.to_dict(), "window": result.window.to_dict(), "properties": feature.properties,
-           "model": result.parts[0].model if result.parts else None}
-    paths["result.json"] = write_json(out / "result.json", doc)
-    return paths
