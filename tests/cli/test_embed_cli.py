@@ -6,9 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("segment_anything")
-
-from helpers.scenes import blob_scene, write_geotiff  # noqa: E402
+from helpers.scenes import blob_scene, write_geotiff
 
 pytestmark = pytest.mark.slow  # each test encodes several tiles with a (tiny) SAM
 
@@ -59,14 +57,12 @@ def test_embed_skips_nodata_tiles_and_refuses_weight_free_models(run_cli, tiny_c
 
 
 def test_embed_with_the_onnx_runtime(run_cli, tiny_ckpt, scene_tif):
-    pytest.importorskip("onnxruntime")
     code, out, err = run_cli("embed", scene_tif, "--checkpoint", tiny_ckpt, "--runtime", "onnx", "--tile-size", 512, "--quiet")
     assert code == 0, err
     assert "1 window(s)" in out and "1 encoded" in out
 
 
 def test_export_onnx_command(tiny_ckpt, tmp_path):
-    pytest.importorskip("onnxruntime")
     from click.testing import CliRunner
 
     from terramask.cli.models_onnx import export_onnx_command

@@ -30,7 +30,6 @@ def _place_sparse(name: str) -> Path:
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:
     """A random-weight tiny SAM checkpoint in the official architecture, in a served dir."""
-    pytest.importorskip("segment_anything")
     from helpers.tiny_sam import write_sam_checkpoint
 
     return write_sam_checkpoint(tmp_path_factory.mktemp("served") / "sam_vit_b_01ec64.pth", arch="tiny")

@@ -29,7 +29,6 @@ def _place_sparse(name: str) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
-    pytest.importorskip("segment_anything")
     from helpers.tiny_sam import write_sam_checkpoint
 
     return write_sam_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_sam.pth", arch="tiny")
@@ -177,7 +176,8 @@ def test_unnamed_model_loads_the_cached_checkpoint(tiny_ckpt, monkeypatch):
 
 
 def test_sam_specs_pass_their_arch_name_and_device_to_the_backend(tmp_path, monkeypatch):
-    sam = pytest.importorskip("terramask.models.sam.backend")
+    from terramask.models.sam import backend as sam
+
     calls = []
     record = classmethod(lambda cls, path, **kw: calls.append((path, kw)) or "ok")
     monkeypatch.setattr(sam.SamBackend, "from_checkpoint", record)
