@@ -28,6 +28,7 @@ import numpy as np
 
 from terramask.core.errors import InputError, ModelError, PromptError
 from terramask.core.image import GeoImage
+from terramask.core.lazy import require
 from terramask.core.maskset import MaskSet
 from terramask.core.prompts import Prompts
 from terramask.models.base import Embedding, as_rgb8
@@ -52,7 +53,9 @@ class ClassicBackend:
 
     ``method``: ``"grabcut"`` (OpenCV, colour models + graph cut) or ``"random_walker"``
     (scikit-image). ``config`` tunes the prompted engine (:class:`PromptedConfig`), or give
-    its fields as keyword arguments (``ClassicBackend(work_side=320)``).
+    its fields as keyword arguments (``ClassicBackend(work_side=320)``). ``seed`` seeds
+    OpenCV's random generator before every query (GrabCut initialises its colour models
+    from it), so a query gives the same masks whatever ran before it in the process.
     """
 
     #: Threshold of ``low_res_logits`` (and of :meth:`upscale_logits`) that gives masks.
@@ -63,6 +66,7 @@ class ClassicBackend:
         method: str = "grabcut",
         name: str = "classic",
         config: PromptedConfig | None = None,
+        seed: int = 0,
         **config_fields: Any,
     ) -> None:
         if method not in METHODS:
@@ -73,6 +77,7 @@ class ClassicBackend:
             raise InputError(f"unknown classic option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         self.method = method
         self.name = name
+        self.seed = int(seed)
         self.config = replace(config or PromptedConfig(), **config_fields)
 
     def __repr__(self) -> str:
@@ -151,6 +156,7 @@ class ClassicBackend:
         queries = [Query(pts, labels, box, prior) for box in boxes] if boxes else [Query(pts, labels, None, prior)]
         masks, scores, kinds = [], [], []
         for q in queries:
+            self._reseed()
             cands = segment(feat, q, self.method, self.config)
             if not (multimask and len(queries) == 1):
                 cands = cands[:1]
@@ -166,6 +172,11 @@ class ClassicBackend:
             transform=embedding.extras.get("transform"),
             crs=embedding.extras.get("crs"),
         )
+
+    def _reseed(self) -> None:
+        """Seed OpenCV's global generator (GrabCut's k-means draws from it). The classic
+        engine draws from no other generator (numpy's global one is not used)."""
+        require("cv2", "classic", "opencv-python-headless").setRNGSeed(self.seed)
 
     def upscale_logits(
         self, embedding: Embedding, low_res: np.ndarray, window: tuple[int, int, int, int] | None = None
@@ -191,6 +202,7 @@ class ClassicBackend:
             raise InputError(f"unknown generate parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         emb = image if isinstance(image, Embedding) else self.set_image(image)
         feat = self._features(emb)
+        self._reseed()
         result = _generate(feat, AutoParams(min_area=min_area, **params))
         return MaskSet(
             result.masks,

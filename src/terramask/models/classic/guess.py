@@ -36,21 +36,46 @@ def _cv2():
 # -- small raster helpers --------------------------------------------------------------
 def disk_mask(shape: tuple[int, int], centres: np.ndarray, radius: float) -> np.ndarray:
     """``(h, w)`` bool: filled disks of ``radius`` px at ``centres`` ``(P, 2)`` (x, y);
-    the pixel under each centre is always set, even for centres on the last row/col."""
+    the pixel under each centre is always set, even for centres on the last row/col.
+    Centres on the same pixel are drawn once (cost bounded by the raster, not by ``P``)."""
     cv2 = _cv2()
     out = np.zeros(shape, dtype=np.uint8)
     r = max(1, int(round(radius)))
-    for x, y in centres:
-        cv2.circle(out, (int(round(x)), int(round(y))), r, 1, thickness=-1)
-    for y, x in pixel_index(centres, shape):
-        out[y, x] = 1
+    centres = np.rint(np.asarray(centres, dtype=np.float64).reshape(-1, 2)).astype(np.int64)
+    for x, y in np.unique(centres, axis=0):
+        cv2.circle(out, (int(x), int(y)), r, 1, thickness=-1)
+    rows, cols = pixel_rc(centres, shape)
+    out[rows, cols] = 1
     return out > 0
+
+
+def pixel_rc(pts: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, cols)`` int64 arrays ``(P,)``: the pixel under each ``(x, y)`` point
+    (nearest pixel index, half to even), clamped to the raster."""
+    h, w = shape
+    pts = np.rint(np.asarray(pts, dtype=np.float64).reshape(-1, 2)).astype(np.int64)
+    return np.clip(pts[:, 1], 0, h - 1), np.clip(pts[:, 0], 0, w - 1)
 
 
 def pixel_index(pts: np.ndarray, shape: tuple[int, int]) -> list[tuple[int, int]]:
     """``(row, col)`` of the pixel under each ``(x, y)`` point, clamped to the raster."""
-    h, w = shape
-    return [(min(max(int(round(y)), 0), h - 1), min(max(int(round(x)), 0), w - 1)) for x, y in np.reshape(pts, (-1, 2))]
+    rows, cols = pixel_rc(pts, shape)
+    return list(zip(rows.tolist(), cols.tolist()))
+
+
+def unique_clicks(points: np.ndarray, labels: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Clicks ``(P, 2)`` (x, y) with ``labels (P,)`` reduced to one per (pixel, label) of
+    the raster, in the order of first appearance. Several clicks on one working-raster
+    pixel say nothing more than one; without this, thousands of clicks on a small raster
+    cost thousands of floods (each corrective click floods the raster once)."""
+    labels = np.asarray(labels)
+    if len(labels) < 2:
+        return points, labels
+    rows, cols = pixel_rc(points, shape)
+    key = (rows * shape[1] + cols) * 2 + (labels == 1)
+    _, first = np.unique(key, return_index=True)
+    keep = np.sort(first)
+    return points[keep], labels[keep]
 
 
 def _ellipse(r: int) -> np.ndarray:
@@ -95,7 +120,7 @@ class Scorer:
 
     def __call__(self, mask: np.ndarray) -> float:
         """Score of ``mask``; a mask of several parts scores the area-weighted mean of its
-        parts (parts under 5 % of the area are ignored), so two separate objects are not
+        parts (parts under 5 % of the largest part are ignored), so two separate objects are not
         judged by their mixed colours."""
         area = int(mask.sum())
         if area == 0:
@@ -104,8 +129,10 @@ class Scorer:
         n, comp, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
         if n <= 2:
             return self._one(mask, area)
-        parts = [(int(stats[i, cv2.CC_STAT_AREA]), i) for i in range(1, n)]
-        parts = [(a, i) for a, i in parts if a >= 0.05 * area]
+        # specks (under 5 % of the largest part) are ignored; the largest part always
+        # counts, so a mask of many equal small parts is judged by all of them
+        areas = stats[1:, cv2.CC_STAT_AREA].astype(np.int64)
+        parts = [(int(a), i + 1) for i, a in enumerate(areas) if a >= 0.05 * areas.max()]
         total = sum(a for a, _ in parts)
         return sum(a * self._one(comp == i, a) for a, i in parts) / total
 
@@ -130,12 +157,11 @@ class Scorer:
 def prompt_consistency(mask: np.ndarray, pos: np.ndarray, neg: np.ndarray, inside_box: np.ndarray | None) -> float:
     """Fraction of clicks the mask honours (object clicks inside, background clicks
     outside), times the fraction of the mask inside the box when there is one."""
-    ok, total = 0, 0
-    for pts, want in ((pos, True), (neg, False)):
-        for y, x in pixel_index(pts, mask.shape):
-            total += 1
-            ok += bool(mask[y, x]) == want
-    factor = ok / total if total else 1.0
+    factor = 1.0
+    total = len(pos) + len(neg)
+    if total:
+        ok = int(np.count_nonzero(mask[pixel_rc(pos, mask.shape)])) + int(np.count_nonzero(~mask[pixel_rc(neg, mask.shape)]))
+        factor = ok / total
     if inside_box is not None and mask.any():
         factor *= float((mask & inside_box).sum()) / float(mask.sum())
     return factor
@@ -171,7 +197,7 @@ class Hierarchy:
 
     def superpixels_of(self, pts: np.ndarray) -> np.ndarray:
         """``(P,)`` superpixel id under each point (``-1`` on invalid pixels)."""
-        return np.array([self.labels[y, x] for y, x in pixel_index(pts, self.labels.shape)], dtype=np.int64)
+        return self.labels[pixel_rc(pts, self.labels.shape)].astype(np.int64)
 
     def region(self, level: int, sp: int) -> np.ndarray:
         """``(h, w)`` bool region holding superpixel ``sp`` at ``level``."""
@@ -212,6 +238,7 @@ def initial_guess(
     pos, neg = points[labels == 1], points[labels == 0]
     near_open = dilate(open_ring, max(2, int(round(0.02 * max(shape))))) if open_ring.any() else None
     sps = hier.superpixels_of(points) if len(points) else np.zeros(0, np.int64)
+    disks = {1: disk_mask(shape, pos, seed_radius), 0: disk_mask(shape, neg, seed_radius)}  # drawn once: cost O(P), not O(P^2)
     for i, ((y, x), label) in enumerate(zip(pixel_index(points, shape), labels)):
         if bool(guess[y, x]) == bool(label):
             continue
@@ -222,7 +249,7 @@ def initial_guess(
             # a background click cuts off the part of the guess it floods before the
             # flood from the object clicks (never a score choice: the larger, well-formed
             # mask the user is correcting always scores well)
-            regions.append(_click_basin(hier, guess, points, labels, i, open_ring, seed_radius))
+            regions.append(_click_basin(hier, guess, disks, int(label), open_ring))
         elif sps[i] >= 0:
             for level in range(len(hier.levels)):
                 roots = hier.levels[level]
@@ -230,7 +257,7 @@ def initial_guess(
                     break  # this region, and every larger one, holds a click of the other label
                 regions.append(hier.region(level, int(sps[i])))
         if label == 1:
-            regions.append(_click_basin(hier, guess, points, labels, i, open_ring, seed_radius))
+            regions.append(_click_basin(hier, guess, disks, int(label), open_ring))
         for region in regions:
             if not region.any():
                 continue
@@ -257,22 +284,19 @@ def initial_guess(
 def _click_basin(
     hier: Hierarchy,
     guess: np.ndarray,
-    points: np.ndarray,
-    labels: np.ndarray,
-    i: int,
+    disks: dict[int, np.ndarray],
+    label: int,
     open_ring: np.ndarray,
-    seed_radius: float,
 ) -> np.ndarray:
-    """The region click ``i`` claims by a marker watershed of the gradient: flooding from
-    the clicks of its label against the clicks of the other label (and, for an object
+    """The region a click of ``label`` claims by a marker watershed of the gradient: flooding from
+    the clicks of its label (``disks[label]``, the seed disks of every click of that label)
+    against the clicks of the other label (and, for an object
     click, the open ROI sides), inside the guess for a background click (what to cut off)
     or outside it for an object click (what to add). It splits a region along its
     strongest inner edge where the hierarchy merged both sides early."""
     watershed = require("skimage.segmentation", "classic", "scikit-image").watershed
     shape = guess.shape
-    label = int(labels[i])
-    own = disk_mask(shape, points[labels == label], seed_radius)
-    rival = disk_mask(shape, points[labels != label], seed_radius)
+    own, rival = disks[label], disks[1 - label].copy()
     if label == 1:
         area = (~guess | own) & hier.valid
         rival |= open_ring

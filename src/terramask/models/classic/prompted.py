@@ -67,6 +67,7 @@ from terramask.models.classic.guess import (
     initial_guess,
     pixel_index,
     prompt_consistency,
+    unique_clicks,
 )
 
 log = logging.getLogger(__name__)
@@ -295,8 +296,7 @@ class _Raster:
         self.valid = down(feat.valid.astype(np.uint8), cv2.INTER_NEAREST) > 0
         self.shape = (roi.wh, roi.ww)
         self.r_seed = max(1.0, cfg.seed_radius * min(roi.sx, roi.sy))
-        self.points = roi.to_work(query.points)
-        self.labels = query.labels
+        self.points, self.labels = unique_clicks(roi.to_work(query.points), query.labels, self.shape)
         self.pos, self.neg = self.points[self.labels == 1], self.points[self.labels == 0]
         self.pos_disk = disk_mask(self.shape, self.pos, self.r_seed) & self.valid
         self.neg_disk = disk_mask(self.shape, self.neg, self.r_seed)
