@@ -23,6 +23,7 @@ from terramask.io.overlay import (
     draw_prompted,
     id_colors,
     make_gallery,
+    png_bytes,
     save_png,
 )
 
@@ -174,3 +175,21 @@ def test_save_png_round_trip_and_atomicity(tmp_path):
     with pytest.raises(InputError, match="uint8"):
         save_png(tmp_path / "bad.png", rgb.astype(np.float32))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "overlay.png"]
+
+
+def test_one_png_encoder_for_files_and_the_web(tmp_path):
+    import io
+
+    from terramask.web import render
+
+    rng = np.random.default_rng(2)
+    grey = rng.integers(0, 256, (7, 9), dtype=np.uint8)
+    rgb = rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    for pic, mode in ((grey, "L"), (rgb, "RGB")):
+        with Image.open(io.BytesIO(png_bytes(pic, compression=9))) as im:
+            assert im.mode == mode
+            np.testing.assert_array_equal(np.asarray(im), pic)
+    assert save_png(tmp_path / "p.png", rgb).read_bytes() == png_bytes(rgb)
+    assert render.png_bytes is png_bytes  # the browser's pictures use the same encoder
+    with pytest.raises(InputError, match="uint8"):
+        png_bytes(np.zeros((4, 4, 2), dtype=np.uint8))

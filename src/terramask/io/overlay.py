@@ -382,15 +382,24 @@ def make_gallery(images: Sequence, cols: int = 5, thumb: int = 256, titles: Sequ
     return sheet
 
 
-def save_png(path: str | os.PathLike, rgb8: np.ndarray, *, compression: int = 3) -> Path:
-    """Write an ``(H, W)``, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA uint8 array as PNG, atomically."""
+def png_bytes(image: np.ndarray, compression: int = 3) -> bytes:
+    """``(H, W)`` grey, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA uint8 -> PNG bytes (the one
+    PNG encoder: files here, HTTP responses in :mod:`terramask.web`).
+
+    ``compression`` is zlib's level 0-9. Raises :class:`InputError` for another dtype or shape.
+    """
     cv2 = _cv2()
-    arr = np.asarray(rgb8)
+    arr = np.asarray(image)
     if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
         raise InputError(f"PNG picture must be uint8 (H, W), (H, W, 3) or (H, W, 4), got {arr.dtype} {arr.shape}")
     if arr.ndim == 3:
         arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR if arr.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
     ok, buf = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, int(compression)])
     if not ok:
-        raise OutputError(f"cannot encode {path} as PNG")
-    return write_bytes(path, buf.tobytes())
+        raise OutputError(f"cannot encode a {arr.shape} picture as PNG")
+    return buf.tobytes()
+
+
+def save_png(path: str | os.PathLike, rgb8: np.ndarray, *, compression: int = 3) -> Path:
+    """Write an ``(H, W)``, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA uint8 array as PNG, atomically."""
+    return write_bytes(path, png_bytes(rgb8, compression))

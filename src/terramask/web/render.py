@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import shapely
 
-from terramask.core.errors import InputError, OutputError
+from terramask.core.errors import InputError
 from terramask.core.frames import pixel_size, pixel_to_world
 from terramask.core.geometry import Window
 from terramask.io.crs import LONLAT, transform_bounds, transform_xy
+from terramask.io.overlay import png_bytes
 from terramask.io.scene import Scene
 from terramask.io.vectors import masks_to_features
 from terramask.pipelines.prompted.session import Prediction
@@ -29,21 +30,6 @@ MAX_WINDOW_SIDE = 4096
 MAX_PREVIEW_SIDE = 8192
 #: Control points per side of the pixel -> lon/lat grid sent for the coordinate readout.
 LONLAT_GRID = 9
-
-
-def png_bytes(image: np.ndarray, compression: int = 3) -> bytes:
-    """``(H, W)`` grey, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA uint8 -> PNG bytes."""
-    import cv2
-
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
-        raise InputError(f"PNG picture must be uint8 (H, W), (H, W, 3) or (H, W, 4), got {arr.dtype} {arr.shape}")
-    if arr.ndim == 3:
-        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR if arr.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
-    ok, buf = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, int(compression)])
-    if not ok:
-        raise OutputError(f"cannot encode a {arr.shape} picture as PNG")
-    return buf.tobytes()
 
 
 def _rgba(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
