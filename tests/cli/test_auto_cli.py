@@ -22,7 +22,7 @@ def test_classic_model_on_a_real_geotiff_keeps_the_crs(run_cli, rs_data, tmp_pat
         assert dst.crs == src.crs and dst.transform == src.transform and dst.shape == src.shape
         labels = dst.read(1)
     summary = json.loads((out / "summary.json").read_text())
-    n = summary["count"]
+    n = summary["objects"]
     assert n > 0 and labels.max() == n
     recs = json.loads((out / "masks.json").read_text())
     assert len(recs) == n and all(r["area"] >= 20 for r in recs)  # 1 m pixels: 20 m2 = 20 px
@@ -47,7 +47,7 @@ def test_sam_checkpoint_with_preset_and_single_options(run_cli, rs_data, tmp_pat
     assert summary["parameters"]["points_per_side"] == 4 and summary["parameters"]["pred_iou_thresh"] == 0
     assert summary["scene"]["bands"] == [4, 1, 2] and summary["scene"]["crs"] == "EPSG:26914"
     recs = json.loads((out / "masks.json").read_text())
-    assert len(recs) == summary["count"] > 0 and isinstance(recs[0]["segmentation"]["counts"], list)
+    assert len(recs) == summary["objects"] > 0 and isinstance(recs[0]["segmentation"]["counts"], list)
 
 
 def test_point_grids_file(run_cli, blob_tif, tmp_path):
@@ -107,14 +107,80 @@ def test_help_lists_every_reference_parameter(run_cli):
         assert "--" + name.replace("_", "-") in stdout, name
 
 
-def test_tile_size_sends_the_scene_to_the_tiled_pipeline(run_cli, blob_tif, tmp_path):
+def test_tiled_scene_gets_the_same_files(run_cli, blob_tif, tmp_path):
     out = tmp_path / "out"
     code, stdout, stderr = run_cli("auto", blob_tif, "--model", "classic", "--tile-size", "160", "--overlap", "32",
                                    "--quiet", "--out", out)
     assert code == 0, stderr
-    assert "(tiled)" in stdout
-    assert {"labels.tif", "objects.gpkg", "overlay.png", "summary.json"} <= {p.name for p in out.iterdir()}
+    assert "from 6 tile(s)" in stdout
+    assert {p.name for p in out.iterdir()} == OUTPUTS
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["tile_size"] == 160
+    assert summary["tiles"]["tile_size"] == 160 and summary["tiles"]["total"] == 6
     with rasterio.open(out / "labels.tif") as ds:
         assert ds.crs.to_string() == "EPSG:32633"
+
+
+def test_one_line_errors_for_engine_runtime_and_tile_size(run_cli, blob_tif, tmp_path):
+    # regression: --engine ray with --runtime onnx raised NameError (InputError not imported)
+    code, _, stderr = run_cli("auto", blob_tif, "--model", "classic", "--engine", "ray", "--runtime", "onnx",
+                              "--out", tmp_path / "o")
+    lines = [ln for ln in stderr.strip().splitlines() if ln]
+    assert code == 2 and len(lines) == 1 and "--engine ray runs the torch runtime" in lines[0], stderr
+    code, _, stderr = run_cli("auto", blob_tif, "--model", "classic", "--tile-size", "32", "--out", tmp_path / "o")
+    lines = [ln for ln in stderr.strip().splitlines() if ln]
+    assert code == 2 and len(lines) == 1 and "--tile-size 32 is too small" in lines[0], stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_auto_and_batch_share_option_spellings(run_cli):
+    import re
+
+    _, auto_help, _ = run_cli("auto", "--help")
+    _, batch_help, _ = run_cli("batch", "--help")
+    shared = ["--preset", "--mode", "--bands", "--min-area", "--max-area", "--tile-size", "--overlap", "--engine",
+              "--address", "--workers", "--quiet", "--output-mode", "--point-grids", "--points-per-side",
+              "--pred-iou-thresh", "--min-mask-region-area"]
+    for opt in shared:
+        assert re.search(re.escape(opt) + r"\b", auto_help) and re.search(re.escape(opt) + r"\b", batch_help), opt
+    assert "--param" in batch_help
+
+
+def _final_outputs(out):
+    return sorted(p.name for p in out.iterdir() if p.name in OUTPUTS) if out.exists() else []
+
+
+@pytest.mark.slow
+def test_killed_run_leaves_no_output_under_a_final_name(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers.blobs import blob_scene, disc, rect
+    from helpers.scenes import write_geotiff
+
+    shape = (512, 640)
+    objs = [rect(shape, 40 * k, 30 * k, 40 * k + 25, 30 * k + 20) for k in range(1, 12)] + [disc(shape, 320, 256, 60)]
+    scene = write_geotiff(tmp_path / "s.tif", blob_scene(shape, objs))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "terramask.cli.main", "auto", str(scene), "--model", "classic", "--tile-size", "64",
+           "--overlap", "16", "--quiet", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    staged = []
+    while not staged and proc.poll() is None and time.monotonic() < deadline:
+        staged = list(out.glob(".run.tmp-*/*")) if out.exists() else []
+        time.sleep(0.05)
+    time.sleep(0.5)  # objects are being written into the staging folder
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert staged, "the run never started writing"
+    assert _final_outputs(out) == []
+
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert _final_outputs(out) == sorted(OUTPUTS)
+    assert not list(out.glob(".*tmp-*")), "the killed run's staging folder was left behind"
+    assert json.loads((out / "summary.json").read_text())["objects"] >= 12

@@ -80,7 +80,7 @@ def _comparable(out: Path) -> dict:
             labels = ds.read(1)
         meta, _, geoms, cols = pyogrio.raw.read(d / "objects.gpkg")
         summary = json.loads((d / "summary.json").read_text())
-        for key in ("timings", "throughput", "peak_rss_mb"):
+        for key in ("timings_s", "throughput", "peak_rss_mb"):
             summary.pop(key)
         scenes[r["name"]] = {
             "labels": labels.tobytes(),
@@ -88,6 +88,7 @@ def _comparable(out: Path) -> dict:
             "columns": [np.asarray(c).tolist() for c in cols],
             "geoms": [bytes(g) for g in geoms],
             "overlay": (d / "overlay.png").read_bytes(),
+            "masks": (d / "masks.json").read_bytes(),
             "summary": summary,
         }
     return {"rows": rows, "index": index, "gallery": (out / "gallery.png").read_bytes(), "scenes": scenes}

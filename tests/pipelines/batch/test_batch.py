@@ -15,6 +15,10 @@ from helpers.scenes import write_geotiff
 from terramask.core.errors import InputError, OutputError
 from terramask.pipelines.batch.run import expand_inputs, plan_items, run_batch
 from terramask.pipelines.batch.journal import Journal
+from terramask.pipelines.scene.config import SceneRunConfig
+from terramask.pipelines.scene.segmenters import AutoSegmenter
+
+CONFIG = SceneRunConfig(tile_size=128, overlap=32, progress=False)
 
 
 def make_scene(path, seed, shape=(200, 260)):
@@ -60,11 +64,10 @@ def read_index(out):
 
 def test_batch_outputs_and_bad_file(inputs, tmp_path):
     out = tmp_path / "out"
-    result = run_batch([inputs, inputs / "missing.tif"], out, BlobSegmenter(), tile_size=128, overlap=32,
-                       progress=False)
+    result = run_batch([inputs, inputs / "missing.tif"], out, BlobSegmenter(), CONFIG)
     assert result.done == 3 and result.failed == 2 and result.computed == 5
     for name in ("s0", "s1", "s2"):
-        for f in ("labels.tif", "objects.gpkg", "overlay.png", "summary.json"):
+        for f in ("labels.tif", "objects.gpkg", "masks.json", "overlay.png", "summary.json"):
             assert (out / name / f).is_file()
     assert (out / "gallery.png").is_file() and not (out / "broken").exists()
     rows = read_index(out)
@@ -83,7 +86,7 @@ def test_batch_outputs_and_bad_file(inputs, tmp_path):
 
 def test_resume_recomputes_nothing_finished(inputs, tmp_path):
     out = tmp_path / "out"
-    first = run_batch([inputs], out, BlobSegmenter(), tile_size=128, overlap=32, progress=False)
+    first = run_batch([inputs], out, BlobSegmenter(), CONFIG)
     stamps = {n: (out / n / "labels.tif").stat().st_mtime_ns for n in ("s0", "s1", "s2")}
     def index_without_timings():
         index = json.loads((out / "index.json").read_text())
@@ -92,15 +95,15 @@ def test_resume_recomputes_nothing_finished(inputs, tmp_path):
         return index
 
     index_before = index_without_timings()
-    again = run_batch([inputs], out, BlobSegmenter(), tile_size=128, overlap=32, progress=False)
+    again = run_batch([inputs], out, BlobSegmenter(), CONFIG)
     assert first.computed == 4 and again.computed == 1 and again.reused == 3  # only the broken file is retried
     assert {n: (out / n / "labels.tif").stat().st_mtime_ns for n in stamps} == stamps
     assert index_without_timings() == index_before
     # a scene whose outputs disappeared, and different settings, are computed again
     (out / "s1" / "summary.json").unlink()
-    third = run_batch([inputs], out, BlobSegmenter(), tile_size=128, overlap=32, progress=False)
+    third = run_batch([inputs], out, BlobSegmenter(), CONFIG)
     assert third.computed == 2
-    fourth = run_batch([inputs], out, BlobSegmenter(threshold=100), tile_size=128, overlap=32, progress=False)
+    fourth = run_batch([inputs], out, BlobSegmenter(threshold=100), CONFIG)
     assert fourth.computed == 4
 
 
@@ -128,9 +131,9 @@ def test_journal_is_exclusive(tmp_path):
 
 def test_batch_configuration_errors_stop_early(inputs, tmp_path):
     with pytest.raises(InputError, match="overlap"):
-        run_batch([inputs], tmp_path / "o", BlobSegmenter(), tile_size=128, overlap=128, progress=False)
+        run_batch([inputs], tmp_path / "o", BlobSegmenter(), SceneRunConfig(tile_size=128, overlap=128))
     with pytest.raises(InputError, match="unknown parameter"):
-        run_batch([inputs], tmp_path / "o", model="classic", params={"bogus": 1}, progress=False)
+        run_batch([inputs], tmp_path / "o", AutoSegmenter("classic", params={"bogus": 1}), CONFIG)
     assert not (tmp_path / "o").exists()
 
 
@@ -138,8 +141,7 @@ def test_gallery_follows_input_order(inputs, tmp_path):
     import cv2
 
     out = tmp_path / "out"
-    run_batch([inputs / "s2.tif", inputs / "s0.tif"], out, BlobSegmenter(), tile_size=128, overlap=32,
-              gallery_cols=1, gallery_thumb=64, progress=False)
+    run_batch([inputs / "s2.tif", inputs / "s0.tif"], out, BlobSegmenter(), CONFIG, gallery_cols=1, gallery_thumb=64)
     sheet = cv2.imread(str(out / "gallery.png"))
     assert sheet.shape[0] > sheet.shape[1]  # one column, two rows
     assert np.any(sheet != 255)

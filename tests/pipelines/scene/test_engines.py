@@ -90,7 +90,9 @@ def gpkg(path):
 @pytest.mark.slow
 def test_ray_engine(local_ray, rs_data, tmp_path):
     from terramask.pipelines.batch.run import run_batch
-    from terramask.pipelines.scene.tiled import AutoSegmenter, run_tiled_auto
+    from terramask.pipelines.scene.config import EngineConfig, SceneRunConfig
+    from terramask.pipelines.scene.run import run_scene
+    from terramask.pipelines.scene.segmenters import AutoSegmenter
 
     # map: two workers, each built once; ordered and unordered
     logs = tmp_path / "logs"
@@ -106,14 +108,16 @@ def test_ray_engine(local_ray, rs_data, tmp_path):
 
     # tiles of one scene, with the real (weight-free) classic model loaded in each worker
     scene = rs_data / "spacenet_atlanta_buildings" / "full" / "sample_geotiff.tif"
-    kw = dict(tile_size=512, overlap=96, progress=False)
-    local = run_tiled_auto(scene, tmp_path / "local", AutoSegmenter("classic"), **kw)
-    remote = run_tiled_auto(scene, tmp_path / "ray", AutoSegmenter("classic"), engine="ray", workers=2, **kw)
-    assert remote.summary["engine"] == {"name": "ray", "workers": 2, "processes_used": 2}
+    config = SceneRunConfig(tile_size=512, overlap=96, progress=False)
+    local = run_scene(scene, tmp_path / "local", AutoSegmenter("classic"), config)
+    remote = run_scene(scene, tmp_path / "ray", AutoSegmenter("classic"), config, EngineConfig("ray", workers=2))
+    assert remote.summary["engine"] == {"name": "ray", "address": None, "workers": 2, "ray_options": {},
+                                        "processes_used": 2}
     assert remote.objects == local.objects > 10
-    with rasterio.open(local.paths["labels"]) as a, rasterio.open(remote.paths["labels"]) as b:
+    with rasterio.open(local.paths["labels.tif"]) as a, rasterio.open(remote.paths["labels.tif"]) as b:
         assert np.array_equal(a.read(1), b.read(1))
-    assert gpkg(local.paths["objects"]) == gpkg(remote.paths["objects"])
+    assert gpkg(local.paths["objects.gpkg"]) == gpkg(remote.paths["objects.gpkg"])
+    assert local.paths["masks.json"].read_bytes() == remote.paths["masks.json"].read_bytes()
 
     # files of a batch
     from helpers.blobs import blob_scene, disc, rect
@@ -124,9 +128,9 @@ def test_ray_engine(local_ray, rs_data, tmp_path):
     shape = (160, 200)
     for i in range(4):
         write_geotiff(folder / f"s{i}.tif", blob_scene(shape, [rect(shape, 10 + 9 * i, 20, 80, 60), disc(shape, 150, 110, 20)], seed=i))
-    bkw = dict(tile_size=128, overlap=32, progress=False)
-    b_local = run_batch([folder], tmp_path / "b_local", BlobSegmenter(), **bkw)
-    b_ray = run_batch([folder], tmp_path / "b_ray", BlobSegmenter(), engine="ray", workers=2, **bkw)
+    bconfig = SceneRunConfig(tile_size=128, overlap=32, progress=False)
+    b_local = run_batch([folder], tmp_path / "b_local", BlobSegmenter(), bconfig)
+    b_ray = run_batch([folder], tmp_path / "b_ray", BlobSegmenter(), bconfig, EngineConfig("ray", workers=2))
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in b_local.rows]
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in b_ray.rows] == strip
     for r in b_local.rows:

@@ -15,10 +15,17 @@ from helpers.blobs import BlobSegmenter, blob_scene, disc, rect
 from helpers.scenes import UTM33_TRANSFORM, write_geotiff
 from terramask.core.errors import InputError, SceneError
 from terramask.core.maskset import MaskSet
-from terramask.pipelines.scene.tiled import run_tiled_auto
+from terramask.pipelines.scene.config import EngineConfig, SceneRunConfig
+from terramask.pipelines.scene.run import run_scene
+from terramask.pipelines.scene.segmenters import BackendSegmenter
 
 SHAPE = (600, 900)  # tiles of 256 sharing 64: columns start 0, 192, 384, 576, 644; rows 0, 192, 344
 NODATA_COLS = 256   # the last tile column holds nodata only
+
+
+def run_tiled(scene, out, segmenter, engine=None, **config):
+    config = {"tile_size": 256, "overlap": 64, "progress": False, **config}
+    return run_scene(scene, out, segmenter, SceneRunConfig(**config), engine)
 
 
 def objects():
@@ -43,8 +50,7 @@ def scene_tif(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiled_run(scene_tif, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
-    result = run_tiled_auto(scene_tif, out, BlobSegmenter(), tile_size=256, overlap=64, progress=False)
-    return result
+    return run_tiled(scene_tif, out, BlobSegmenter())
 
 
 def read_labels(path):
@@ -53,7 +59,7 @@ def read_labels(path):
 
 
 def test_every_object_once_pixel_exact(tiled_run):
-    labels, _ = read_labels(tiled_run.paths["labels"])
+    labels, _ = read_labels(tiled_run.paths["labels.tif"])
     assert labels.dtype == np.uint32 and labels.shape == SHAPE
     truth = objects()
     ids = set()
@@ -68,7 +74,7 @@ def test_every_object_once_pixel_exact(tiled_run):
 
 
 def test_labels_are_a_georeferenced_cog(tiled_run):
-    with rasterio.open(tiled_run.paths["labels"]) as ds:
+    with rasterio.open(tiled_run.paths["labels.tif"]) as ds:
         assert ds.crs.to_epsg() == 32633
         assert ds.transform == UTM33_TRANSFORM
         assert ds.nodata == 0
@@ -78,13 +84,12 @@ def test_labels_are_a_georeferenced_cog(tiled_run):
 
 
 def test_objects_gpkg(tiled_run):
-    info = pyogrio.read_info(tiled_run.paths["objects"])
+    info = pyogrio.read_info(tiled_run.paths["objects.gpkg"])
     assert info["crs"] == "EPSG:32633"
     assert info["features"] == len(objects())
     fields = list(info["fields"])
-    for name in ("id", "score", "stability", "tile", "n_tiles", "area_m2", "perimeter_m"):
-        assert name in fields
-    meta, _, geoms, cols = pyogrio.raw.read(tiled_run.paths["objects"])
+    assert fields == ["id", "class", "predicted_iou", "stability_score", "n_tiles", "area_m2", "perimeter_m"]
+    meta, _, geoms, cols = pyogrio.raw.read(tiled_run.paths["objects.gpkg"])
     table = dict(zip(meta["fields"], cols))
     pixel_m2 = 0.25  # 0.5 m pixels
     areas = sorted(np.round(table["area_m2"] / pixel_m2).astype(int))
@@ -93,30 +98,28 @@ def test_objects_gpkg(tiled_run):
     stripe = int(np.argmax(table["area_m2"]))
     assert table["n_tiles"][stripe] >= 3
     assert set(table["id"]) == set(range(1, len(objects()) + 1))
-    assert all(t.startswith("r") and "_c" in t for t in table["tile"])
-    assert np.all((table["score"] > 0.5) & (table["score"] <= 1.0))
+    assert np.all((table["predicted_iou"] > 0.5) & (table["predicted_iou"] <= 1.0))
 
 
 def test_nodata_tiles_skipped_and_summary(tiled_run):
-    summary = json.loads(tiled_run.paths["summary"].read_text())
+    summary = json.loads(tiled_run.paths["summary.json"].read_text())
     assert summary["tiles"]["total"] == 15 and summary["tiles"]["grid"] == [3, 5]
-    assert summary["tiles"]["skipped_nodata"] == 3 == tiled_run.skipped
+    assert summary["tiles"]["skipped_empty"] == 3 == tiled_run.skipped
     assert summary["objects"] == len(objects())
-    assert summary["stretch"] is not None and summary["crs"] == "EPSG:32633"
+    assert summary["scene"]["stretch"] is not None and summary["scene"]["crs"] == "EPSG:32633"
     assert summary["merge"]["matches"] > 0
     assert summary["merge"]["pending_peak"] < summary["merge"]["parts"]
     assert summary["throughput"]["km2_per_h"] > 0
-    assert summary["outputs"]["labels"] == "labels.tif"
+    assert summary["outputs"] == ["labels.tif", "objects.gpkg", "masks.json", "overlay.png", "summary.json"]
 
 
 def test_overlay_quicklook(tiled_run, scene_tif, tmp_path):
     import cv2
 
-    over = cv2.imread(str(tiled_run.paths["overlay"]))
+    over = cv2.imread(str(tiled_run.paths["overlay.png"]))
     assert over.shape[:2] == SHAPE
-    small = run_tiled_auto(scene_tif, tmp_path, BlobSegmenter(), tile_size=256, overlap=64, quicklook_size=300,
-                           progress=False)
-    assert cv2.imread(str(small.paths["overlay"])).shape[:2] == (200, 300)
+    small = run_tiled(scene_tif, tmp_path, BlobSegmenter(), quicklook_size=300)
+    assert cv2.imread(str(small.paths["overlay.png"])).shape[:2] == (200, 300)
 
 
 def test_tiles_see_the_scene_wide_stretch(scene_tif, tmp_path):
@@ -127,7 +130,7 @@ def test_tiles_see_the_scene_wide_stretch(scene_tif, tmp_path):
             seen.append(image.stretch)
             return super().segment(image)
 
-    run_tiled_auto(scene_tif, tmp_path, Recorder(), tile_size=256, overlap=64, progress=False)
+    run_tiled(scene_tif, tmp_path, Recorder())
     assert len(seen) == 12 and all(s == seen[0] for s in seen) and seen[0] is not None
 
 
@@ -135,9 +138,9 @@ def test_small_scene_is_one_tile(tmp_path):
     shape = (120, 150)
     objs = [rect(shape, 0, 0, 40, 30), disc(shape, 100, 60, 20)]
     path = write_geotiff(tmp_path / "small.tif", blob_scene(shape, objs))
-    result = run_tiled_auto(path, tmp_path / "out", BlobSegmenter(), tile_size=256, overlap=64, progress=False)
+    result = run_tiled(path, tmp_path / "out", BlobSegmenter())
     assert result.tiles == 1 and result.objects == 2
-    labels, _ = read_labels(result.paths["labels"])
+    labels, _ = read_labels(result.paths["labels.tif"])
     assert labels.shape == shape and set(np.unique(labels)) == {0, 1, 2}
 
 
@@ -148,24 +151,43 @@ class Broken:
 
 def test_wrong_mask_grid_is_an_error_and_leaves_no_outputs(scene_tif, tmp_path):
     with pytest.raises(InputError, match="shape"):
-        run_tiled_auto(scene_tif, tmp_path, Broken(), tile_size=256, overlap=64, progress=False)
+        run_tiled(scene_tif, tmp_path, Broken())
     assert not (tmp_path / "labels.tif").exists() and not (tmp_path / "objects.gpkg").exists()
     assert [p.name for p in tmp_path.iterdir()] == []
 
 
 def test_bad_inputs(tmp_path, scene_tif):
     with pytest.raises(SceneError):
-        run_tiled_auto(tmp_path / "missing.tif", tmp_path / "o", BlobSegmenter(), progress=False)
+        run_tiled(tmp_path / "missing.tif", tmp_path / "o", BlobSegmenter())
     with pytest.raises(InputError, match="overlap"):
-        run_tiled_auto(scene_tif, tmp_path / "o", BlobSegmenter(), tile_size=256, overlap=256, progress=False)
+        run_tiled(scene_tif, tmp_path / "o", BlobSegmenter(), overlap=256)
+    with pytest.raises(InputError, match="too small"):
+        run_tiled(scene_tif, tmp_path / "o", BlobSegmenter(), tile_size=32, overlap=8)
     with pytest.raises(InputError, match="local engine"):
-        run_tiled_auto(scene_tif, tmp_path / "o", backend=object(), engine="ray", progress=False)
+        run_tiled(scene_tif, tmp_path / "o", BackendSegmenter(object()), engine=EngineConfig("ray"))
 
 
 def test_area_filter_judges_whole_merged_objects(scene_tif, tmp_path):
     # the stripe (11,600 px) is assembled from tile parts of at most 256 x 20 px
-    result = run_tiled_auto(scene_tif, tmp_path, BlobSegmenter(), tile_size=256, overlap=64, progress=False,
-                            min_area_px=3000, max_area_px=12000)
-    assert result.objects == 1 and result.summary["dropped_by_area"] == len(objects()) - 1
-    labels, _ = read_labels(result.paths["labels"])
+    result = run_tiled(scene_tif, tmp_path, BlobSegmenter(), min_area="3000px", max_area=12000)
+    assert result.objects == 1 and result.summary["counts"]["dropped_by_area"] == len(objects()) - 1
+    labels, _ = read_labels(result.paths["labels.tif"])
     assert np.array_equal(labels == 1, objects()[5])
+
+
+def test_masks_json_records_in_scene_pixels(tiled_run):
+    from terramask.core.rle import rle_to_mask
+
+    recs = json.loads(tiled_run.paths["masks.json"].read_text())
+    labels, _ = read_labels(tiled_run.paths["labels.tif"])
+    assert len(recs) == tiled_run.objects
+    truth = {objects()[k].tobytes() for k in range(len(objects()))}
+    for i, rec in enumerate(recs):
+        mask = rle_to_mask(rec["segmentation"])
+        assert mask.shape == SHAPE and mask.sum() == rec["area"]
+        assert np.array_equal(mask, labels == i + 1)  # the objects do not overlap
+        assert mask.tobytes() in truth
+        ys, xs = np.nonzero(mask)
+        assert rec["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()]
+        x, y, w, h = rec["crop_box"]
+        assert (w, h) == (256, 256) and x in (0, 192, 384, 576, 644) and y in (0, 192, 344)

@@ -10,7 +10,9 @@ import pyogrio
 import pytest
 import rasterio
 
-from terramask.pipelines.scene.tiled import AutoSegmenter, run_tiled_auto
+from terramask.pipelines.scene.config import SceneRunConfig
+from terramask.pipelines.scene.run import run_scene
+from terramask.pipelines.scene.segmenters import AutoSegmenter
 
 
 def gpkg_table(path):
@@ -25,12 +27,12 @@ def test_classic_on_a_real_geotiff_labels_match_polygons(rs_data, tmp_path):
     # visibility bound below holds (classic's default, the size-aware heterogeneity cost,
     # splits overlaps differently per tile: ~70 % of objects fully visible)
     segmenter = AutoSegmenter("classic", params={"criterion": "colour"})
-    result = run_tiled_auto(scene, tmp_path, segmenter, tile_size=512, overlap=96, progress=False)
+    result = run_scene(scene, tmp_path, segmenter, SceneRunConfig(tile_size=512, overlap=96, progress=False))
     assert result.tiles == 4 and result.objects > 10
-    with rasterio.open(result.paths["labels"]) as ds, rasterio.open(scene) as src:
+    with rasterio.open(result.paths["labels.tif"]) as ds, rasterio.open(scene) as src:
         labels = ds.read(1)
         assert ds.crs == src.crs and ds.transform == src.transform
-    table, _ = gpkg_table(result.paths["objects"])
+    table, _ = gpkg_table(result.paths["objects.gpkg"])
     ids = set(int(i) for i in np.unique(labels)) - {0}
     all_ids = set(int(i) for i in table["id"])
     assert all_ids == set(range(1, result.objects + 1))
@@ -43,7 +45,7 @@ def test_classic_on_a_real_geotiff_labels_match_polygons(rs_data, tmp_path):
     pixels = np.round(table["area_m2"] / px_m2).astype(int)
     assert np.all(counts[table["id"]] <= pixels)
     assert np.mean(counts[table["id"]] == pixels) > 0.8
-    summary = json.loads(result.paths["summary"].read_text())
+    summary = json.loads(result.paths["summary.json"].read_text())
     assert summary["segmenter"]["model"] == "classic"
     assert summary["merge"]["matches"] > 0  # regions cross the tile edges
 
@@ -56,15 +58,17 @@ def test_sam_automatic_generation_per_tile(tiny_sam_checkpoint, tmp_path):
     shape = (256, 400)  # two tiles
     path = write_geotiff(tmp_path / "s.tif", blob_scene(shape, [rect(shape, 180, 40, 300, 120), disc(shape, 80, 180, 40)]))
     params = {"points_per_side": 2, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
-    result = run_tiled_auto(path, tmp_path / "out", AutoSegmenter(checkpoint=str(tiny_sam_checkpoint), params=params),
-                            tile_size=256, overlap=64, progress=False)
-    summary = json.loads(result.paths["summary"].read_text())
+    result = run_scene(path, tmp_path / "out", AutoSegmenter(checkpoint=str(tiny_sam_checkpoint), params=params),
+                       SceneRunConfig(tile_size=256, overlap=64, progress=False))
+    summary = json.loads(result.paths["summary.json"].read_text())
     assert result.tiles == 2 and summary["tiles"]["segmented"] == 2
-    assert summary["masks"] > 0 and 0 < result.objects <= summary["masks"]
+    assert summary["counts"]["masks"] > 0 and 0 < result.objects <= summary["counts"]["masks"]
     assert summary["segmenter"]["params"]["points_per_side"] == 2
-    table, _ = gpkg_table(result.paths["objects"])
+    table, _ = gpkg_table(result.paths["objects.gpkg"])
     assert len(table["id"]) == result.objects
-    assert np.all(np.isfinite(table["stability"]))
-    with rasterio.open(result.paths["labels"]) as ds:
+    assert np.all(np.isfinite(table["stability_score"]))
+    recs = json.loads(result.paths["masks.json"].read_text())
+    assert len(recs) == result.objects and all(len(r["point_coords"]) == 1 for r in recs)
+    with rasterio.open(result.paths["labels.tif"]) as ds:
         labels = ds.read(1)
     assert set(np.unique(labels)) - {0} <= set(int(i) for i in table["id"])
