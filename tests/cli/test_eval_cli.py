@@ -12,8 +12,6 @@ from PIL import Image
 
 from terramask.cli.main import main
 
-# The classic engine is the baseline these runs use (written alongside; skip until present).
-pytest.importorskip("terramask.models.classic.backend")
 
 
 def run(capsys, *args):

@@ -54,7 +54,8 @@ def _parse_params(values: tuple[str, ...]) -> dict:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate N images, evenly spaced over the sorted file names.")
 @click.option("--instances-per-image", type=click.IntRange(min=1), default=None, help="Sample N objects per image (deterministic, see --seed).")
 @click.option("--min-area", type=click.IntRange(min=1), default=16, show_default=True, help="Drop labelled objects smaller than this many pixels.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the object sampling.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the object sampling (and of engines with a random generator, e.g. classic's GrabCut).")
+@click.option("--seeds", "n_seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Repeat the object sampling with N seeds (--seed, --seed+1, ...); reports mean, std over seeds and 95 % bootstrap intervals.")
 @click.option("--max-clicks", type=click.IntRange(1, 1000), default=20, show_default=True, help="Click budget per object.")
 @click.option("--stop-iou", type=click.FloatRange(0, 1, min_open=True), default=0.90, show_default=True, help="Stop clicking once this IoU is reached.")
 @click.option("--multimask", type=click.Choice(["first", "always", "never"]), default="first", show_default=True, help="When to ask for several candidates (the best-scoring one is kept).")
@@ -76,6 +77,7 @@ def command(
     instances_per_image: int | None,
     min_area: int,
     seed: int,
+    n_seeds: int,
     max_clicks: int,
     stop_iou: float,
     multimask: str,
@@ -94,10 +96,13 @@ def command(
     Several --model values give one comparison table and one curve per model.
     """
     from terramask.eval.datasets import SegmentationDataset
-    from terramask.pipelines.evaluate.run import EvalConfig, run_evaluation
+    from terramask.pipelines.evaluate.readers import read_image
+    from terramask.pipelines.evaluate.run import EvalConfig, run_evaluation, seeds_from
 
     ckpts = _parse_checkpoints(checkpoints, models)
-    ds = SegmentationDataset(dataset, target_class, limit=limit, instances_per_image=instances_per_image, min_area=min_area, seed=seed)
+    ds = SegmentationDataset(
+        dataset, target_class, limit=limit, instances_per_image=instances_per_image, min_area=min_area, seed=seed, read_image=read_image
+    )
     config = EvalConfig(
         mode=mode,
         max_clicks=max_clicks,
@@ -110,8 +115,13 @@ def command(
         auto_params=_parse_params(auto_params),
         n_examples=examples,
     )
-    metrics = run_evaluation(ds, list(models), config, out_dir, checkpoints=ckpts, progress=False if quiet else None, plots=not no_plots)
+    metrics = run_evaluation(
+        ds, list(models), config, out_dir, seeds=seeds_from(seed, n_seeds), checkpoints=ckpts, progress=False if quiet else None, plots=not no_plots
+    )
     from terramask.pipelines.evaluate.report import comparison_table
+    from terramask.pipelines.evaluate.spread import spread_table
 
-    click.echo(comparison_table(mode, list(metrics["models"].values())))
+    summaries = list(metrics["models"].values())
+    click.echo(comparison_table(mode, summaries))
+    click.echo(spread_table(summaries))
     click.echo(f"wrote {out_dir}/metrics.json, metrics.csv, report.md")

@@ -17,13 +17,19 @@ and counted in ``Sample.n_small``. ``instances_per_image`` samples that many obj
 image deterministically (seeded by ``seed`` and the file stem), ``limit`` keeps that many
 images evenly spaced over the sorted stems.
 
-PNG/JPEG images are read with Pillow; GeoTIFFs through :func:`terramask.io.scene.open_scene`
-(imported when first needed), which applies the scene's band choice and radiometric
-stretch, so 16-bit panchromatic tiles look as they do in every other command.
+Images are read by the ``read_image`` callable given to the dataset: by default
+:func:`read_rgb8` (Pillow: PNG/JPEG, 16-bit PNGs stretched). GeoTIFFs need the io layer,
+which this layer must not import: the caller injects a reader that understands them
+(:func:`terramask.pipelines.evaluate.readers.read_image`, used by ``terramask eval``),
+so 16-bit panchromatic tiles look as they do in every other command.
+
+:meth:`SegmentationDataset.check_labels` reads the masks once before a run and stops
+it with one clear line when the target class cannot give any object.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import zlib
 from dataclasses import dataclass
@@ -85,23 +91,13 @@ class Sample:
 
 
 def read_rgb8(path: Path) -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB of an image file (Pillow for PNG/JPEG, terramask.io for GeoTIFF)."""
+    """``(H, W, 3)`` uint8 RGB of a PNG/JPEG image (Pillow). GeoTIFFs need a reader from
+    the io layer, injected as ``SegmentationDataset(read_image=...)``."""
     path = Path(path)
     if path.suffix.lower() in TIFF_SUFFIXES:
-        import importlib
-
-        try:
-            scene_mod = importlib.import_module("terramask.io.scene")
-        except ImportError as exc:  # the io layer is part of terramask; this only fails in a broken install
-            raise DatasetError(f"{path}: reading GeoTIFF images needs terramask.io.scene ({exc})") from exc
-        scene = scene_mod.open_scene(path)
-        try:
-            rgb = scene.read_rgb8()
-        finally:
-            close = getattr(scene, "close", None)
-            if close is not None:
-                close()
-        return np.ascontiguousarray(rgb)
+        raise DatasetError(
+            f"{path}: GeoTIFF images need a GeoTIFF reader; pass read_image=terramask.pipelines.evaluate.readers.read_image"
+        )
     from PIL import Image
 
     try:
@@ -258,27 +254,68 @@ class SegmentationDataset:
             "seed": self.seed,
         }
 
+    def with_seed(self, seed: int) -> "SegmentationDataset":
+        """The same dataset with another sampling seed (``instances_per_image``)."""
+        other = copy.copy(self)
+        other.seed = int(seed)
+        return other
+
+    def check_labels(self) -> None:
+        """Read every mask once and raise one clear error when the run cannot measure
+        anything: a target class outside the masks' value range (:class:`InputError`),
+        a class no mask holds, or no object at least ``min_area`` pixels
+        (:class:`DatasetError`)."""
+        values: set[int] = set()
+        n_objects = n_kept = largest = 0
+        for pair in self.pairs:
+            labels = read_label(pair.mask, "class mask")
+            info = np.iinfo(labels.dtype)
+            if not info.min <= self.target_class <= info.max:
+                raise InputError(
+                    f"class {self.target_class} cannot occur in {pair.mask.name}: its {labels.dtype} values are {info.min}..{info.max}"
+                )
+            if len(values) <= 64:
+                values.update(np.unique(labels).tolist())
+            _, _, _, _, areas = self._objects(pair, labels)
+            n_objects += len(areas)
+            n_kept += int(np.count_nonzero(areas >= self.min_area))
+            largest = max(largest, int(areas.max(initial=0)))
+        where = f"the {len(self.pairs)} mask(s) of {self.root}"
+        if n_objects == 0:
+            found = ", ".join(str(v) for v in sorted(values)[:20])
+            raise DatasetError(f"class {self.target_class} has no object in {where} (mask values found: {found}); choose another --class")
+        if n_kept == 0:
+            raise DatasetError(
+                f"all {n_objects} object(s) of class {self.target_class} in {where} are smaller than the minimum area "
+                f"of {self.min_area} px (largest: {largest} px); lower --min-area"
+            )
+
+    def _objects(self, pair: Pair, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(ignore, target, raw, ids, areas)`` of the target class in one mask: ``raw``
+        ``(H, W)`` int32 object map ``0..n``, ``ids (n,)`` source ids, ``areas (n,)``
+        non-ignored pixels per object."""
+        ignore = labels == self.ignore_label
+        target = (labels == self.target_class) & ~ignore
+        if pair.instances is not None:
+            inst_src = read_label(pair.instances, "instance mask")
+            if inst_src.shape != labels.shape:
+                raise DatasetError(_mismatch(pair, {pair.mask: labels.shape, pair.instances: inst_src.shape}))
+            raw, ids = _instances_from_map(inst_src, labels, self.target_class, ignore)
+        else:
+            raw, ids = _instances_from_components(target)
+        areas = np.bincount(np.where(ignore, 0, raw).ravel(), minlength=len(ids) + 1)[1:]
+        return ignore, target, raw, ids, areas
+
     def load(self, pair: Pair) -> Sample:
         image = np.asarray(self.read_image(pair.image))
         labels = read_label(pair.mask, "class mask")
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise DatasetError(f"{pair.image}: expected an RGB uint8 image after reading, got {image.shape} {image.dtype}")
-        sizes = {pair.image: image.shape[:2], pair.mask: labels.shape}
-        inst_src = None
-        if pair.instances is not None:
-            inst_src = read_label(pair.instances, "instance mask")
-            sizes[pair.instances] = inst_src.shape
-        if len(set(sizes.values())) > 1:
-            raise DatasetError(_mismatch(pair, sizes))
-        ignore = labels == self.ignore_label
-        target = (labels == self.target_class) & ~ignore
-        if inst_src is not None:
-            raw, ids = _instances_from_map(inst_src, labels, self.target_class, ignore)
-        else:
-            raw, ids = _instances_from_components(target)
+        if image.shape[:2] != labels.shape:
+            raise DatasetError(_mismatch(pair, {pair.image: image.shape[:2], pair.mask: labels.shape}))
+        ignore, target, raw, ids, areas = self._objects(pair, labels)
         n_total = len(ids)
         # Objects smaller than min_area valid pixels are dropped.
-        areas = np.bincount(np.where(ignore, 0, raw).ravel(), minlength=n_total + 1)[1:]
         keep = np.flatnonzero(areas >= self.min_area)
         n_small = n_total - len(keep)
         if self.instances_per_image is not None and len(keep) > self.instances_per_image:

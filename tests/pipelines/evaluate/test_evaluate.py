@@ -73,9 +73,9 @@ def test_auto_mode_best_iou_recall_and_coverage(dataset):
     masks[0, 4:14, 4:20] = True
     masks[1, 25:40, 30:40] = True
     gen = FixedGenerator(masks)
-    res = evaluate_backend(gen, dataset, EvalConfig(mode="auto", auto_params={"points_per_side": 4}), progress=False)
+    res = evaluate_backend(gen, dataset, EvalConfig(mode="auto", auto_params={"superpixels": 4}), progress=False)
     s = res.summary
-    assert gen.calls[0]["params"] == {"points_per_side": 4}
+    assert gen.calls[0]["params"] == {"superpixels": 4}  # the generator's own option reaches it
     # img_a: best IoUs 1.0 and 0.5; img_b (rect 10:30, 10:30): mask 0 overlaps rows 10-13, cols 10-19
     inter = 4 * 10
     iou_b = inter / (160 + 400 - inter)
@@ -156,7 +156,6 @@ def test_run_evaluation_argument_errors(dataset, tmp_path):
 @pytest.mark.slow
 def test_auto_mode_through_amg_with_a_tiny_random_sam(dataset, tmp_path):
     pytest.importorskip("segment_anything")
-    pytest.importorskip("terramask.pipelines.amg.generator")
     from helpers.tiny_sam import write_sam_checkpoint
     from terramask.pipelines.evaluate.run import generate_masks, load_model
 

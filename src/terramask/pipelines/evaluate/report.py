@@ -40,7 +40,7 @@ COLUMNS: dict[str, list[tuple[str, Any]]] = {
         ("mIoU@3", "miou@3"),
         ("mIoU@5", "miou@5"),
         ("final boundary F", lambda s: s.get("final_mask", {}).get("mean_boundary_f")),
-        ("ms / prompt", "ms_per_prompt"),
+        ("ms / click", "ms_per_prompt"),
     ],
     "box": [
         ("objects", "n_objects"),
@@ -50,7 +50,7 @@ COLUMNS: dict[str, list[tuple[str, Any]]] = {
         ("recall", "mean_recall"),
         ("F1", "mean_f1"),
         ("boundary F", "mean_boundary_f"),
-        ("ms / prompt", "ms_per_prompt"),
+        ("ms / box", "ms_per_prompt"),
     ],
     "auto": [
         ("images", "n_images"),
@@ -147,7 +147,13 @@ def plot_curve(path: Path, summaries: Sequence[dict]) -> Path:
 
 def plot_histograms(path: Path, summaries: Sequence[dict], keys: Sequence[tuple[str, str]]) -> Path:
     """Histograms of IoU (fraction of objects per bin), one panel per key, one line per model."""
-    fig = _figure(5 * len(keys), 3.6)
+    return _save(histogram_figure(summaries, keys), path)
+
+
+def histogram_figure(summaries: Sequence[dict], keys: Sequence[tuple[str, str]]):
+    """The figure of :func:`plot_histograms`. The legend sits right of the axes, so it
+    covers no bin (the first and last bins are where most objects of a bad or good model are)."""
+    fig = _figure(5 * len(keys) + 1.5, 3.6)
     for j, (key, title) in enumerate(keys):
         ax = fig.add_subplot(1, len(keys), j + 1)
         for s in summaries:
@@ -163,8 +169,9 @@ def plot_histograms(path: Path, summaries: Sequence[dict], keys: Sequence[tuple[
         ax.set_xlim(0, 1)
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", fontsize=8)
-    return _save(fig, path)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def _blend(image: np.ndarray, mask: np.ndarray, colour: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -228,6 +235,15 @@ def _prediction_panel(ex) -> tuple[np.ndarray, bool]:
 
 def plot_examples(path: Path, model: str, best: Sequence, worst: Sequence) -> Path | None:
     """Side by side: image | label (green, ignored grey) | prediction, best then worst."""
+    fig = examples_figure(model, best, worst)
+    return None if fig is None else _save(fig, path)
+
+
+def examples_figure(model: str, best: Sequence, worst: Sequence):
+    """The figure of :func:`plot_examples` (None without examples). Every panel shows
+    exactly the crop: axis limits are fixed to its pixel extent, so a prompt box drawn on
+    the crop's edge (an object touching the image edge) cannot widen the axes into a
+    white band."""
     shown = {id(ex) for ex in best}
     rows = [("best", ex) for ex in best] + [("worst", ex) for ex in worst if id(ex) not in shown]
     if not rows:
@@ -241,12 +257,15 @@ def plot_examples(path: Path, model: str, best: Sequence, worst: Sequence) -> Pa
             ax.imshow(img, interpolation="nearest")
             if c == 1 or (c == 2 and not drawn):
                 _draw_prompts(ax, ex)
+            h, w = img.shape[:2]
+            ax.set_xlim(-0.5, w - 0.5)
+            ax.set_ylim(h - 0.5, -0.5)
             ax.set_xticks([])
             ax.set_yticks([])
             text = textwrap.fill(f"{kind}: {ex.title}", 42) if c == 0 else title
             ax.set_title(text, fontsize=8, loc="left" if c == 0 else "center")
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 # -- everything --------------------------------------------------------------------------
@@ -306,10 +325,15 @@ def _protocol(config: dict) -> list[str]:
             f"each next click at the point farthest inside the {'deepest' if config['region'] == 'deepest' else 'largest (by area)'} "
             f"error region (false negative -> object click, false positive -> background click); all earlier clicks "
             f"{'and the previous best low-resolution logits ' if config['use_prior'] else ''}are passed with each click.",
-            f"Multimask: {config['multimask']} (first = several candidates for the first click, the highest-scoring one kept).",
+            f"Multimask: {config['multimask']} (first = several candidates for the first click, the one with the "
+            "highest score of the model itself kept, never chosen with the label; one mask for later clicks).",
             f"At most {config['max_clicks']} clicks; the simulation stops once IoU >= {config['stop_iou']}.",
             f"NoC@t counts {config['max_clicks']} for an object that never reaches t (NoF@t counts those objects); "
             "mIoU@k carries the last IoU forward after an early stop.",
+            "Convention: RITM / SimpleClick's `evaluate_sample` (NoC@85/90 within 20 clicks, the model's own prediction "
+            "scored after every click, the previous prediction passed back, so IoU may go down after a click); "
+            "no zoom-in crop (SimpleClick's `--eval-mode cvpr` zooms in); for mIoU curves like their `--iou-analysis`, "
+            "use a stop IoU of 1.",
             f"Boundary F uses a tolerance of {config['boundary_tolerance']} px.",
         ]
     if mode == "box":
@@ -327,6 +351,31 @@ def _protocol(config: dict) -> list[str]:
     ]
 
 
+def _seeds(dataset: dict) -> str:
+    return ", ".join(str(x) for x in dataset.get("seeds", [dataset["seed"]]))
+
+
+def _spread_section(config: dict, summaries: Sequence[dict]) -> list[str]:
+    from terramask.pipelines.evaluate.spread import overlap_table, spread_table
+
+    if not any(s.get("spread") for s in summaries):
+        return []
+    n_seeds = max(len(s.get("seeds", [])) for s in summaries)
+    lines = [
+        "",
+        "## Spread",
+        "",
+        f"Mean over all evaluated objects{f' ± standard deviation of the {n_seeds} per-seed means' if n_seeds > 1 else ''} "
+        f"[95 % percentile-bootstrap interval over objects, {config.get('n_boot', 2000)} resamples].",
+        "",
+        spread_table(summaries),
+    ]
+    pairs = overlap_table(summaries)
+    if pairs is not None:
+        lines += ["", "Do the models differ? `overlap`: their 95 % intervals overlap, the data do not separate them.", "", pairs]
+    return lines + [""]
+
+
 def render_markdown(dataset: dict, config: dict, summaries: Sequence[dict], figures: Sequence[tuple[str, str]]) -> str:
     mode = config["mode"]
     lines = [
@@ -335,16 +384,18 @@ def render_markdown(dataset: dict, config: dict, summaries: Sequence[dict], figu
         f"- Dataset: `{dataset['root']}` — {dataset['images']} of {dataset['images_available']} images, "
         f"target class {dataset['target_class']}, label {dataset['ignore_label']} ignored.",
         f"- Objects: {dataset['instance_source']}; objects under {dataset['min_area_px']} px dropped; "
-        + (f"{dataset['instances_per_image']} sampled per image (seed {dataset['seed']})." if dataset["instances_per_image"] else "all objects used."),
+        + (f"{dataset['instances_per_image']} sampled per image (seeds {_seeds(dataset)})." if dataset["instances_per_image"] else "all objects used."),
     ]
     lines += [f"- {p}" for p in _protocol(config)]
     lines += ["", "## Comparison", "", comparison_table(mode, summaries), ""]
     for s in summaries:
         dropped = s.get("objects_below_min_area")
+        work = f"{s['prompts']} images generated" if mode == "auto" else f"{s['seconds_embedding']:.1f} s embedding, {s['prompts']} {s.get('prompt_unit', 'prompt')}s"
         lines.append(
             f"- `{s['model']}`: {s.get('objects_total', '?')} objects in the selected images, {dropped} below the minimum area; "
-            f"{s['seconds_total']:.1f} s in total ({s['seconds_embedding']:.1f} s embedding, {s['prompts']} prompts)."
+            f"{s['seconds_total']:.1f} s in total ({work})."
         )
+    lines += _spread_section(config, summaries)
     for title, rel in figures:
         lines += ["", f"## {title}", "", f"![{title}]({rel})"]
     lines += ["", "Per-image numbers: `metrics.csv`; everything above: `metrics.json`.", ""]
