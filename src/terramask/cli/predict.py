@@ -48,7 +48,7 @@ def command(scene, points, boxes, prompt_file, crs, bands, single, refine_dir, m
         parsed = [parse_point(p) for p in points]
         cli_prompts = Prompts(
             points=np.array([p[:2] for p in parsed], dtype=float).reshape(-1, 2),
-            labels=[p[2] for p in parsed],
+            labels=np.array([p[2] for p in parsed], dtype=np.int64),
             boxes=np.array([parse_box(b) for b in boxes], dtype=float).reshape(-1, 4),
             frame=frame,
             crs=frame_crs,

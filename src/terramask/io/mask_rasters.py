@@ -182,19 +182,19 @@ def mask_writer(path: str | os.PathLike, width: int, height: int, transform: Aff
                             band_tags=[{"meaning": mask_meaning(nodata)}], blocksize=blocksize)
 
 
-def candidates_writer(path: str | os.PathLike, width: int, height: int, scores: Sequence[float],
+def candidates_writer(path: str | os.PathLike, width: int, height: int, scores: Sequence[float] | np.ndarray,
                       transform: Affine | None, crs, *, nodata: bool, blocksize: int = _BLOCK) -> WindowMaskWriter:
     """A writer for ``candidates.tif``: band ``k`` (1-based) is candidate ``k``; its description
     is ``"candidate k score=0.9812"``, its tags ``candidate`` and ``score``; the dataset tag
     ``scores`` lists all scores."""
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if len(scores) == 0:
+    values = [float(s) for s in np.asarray(scores, dtype=np.float64).reshape(-1)]
+    if not values:
         raise InputError(f"cannot write {path}: no candidate masks")
     return WindowMaskWriter(
-        path, width, height, len(scores), transform, crs, nodata=nodata,
-        descriptions=[f"candidate {k + 1} score={s:.4f}" for k, s in enumerate(scores)],
-        band_tags=[{"candidate": str(k + 1), "score": repr(float(s))} for k, s in enumerate(scores)],
-        tags={"scores": ",".join(repr(float(s)) for s in scores)}, blocksize=blocksize,
+        path, width, height, len(values), transform, crs, nodata=nodata,
+        descriptions=[f"candidate {k + 1} score={s:.4f}" for k, s in enumerate(values)],
+        band_tags=[{"candidate": str(k + 1), "score": repr(s)} for k, s in enumerate(values)],
+        tags={"scores": ",".join(repr(s) for s in values)}, blocksize=blocksize,
     )
 
 
@@ -216,7 +216,7 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray, transform: Affine | No
     return Path(path)
 
 
-def write_candidates(path: str | os.PathLike, masks: np.ndarray, scores: Sequence[float],
+def write_candidates(path: str | os.PathLike, masks: np.ndarray, scores: Sequence[float] | np.ndarray,
                      transform: Affine | None, crs, nodata_mask: np.ndarray | None = None, *,
                      blocksize: int = _BLOCK) -> Path:
     """Write ``(K, H, W)`` candidate masks as a K-band ``uint8`` GeoTIFF (see :func:`candidates_writer`).
@@ -227,11 +227,11 @@ def write_candidates(path: str | os.PathLike, masks: np.ndarray, scores: Sequenc
     masks = np.asarray(masks)
     if masks.ndim != 3:
         raise InputError(f"candidate masks must be (K, H, W), got shape {masks.shape}")
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if len(scores) != masks.shape[0]:
-        raise InputError(f"got {masks.shape[0]} candidate masks but {len(scores)} scores")
+    values = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(values) != masks.shape[0]:
+        raise InputError(f"got {masks.shape[0]} candidate masks but {len(values)} scores")
     _, h, w = masks.shape
-    with candidates_writer(path, w, h, scores, transform, crs, nodata=nodata_mask is not None,
+    with candidates_writer(path, w, h, values, transform, crs, nodata=nodata_mask is not None,
                            blocksize=blocksize) as writer:
         writer.write_window(Window(0, 0, w, h), masks, nodata_mask)
     return Path(path)

@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 from affine import Affine
 
+from helpers.scenes import blob_scene, write_geotiff
 from terramask.core.errors import PromptError
 from terramask.core.prompts import Prompts
 from terramask.io.crs import transform_xy
 from terramask.io.scene import open_scene
 from terramask.models.sam.backend import SamBackend
 from terramask.pipelines.prompted.predict import ScenePrompter
-
-from helpers.scenes import blob_scene, write_geotiff
 
 
 class CountingBackend:

@@ -54,7 +54,8 @@ def write_prediction_files(prediction: Prediction, scene: Scene, out: Path, rgb8
     window = prediction.window or scene.window
     candidates = prediction.candidates
     several_boxes = len(prediction.prompts.boxes) > 1
-    best = candidates.masks.any(axis=0) if several_boxes else candidates.masks[0]
+    masks = np.asarray(candidates.masks, dtype=bool)
+    best = np.asarray(masks.any(axis=0) if several_boxes else masks[0], dtype=bool)
     nodata = ~scene.valid_mask(window)
     names = []
     with mask_writer(out / "mask.tif", scene.width, scene.height, scene.transform, scene.crs, nodata=True) as w:
@@ -63,9 +64,10 @@ def write_prediction_files(prediction: Prediction, scene: Scene, out: Path, rgb8
     if len(candidates) > 1:
         with candidates_writer(out / "candidates.tif", scene.width, scene.height, candidates.scores,
                                scene.transform, scene.crs, nodata=True) as w:
-            w.write_window(window, candidates.masks, nodata)
+            w.write_window(window, masks, nodata)
         names.append("candidates.tif")
-    attributes = {"candidate": np.arange(1, len(candidates) + 1), "score": candidates.scores.astype(np.float64)}
+    attributes: dict[str, list] = {"candidate": list(range(1, len(candidates) + 1)),
+                                   "score": [float(s) for s in candidates.scores]}
     features = masks_to_features(candidates, attributes)
     for name in ("mask.gpkg", "mask.geojson"):
         write_vector(out / name, features, candidates.crs, layer="mask")

@@ -53,7 +53,7 @@ def write_tiled_prediction(result: TiledPrediction, scene: Scene, out_dir) -> di
 def _parts(result: TiledPrediction):
     """``(object index, window, best mask (h, w) bool, prediction)`` for every part."""
     for k, obj in enumerate(result.objects):
-        for part, group in zip(obj.parts, obj.groups):
+        for part, group in zip(obj.parts, obj.groups, strict=True):
             yield k, group.window, part.best.masks[0], part
 
 
@@ -92,7 +92,8 @@ def _feature(k: int, obj, scene: Scene) -> Feature:
 
 
 def _overlay(result: TiledPrediction, scene: Scene) -> np.ndarray:
-    panels, titles = [], []
+    panels: list[np.ndarray] = []
+    titles: list[str] = []
     for k, window, mask, part in _parts(result):
         if len(panels) == MAX_PANELS:
             log.info("overlay.png shows the first %d of %d windows", MAX_PANELS, len(result.windows))

@@ -30,6 +30,7 @@ import numpy as np
 import shapely
 import shapely.affinity
 from affine import Affine
+from shapely.geometry.base import BaseGeometry
 
 from terramask.core.errors import InputError, PromptError
 from terramask.core.frames import window_transform
@@ -117,8 +118,8 @@ class MergedPrediction:
     their mask areas as weights.
     """
 
-    geometry_px: object
-    geometry: object
+    geometry_px: BaseGeometry | None
+    geometry: BaseGeometry | None
     parts: list[Prediction]
     groups: list[PromptGroup]
     transform: Affine
@@ -148,7 +149,7 @@ class MergedPrediction:
         if win.area > max_pixels:
             raise InputError(f"the merged object spans {win.width}x{win.height} px, more than {max_pixels} px to hold as a mask")
         mask = np.zeros(win.shape, dtype=bool)
-        for part, group in zip(self.parts, self.groups):
+        for part, group in zip(self.parts, self.groups, strict=True):
             w = group.window
             mask[w.row_off - win.row_off : w.row_off - win.row_off + w.height,
                  w.col_off - win.col_off : w.col_off - win.col_off + w.width] |= part.best.masks[0]
