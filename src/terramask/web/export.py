@@ -5,7 +5,9 @@ browser gives at most a folder *name*, never a path, so a page can only write th
 The files are written by :func:`terramask.pipelines.prompted.outputs.write_prediction`
 (mask.tif, mask.gpkg, mask.geojson, overlay.png, logits.npy, result.json), with the
 chosen candidate as the only one, so ``terramask predict --refine FOLDER`` continues
-from it on the command line.
+from it on the command line. ``mask.tif`` is on the scene grid but only the prediction's
+window is materialised, so an export from a 20,000 px scene costs one window of memory;
+the folder appears complete or not at all (an overwrite replaces it as a whole).
 """
 
 from __future__ import annotations
