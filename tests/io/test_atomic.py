@@ -133,3 +133,34 @@ def test_remove_stale_temporaries_only_touches_temporaries(tmp_path):
     removed = remove_stale_temporaries(tmp_path)
     assert removed == [stale]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "labels.tif"]
+
+
+def test_staging_dir_moves_outputs_together(tmp_path):
+    from terramask.io.atomic import StagingDir
+
+    staging = StagingDir(tmp_path)
+    (staging / "labels.tif").write_text("labels")
+    (staging / "summary.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [staging.path.name]  # nothing under a final name yet
+    paths = staging.commit(["labels.tif", "summary.json"])
+    assert paths == {"labels.tif": tmp_path / "labels.tif", "summary.json": tmp_path / "summary.json"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.tif", "summary.json"]
+    assert (tmp_path / "labels.tif").read_text() == "labels"
+
+
+def test_staging_dir_missing_output_and_stale_folders(tmp_path):
+    from terramask.io.atomic import StagingDir
+
+    staging = StagingDir(tmp_path)
+    (staging / "a.txt").write_text("a")
+    with pytest.raises(OutputError, match="produced no file"):
+        staging.commit(["a.txt", "b.txt"])
+    assert not staging.path.exists()
+    left = StagingDir(tmp_path)  # a killed run leaves its folder
+    (left / "x.json").write_text("partial")
+    (tmp_path / ".run.tmp-user").mkdir()  # not a name StagingDir makes: also a run folder by its mark
+    keep = tmp_path / ".hidden-dir"
+    keep.mkdir()
+    removed = remove_stale_temporaries(tmp_path)
+    assert left.path in removed and not left.path.exists() and keep.exists()
+    assert not (tmp_path / ".run.tmp-user").exists()

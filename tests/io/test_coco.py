@@ -163,3 +163,49 @@ def test_empty_coco_layout_needs_size(tmp_path):
     doc = json.loads(write_coco_rle(tmp_path / "m.json", [], layout="coco",
                                     image_info={"width": 5, "height": 4}).read_text())
     assert doc["annotations"] == [] and doc["images"][0]["width"] == 5
+
+
+def test_window_rle_equals_the_full_mask_rle():
+    from terramask.core.rle import positions_to_counts, window_change_positions, window_to_rle
+
+    rng = np.random.default_rng(3)
+    for shape, (x0, y0, h, w) in [((40, 30), (5, 7, 10, 12)), ((40, 30), (0, 0, 40, 30)), ((40, 30), (3, 0, 40, 9)),
+                                  ((40, 30), (29, 39, 1, 1)), ((1, 1), (0, 0, 1, 1))]:
+        win = rng.random((h, w)) > 0.4
+        win[0, 0] = win[-1, -1] = True
+        full = np.zeros(shape, bool)
+        full[y0 : y0 + h, x0 : x0 + w] = win
+        assert window_to_rle(win, x0, y0, shape) == mask_to_rle(full)
+    # two windows with disjoint columns, given in any order, make one RLE
+    shape = (20, 20)
+    a, b = np.ones((20, 3), bool), np.ones((20, 4), bool)
+    full = np.zeros(shape, bool)
+    full[:, 2:5] = True
+    full[:, 5:9] = True
+    pos = np.concatenate([window_change_positions(b, 5, 0, 20), window_change_positions(a, 2, 0, 20)])
+    assert positions_to_counts(pos, 400) == mask_to_rle(full)["counts"]
+
+
+def test_record_writer_streams_the_same_json(tmp_path):
+    from terramask.io.coco import RecordWriter
+
+    masks = np.zeros((2, 6, 7), bool)
+    masks[0, 1:3, 2:5] = True
+    masks[1, 4:, :2] = True
+    ms = MaskSet(masks, np.array([0.9, 0.8], np.float32), extras={"stability_score": np.array([0.95, 0.97], np.float32)})
+    records = maskset_to_records(ms, "coco_rle")
+    with RecordWriter(tmp_path / "stream.json") as writer:
+        for rec in records:
+            writer.write(rec)
+        assert not (tmp_path / "stream.json").exists()  # a temporary name until closed
+    write_coco_rle(tmp_path / "whole.json", records)
+    assert json.loads((tmp_path / "stream.json").read_text()) == json.loads((tmp_path / "whole.json").read_text())
+    assert writer.count == 2
+    with pytest.raises(RuntimeError):
+        with RecordWriter(tmp_path / "broken.json") as writer:
+            writer.write(records[0])
+            raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stream.json", "whole.json"]
+    with RecordWriter(tmp_path / "empty.json"):
+        pass
+    assert json.loads((tmp_path / "empty.json").read_text()) == []
