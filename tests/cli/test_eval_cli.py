@@ -131,3 +131,62 @@ def test_auto_params_reach_the_generator(rs_data, tmp_path, capsys):
         "--auto-param", "no_such_param=1", "--no-plots", "--out", tmp_path / "b", "-q",
     )  # fmt: skip
     assert code == 2 and "no_such_param" in err
+
+
+def _two_class_set(root: Path) -> Path:
+    """Two 32x40 PNG images, uint8 class masks holding 0 (background), 1 (a 6x6 and a
+    10x12 square) and 255 (ignored)."""
+    import numpy as np
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for stem in ("a", "b"):
+        mask = np.zeros((32, 40), np.uint8)
+        mask[4:10, 4:10] = 1
+        mask[15:25, 20:32] = 1
+        mask[30:, :] = 255
+        img = np.full((32, 40, 3), 40, np.uint8)
+        img[mask == 1] = 200
+        Image.fromarray(img).save(root / "images" / f"{stem}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{stem}.png")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--class", 9), "class 9 has no object in the 2 mask(s) of"),
+        (("--class", 300), "class 300 cannot occur in a.png: its uint8 values are 0..255"),
+        (("--min-area", 500), "all 4 object(s) of class 1 in the 2 mask(s) of"),
+    ],
+)
+def test_a_class_that_gives_no_object_is_one_line_and_no_report(tmp_path, capsys, args, message):
+    ds = _two_class_set(tmp_path / "ds")
+    out = tmp_path / "o"
+    code, _, err = run(capsys, "eval", ds, "--model", "classic", *args, "--out", out, "-q")
+    assert code != 0
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_min_area_message_names_the_largest_object(tmp_path, capsys):
+    ds = _two_class_set(tmp_path / "ds")
+    _, _, err = run(capsys, "eval", ds, "--model", "classic", "--min-area", 500, "--out", tmp_path / "o", "-q")
+    assert "smaller than the minimum area of 500 px (largest: 120 px); lower --min-area" in err
+
+
+def test_seeds_on_the_command_line(tmp_path, capsys):
+    ds = _two_class_set(tmp_path / "ds")
+    out = tmp_path / "o"
+    code, stdout, err = run(
+        capsys, "eval", ds, "--model", "classic", "--mode", "box", "--instances-per-image", 1,
+        "--seed", 4, "--seeds", 3, "--no-plots", "--out", out, "-q",
+    )  # fmt: skip
+    assert code == 0, err
+    m = read_metrics(out)
+    s = m["models"]["classic"]
+    assert m["dataset"]["seeds"] == [4, 5, 6] and s["seeds"] == [4, 5, 6]
+    assert s["n_objects"] == 6 and set(s["spread"]["iou"]["per_seed"]) == {"4", "5", "6"}
+    lo, hi = s["spread"]["iou"]["ci95"]
+    assert lo <= s["spread"]["iou"]["mean"] <= hi
+    assert "| classic | 4, 5, 6 |" in stdout and "| classic | 4, 5, 6 |" in (out / "report.md").read_text()
