@@ -142,11 +142,13 @@ class FastSegmenter:
 
 # -- one run (child process) ----------------------------------------------------------------
 def run_one(args) -> None:
-    from terramask.pipelines.scene.tiled import AutoSegmenter, run_tiled_auto
+    from terramask.pipelines.scene.config import SceneRunConfig
+    from terramask.pipelines.scene.run import run_scene
+    from terramask.pipelines.scene.segmenters import AutoSegmenter
 
     seg = FastSegmenter() if args.segmenter == "fast" else AutoSegmenter(args.segmenter)
-    result = run_tiled_auto(args.scene, args.out, seg, tile_size=args.tile_size, overlap=args.overlap,
-                            progress=False)
+    config = SceneRunConfig(tile_size=args.tile_size, overlap=args.overlap, progress=False)
+    result = run_scene(args.scene, args.out, seg, config)
     print(json.dumps(result.summary))
 
 
@@ -208,11 +210,11 @@ def main(argv: list[str] | None = None) -> None:
             "size": size,
             "segmenter": args.segmenter,
             "tiles": s["tiles"]["total"],
-            "masks": s["masks"],
+            "masks": s["counts"]["masks"],
             "objects": s["objects"],
             "peak_rss_mb": m["peak_rss_mb"],
             "wall_s": m["wall_s"],
-            "tiles_s": s["timings"]["tiles_s"],
+            "tiles_s": s["timings_s"]["tiles"],
             "tiles_per_s": s["throughput"]["tiles_per_s"],
             "km2_per_h": s["throughput"]["km2_per_h"],
             "pending_peak": s["merge"]["pending_peak"],

@@ -1,7 +1,7 @@
 """Deterministic fake tile segmenter and synthetic scenes with objects across tile edges.
 
 :class:`BlobSegmenter` is a picklable segmenter factory (the shape
-``run_tiled_auto(segmenter=...)`` expects): its tile function thresholds the tile's RGB
+``run_scene(path, out, segmenter)`` expects): its tile function thresholds the tile's RGB
 (as the model would receive it: scene-wide stretch) and returns one mask per 8-connected
 bright blob, so tests of tiling and merging need no model. :func:`blob_scene` draws
 bright rectangles and discs at given places on a noisy dark ground, with an optional
