@@ -210,3 +210,12 @@ def test_an_object_larger_than_a_window_is_returned_whole(runway, tmp_path):
         mask = m.read(1)
     x0, y0, x1, y1 = OBJECT
     assert mask.shape == SHAPE and mask.sum() == (x1 - x0) * (y1 - y0) and mask[y0:y1, x0:x1].all()
+
+
+def test_prompts_needing_too_many_windows_are_refused_before_encoding(two_squares):
+    backend = RegionBackend()
+    with open_scene(two_squares) as scene:
+        prompter = ScenePrompter(scene, backend, window_size=256)
+        with pytest.raises(PromptError, match=r"need \d+ windows"):
+            prompter.segment(Prompts(boxes=[[10, 10, 3990, 3990]]))
+    assert backend.images == []

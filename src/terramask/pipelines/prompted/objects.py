@@ -11,7 +11,8 @@ many native-resolution windows as it needs and merges the pieces:
 - otherwise (points, at most one box): one object marked by all of them, as SAM reads
   points; background points join the windows that contain them.
 
-Memory stays bounded by one window per part; nothing scene-sized is made.
+Each part keeps its window's candidates (a few MB), so at most :data:`MAX_WINDOWS`
+windows are encoded per request; nothing scene-sized is made.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ from terramask.core.errors import PromptError
 from terramask.core.geometry import Window
 from terramask.core.prompts import Prompts
 from terramask.pipelines.prompted.predict import ScenePrompter
-from terramask.pipelines.prompted.tiles import MergedPrediction, segment_across_tiles
+from terramask.pipelines.prompted.tiles import MergedPrediction, plan_prompt_windows, segment_across_tiles
 
 log = logging.getLogger(__name__)
+
+#: Most windows one request may need (each part holds a window's candidates in memory).
+MAX_WINDOWS = 64
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,20 @@ def split_objects(prompts: Prompts) -> list[Prompts]:
 
 
 def segment_objects(prompter: ScenePrompter, pixel_prompts: Prompts, multimask: bool = True) -> TiledPrediction:
-    """Predict every object of ``pixel_prompts`` (scene pixels) window by window."""
-    objects = [segment_across_tiles(prompter, obj, multimask=multimask) for obj in split_objects(pixel_prompts)]
+    """Predict every object of ``pixel_prompts`` (scene pixels) window by window.
+
+    Raises :class:`PromptError` before any encoding when more than :data:`MAX_WINDOWS`
+    windows would be needed.
+    """
+    split = split_objects(pixel_prompts)
+    scene = prompter.scene
+    needed = sum(len(plan_prompt_windows(obj, scene.width, scene.height, prompter.window_size)) for obj in split)
+    if needed > MAX_WINDOWS:
+        raise PromptError(
+            f"{scene.path}: these prompts need {needed} windows of {prompter.window_size} px (at most {MAX_WINDOWS}); "
+            "use smaller boxes, fewer objects per run, or terramask auto for whole areas"
+        )
+    objects = [segment_across_tiles(prompter, obj, multimask=multimask) for obj in split]
     timings: dict[str, float] = {}
     for obj in objects:
         for part in obj.parts:

@@ -102,7 +102,8 @@ class ScenePrompter:
         if not self.fits_one_window(pixel_prompts):
             raise PromptError(
                 f"{self.scene.path}: the prompts span more than one {self.window_size} px window; "
-                "ScenePrompter.segment (and terramask predict) answers them window by window"
+                "prompt one object at a time here, or use terramask predict (ScenePrompter.segment), "
+                "which answers them window by window"
             )
         return prompt_window(pixel_prompts, self.scene.width, self.scene.height, self.window_size, MARGIN)
 
