@@ -179,7 +179,8 @@ def _image_size(records: Sequence[Mapping]) -> tuple[int, int] | None:
         seg = rec["segmentation"]
         if isinstance(seg, Mapping):
             return int(seg["size"][0]), int(seg["size"][1])
-        return tuple(np.asarray(seg).shape)  # type: ignore[return-value]
+        rows, cols = np.asarray(seg).shape[:2]
+        return int(rows), int(cols)
     return None
 
 

@@ -295,9 +295,9 @@ class Scene:
             kwargs["out_shape"] = (len(indexes), rows, cols)
             kwargs["resampling"] = _RESAMPLING[resampling]
             transform = transform @ Affine.scale(window.width / cols, window.height / rows)
-        if out_shape is not None and window == self.window and self.mostly_sparse:
-            pixels, _ = decimated_read(self._ds, indexes, kwargs["out_shape"][1:], self.block_presence,
-                                       self._fill_value())
+        presence = self.block_presence if out_shape is not None and window == self.window else None
+        if presence is not None and self.mostly_sparse:
+            pixels, _ = decimated_read(self._ds, indexes, kwargs["out_shape"][1:], presence, self._fill_value())
         else:
             pixels = self._rio_read(f"window {window.to_dict()}", **kwargs)
         stretch = self.stretch
@@ -393,10 +393,13 @@ class Scene:
     def _sparse_stretch(self, shape: tuple[int, int]) -> Stretch:
         """:meth:`compute_stretch` from the stored blocks of a mostly sparse GeoTIFF."""
         self._check_open()
+        presence = self.block_presence
+        if presence is None:
+            raise SceneError(f"{self.path}: no block table to read statistics from")
         try:
             with _quiet_georef():
-                pixels, stored = decimated_read(self._ds, list(range(1, self.count + 1)), shape,
-                                                self.block_presence, self._fill_value())
+                pixels, stored = decimated_read(self._ds, list(range(1, self.count + 1)), shape, presence,
+                                                self._fill_value())
         except rasterio.errors.RasterioError as exc:
             raise SceneError(f"{self.path}: cannot read the scene for statistics: {_gdal_reason(exc)}") from exc
         lows, highs = [], []
@@ -404,8 +407,7 @@ class Scene:
             one = _band_stretch(pixels[band], stored, self.nodata, self.percentiles)
             lows.append(one.low[0])
             highs.append(one.high[0])
-        log.debug("%s: stretch from %d stored blocks: low=%s high=%s", self.path,
-                  int(self.block_presence.sum()), lows, highs)
+        log.debug("%s: stretch from %d stored blocks: low=%s high=%s", self.path, int(presence.sum()), lows, highs)
         return Stretch(tuple(lows), tuple(highs), self.percentiles)
 
 

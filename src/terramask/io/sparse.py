@@ -71,7 +71,7 @@ def decimated_read(dataset, indexes: list[int], out_shape: tuple[int, int], pres
     out = np.full((len(indexes), rows, cols), fill, dtype=dtype)
     stored = np.zeros((rows, cols), dtype=bool)
     block_r, block_c = src_r // bh, src_c // bw
-    for by, bx in zip(*np.nonzero(presence)):
+    for by, bx in zip(*np.nonzero(presence), strict=True):
         rr = np.flatnonzero(block_r == by)
         cc = np.flatnonzero(block_c == bx)
         if rr.size == 0 or cc.size == 0:

@@ -13,8 +13,8 @@ import pytest
 from helpers.blobs import BlobSegmenter, blob_scene, disc, rect
 from helpers.scenes import write_geotiff
 from terramask.core.errors import InputError, OutputError
-from terramask.pipelines.batch.run import expand_inputs, plan_items, run_batch
 from terramask.pipelines.batch.journal import Journal
+from terramask.pipelines.batch.run import expand_inputs, plan_items, run_batch
 from terramask.pipelines.scene.config import SceneRunConfig
 from terramask.pipelines.scene.segmenters import AutoSegmenter
 

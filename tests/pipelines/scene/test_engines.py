@@ -17,7 +17,7 @@ import helpers.blobs
 from helpers.blobs import BlobSegmenter
 from terramask.core.errors import InputError, MissingDependencyError
 from terramask.pipelines.scene import engines
-from terramask.pipelines.scene.engines import LocalEngine, RayEngine, make_engine
+from terramask.pipelines.scene.engines import RayEngine, make_engine
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,7 @@ class Journal:
         if end < len(data):  # a torn last line from a crash: drop it
             self.torn += 1
             log.warning("%s: dropping an incomplete last line left by an interrupted run", self.path)
+            assert self._fd is not None  # opened by the caller
             os.ftruncate(self._fd, end)
             os.fsync(self._fd)
             data = data[:end]

@@ -46,7 +46,7 @@ import uuid
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from terramask.core.errors import InputError, MissingDependencyError
 from terramask.io.atomic import ensure_output_dir, remove_stale_temporaries, write_json, write_text

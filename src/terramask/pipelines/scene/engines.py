@@ -115,7 +115,7 @@ class RayEngine:
         self.init_kwargs = dict(init_kwargs or {})
         self.queue_per_worker = int(queue_per_worker)
         self.workers = self.requested_workers or 0
-        self._ray = None
+        self._ray: Any = None
         self._started = False
 
     # -- lifetime ----------------------------------------------------------------------

@@ -95,7 +95,7 @@ def _union_disjoint(geoms: list):
             if len(hit) != 1:
                 return None
             holes[int(hit[0])].extend(p.interiors)
-    out = [shapely.Polygon(m.exterior, [*m.interiors, *h]) if h else m for m, h in zip(merged, holes)]
+    out = [shapely.Polygon(m.exterior, [*m.interiors, *h]) if h else m for m, h in zip(merged, holes, strict=True)]
     geom = out[0] if len(out) == 1 else shapely.MultiPolygon(out)
     return geom if geom.is_valid else None
 

@@ -17,6 +17,7 @@ from terramask.core.geometry import Window
 from terramask.core.maskset import MaskSet
 from terramask.pipelines.scene.grid import EDGE_BOTTOM, EDGE_LEFT, EDGE_RIGHT, EDGE_TOP, Box
 
+
 @dataclass(eq=False)
 class Part:
     """One mask of one tile, cropped to its bounding box, in scene pixels.

@@ -144,8 +144,8 @@ class BackendSegmenter:
         return segment_function(self.backend, self.params, self.mode)
 
     def describe(self) -> dict:
-        params = self.params.to_dict() if hasattr(self.params, "to_dict") else dict(self.params or {})
-        return {"model": getattr(self.backend, "name", type(self.backend).__name__), "params": params, "mode": self.mode}
+        return {"model": getattr(self.backend, "name", type(self.backend).__name__),
+                "params": dict(_params_dict(self.params or {})), "mode": self.mode}
 
 
 def describe_segmenter(segmenter: Any) -> dict:

@@ -110,7 +110,7 @@ class ObjectSink:
                 continue
             kept.append((area, obj, geom_px))
         kept.sort(key=lambda t: -t[0])  # stable: the merge's order among equal areas
-        paint = []
+        paint: list[tuple[tuple, np.ndarray, int, int]] = []
         for area, obj, geom_px in kept:
             oid = self._new_id(area)
             paint.extend((box, crop, oid, area) for box, crop in obj.pieces())

@@ -106,7 +106,7 @@ class TileWorker:
         self._spec: SceneSpec | None = None
 
     def _open(self, spec: SceneSpec) -> Scene:
-        if self._spec != spec:
+        if self._scene is None or self._spec != spec:
             self.close()
             self._scene, self._spec = spec.open(), spec
         return self._scene
