@@ -168,6 +168,14 @@ def test_out_folder_with_other_files_is_refused(run_cli, blob_tif, tmp_path):
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
+def test_rerun_replaces_a_folder_with_gis_sidecars(run_cli, blob_tif, tmp_path):
+    out = tmp_path / "out"
+    _classic(run_cli, blob_tif, out)
+    (out / "mask.tif.aux.xml").write_text("<PAMDataset/>")  # what QGIS leaves after computing statistics
+    _classic(run_cli, blob_tif, out, "--single")
+    assert not (out / "mask.tif.aux.xml").exists() and not (out / "candidates.tif").exists()
+
+
 def _set_json(key_path, value):
     def tamper(folder):
         doc = json.loads((folder / "result.json").read_text())

@@ -4,8 +4,9 @@ The files of one run are written into a temporary sibling folder (``.NAME.tmp-XX
 next to ``NAME``) and swapped in when all are complete: an earlier run's folder is
 renamed aside, the new one renamed into place, then the old one removed. A run that
 fails at any point leaves the earlier folder as it was, never a mix of old and new
-files. Only a folder that is empty or holds nothing but predict outputs is replaced,
-so ``--out`` pointed at a folder with other files is refused instead of wiped.
+files. Only a folder that is empty or holds nothing but predict outputs (and the
+sidecars GIS software adds to them) is replaced, so ``--out`` pointed at a folder with
+other files is refused instead of wiped.
 """
 
 from __future__ import annotations
@@ -30,9 +31,20 @@ OUTPUT_FILES = frozenset({
 })
 
 
+#: Files GIS software leaves next to an output (e.g. QGIS statistics in ``mask.tif.aux.xml``).
+SIDECAR_SUFFIXES = (".aux.xml", ".ovr", ".msk", "-journal", "-wal", "-shm")
+
+
+def _ours(name: str) -> bool:
+    """True for a predict output, its sidecar, or a hidden temporary."""
+    if name in OUTPUT_FILES or name.startswith("."):
+        return True
+    return any(name.endswith(s) and name[: -len(s)] in OUTPUT_FILES for s in SIDECAR_SUFFIXES)
+
+
 def _foreign_entries(folder: Path) -> list[str]:
-    """Names in ``folder`` that a predict run did not write (hidden temporaries excepted)."""
-    return sorted(p.name for p in folder.iterdir() if p.name not in OUTPUT_FILES and not p.name.startswith("."))
+    """Names in ``folder`` that neither a predict run nor GIS software opening its files wrote."""
+    return sorted(p.name for p in folder.iterdir() if not _ours(p.name))
 
 
 def check_replaceable(folder: Path) -> None:
