@@ -322,3 +322,19 @@ def test_predict_on_a_100000_px_scene_stays_in_bounded_memory(tmp_path):
     assert not corner.any(), "outside the encoded window the mask is 0"
     window = json.loads((out / "result.json").read_text())["window"]
     assert window["width"] == window["height"] == 1024
+
+
+@pytest.mark.slow
+def test_refining_a_tiled_result_keeps_its_prompts_without_a_prior(run_cli, far_tif, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    code, stdout, err = run_cli("predict", far_tif, "--point", "400,480", "--point", "3400,3300", "--model", "classic",
+                                "--out", first)
+    assert code == 0 and "1 object(s) over 2 window(s)" in stdout, err
+    assert np.load(first / "logits.npy").shape == (2, 256, 256)
+    code, _, err = run_cli("predict", far_tif, "--refine", first, "--point", "420,900,0", "--model", "classic",
+                           "--out", second)
+    assert code == 0, err
+    result = json.loads((second / "result.json").read_text())
+    assert result["method"] == "tiled"
+    assert result["prompts"]["points"] == [[400, 480], [3400, 3300], [420, 900]]
+    assert result["prompts"]["labels"] == [1, 1, 0] and result["prompts"]["prior_mask"] is False
