@@ -97,7 +97,9 @@ def test_two_models_give_one_table_and_one_curve_each(rs_data, tmp_path, capsys)
     assert list(m["models"]) == ["classic", "tiny-sam"]
     assert all(len(s["miou_curve"]) == 2 for s in m["models"].values())
     report = (out / "report.md").read_text()
-    assert report.count("| classic |") == 1 and report.count("| tiny-sam |") == 1
+    # one row in the comparison table and one in the spread table
+    assert report.count("| classic |") == 2 and report.count("| tiny-sam |") == 2
+    assert "| mIoU@1 | " in report  # the pairwise overlap table
     assert_png(out / "plots" / "miou_vs_clicks.png")
     assert_png(out / "plots" / "examples_tiny-sam.png")
 
