@@ -13,7 +13,6 @@ from PIL import Image
 from terramask.cli.main import main
 
 
-
 def run(capsys, *args):
     code = main([str(a) for a in args])
     out = capsys.readouterr()

@@ -8,8 +8,8 @@ import pytest
 from terramask.core.errors import InputError
 from terramask.eval.boundary import boundary_fscore, mask_boundary
 from terramask.eval.metrics import (
-    binary_target,
     best_instance_ious,
+    binary_target,
     confusion,
     f1_score,
     instance_ious,

@@ -29,7 +29,7 @@ N_BOOT = 2000
 LEVEL = 0.95
 
 
-def bootstrap_interval(values: Sequence[float], n_boot: int = N_BOOT, level: float = LEVEL, rng_seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(values: Sequence[float] | np.ndarray, n_boot: int = N_BOOT, level: float = LEVEL, rng_seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval ``(low, high)`` of the mean of ``values`` ``(n,)``.
 
     Draws ``n_boot`` index rows ``rng.integers(0, n, size=(n_boot, n))`` from
@@ -52,7 +52,7 @@ def bootstrap_interval(values: Sequence[float], n_boot: int = N_BOOT, level: flo
     return float(low), float(high)
 
 
-def metric_spread(values: Sequence[float], seeds: Sequence[int], n_boot: int = N_BOOT, rng_seed: int = 0) -> dict:
+def metric_spread(values: Sequence[float] | np.ndarray, seeds: Sequence[int] | np.ndarray, n_boot: int = N_BOOT, rng_seed: int = 0) -> dict:
     """``{"mean", "std", "ci95": [low, high], "n_objects", "per_seed": {seed: mean}}`` of
     one metric from its per-object ``values`` and the ``seeds`` they were sampled with."""
     v = np.asarray(values, dtype=np.float64).reshape(-1)

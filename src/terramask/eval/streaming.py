@@ -208,7 +208,7 @@ class AutoAccumulator:
         if self.hits is None:
             self.hits = np.zeros(len(self.thresholds), dtype=np.int64)
 
-    def update(self, best_ious: Sequence[float], n_predicted: int, covered_px: int, labelled_px: int) -> None:
+    def update(self, best_ious: Sequence[float] | np.ndarray, n_predicted: int, covered_px: int, labelled_px: int) -> None:
         best = np.asarray(best_ious, dtype=np.float64).reshape(-1)
         if covered_px > labelled_px or covered_px < 0 or n_predicted < 0:
             raise InputError(f"inconsistent counts: covered {covered_px} of {labelled_px} px, {n_predicted} predictions")

@@ -59,7 +59,6 @@ def test_five_thousand_points_on_a_small_image():
 
 def test_five_thousand_points_through_the_cli(tmp_path, capsys):
     from helpers.scenes import blob_scene, write_geotiff
-
     from terramask.cli.main import main
 
     tif = write_geotiff(tmp_path / "blob.tif", blob_scene(96, 128), nodata=0)

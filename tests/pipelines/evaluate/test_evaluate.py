@@ -13,7 +13,13 @@ from PIL import Image
 from helpers.fake_backends import BoxFillBackend, DiscBackend, FixedGenerator
 from terramask.core.errors import InputError
 from terramask.eval.datasets import SegmentationDataset
-from terramask.pipelines.evaluate.run import EvalConfig, ExampleKeeper, evaluate_backend, iter_predicted_masks, run_evaluation
+from terramask.pipelines.evaluate.run import (
+    EvalConfig,
+    ExampleKeeper,
+    evaluate_backend,
+    iter_predicted_masks,
+    run_evaluation,
+)
 
 
 def make_dataset(root: Path) -> Path:

@@ -199,12 +199,12 @@ class _Merger:
         self.adj: list[set[int]] = [set() for _ in range(n)]
         #: (lo, hi) -> [contact length, summed gradient on the contact]
         self.edges: dict[tuple[int, int], list[float]] = {}
-        for a, b, ln, g in zip(a_ids, b_ids, e_len.tolist(), e_grad.tolist()):
+        for a, b, ln, g in zip(a_ids, b_ids, e_len.tolist(), e_grad.tolist(), strict=True):
             self.adj[a].add(b)
             self.adj[b].add(a)
             self.edges[(a, b)] = [ln, g]
         ws = self._cost(keys // n, keys % n, e_len, e_grad).tolist()
-        self.heap: list[tuple[float, int, int, int, int]] = [(w, a, b, 0, 0) for w, a, b in zip(ws, a_ids, b_ids)]
+        self.heap: list[tuple[float, int, int, int, int]] = [(w, a, b, 0, 0) for w, a, b in zip(ws, a_ids, b_ids, strict=True)]
         heapq.heapify(self.heap)
 
     def _cost(self, a: np.ndarray, b: np.ndarray, e_len: np.ndarray, e_grad: np.ndarray) -> np.ndarray:
@@ -265,7 +265,7 @@ class _Merger:
             others = list(nb)
             ws = self.weights(a, others).tolist()
             va = int(self.version[a])
-            for c, w, vc in zip(others, ws, self.version[others].tolist()):
+            for c, w, vc in zip(others, ws, self.version[others].tolist(), strict=True):
                 if a < c:
                     heapq.heappush(self.heap, (w, a, c, va, vc))
                 else:

@@ -133,7 +133,7 @@ class ClassicBackend:
         if prompts.is_empty:
             raise PromptError("no prompt given: give at least one object point, a box or a prior mask")
         pts, labels = prompts.points, prompts.labels
-        for (x, y), lab in zip(pts, labels):
+        for (x, y), lab in zip(pts, labels, strict=True):
             if not (0 <= x <= w and 0 <= y <= h):
                 raise PromptError(f"point ({x:g}, {y:g}) is outside the {w}x{h} image")
             xi, yi = min(int(x), w - 1), min(int(y), h - 1)
@@ -148,7 +148,7 @@ class ClassicBackend:
         prior = None
         if prompts.mask_logits is not None:
             prior = low_res_logits_to_image(prompts.mask_logits[0], (h, w)) > self.mask_threshold
-        pos, neg = pts[labels == 1], pts[labels == 0]
+        pos = pts[labels == 1]
         if not len(pos) and not boxes and (prior is None or not prior.any()):
             raise PromptError(
                 "the classic backend needs object information: an object point (label 1), a box or a non-empty prior mask"

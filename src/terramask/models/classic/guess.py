@@ -60,7 +60,7 @@ def pixel_rc(pts: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.nd
 def pixel_index(pts: np.ndarray, shape: tuple[int, int]) -> list[tuple[int, int]]:
     """``(row, col)`` of the pixel under each ``(x, y)`` point, clamped to the raster."""
     rows, cols = pixel_rc(pts, shape)
-    return list(zip(rows.tolist(), cols.tolist()))
+    return list(zip(rows.tolist(), cols.tolist(), strict=True))
 
 
 def unique_clicks(points: np.ndarray, labels: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -239,7 +239,7 @@ def initial_guess(
     near_open = dilate(open_ring, max(2, int(round(0.02 * max(shape))))) if open_ring.any() else None
     sps = hier.superpixels_of(points) if len(points) else np.zeros(0, np.int64)
     disks = {1: disk_mask(shape, pos, seed_radius), 0: disk_mask(shape, neg, seed_radius)}  # drawn once: cost O(P), not O(P^2)
-    for i, ((y, x), label) in enumerate(zip(pixel_index(points, shape), labels)):
+    for i, ((y, x), label) in enumerate(zip(pixel_index(points, shape), labels, strict=True)):
         if bool(guess[y, x]) == bool(label):
             continue
         other = sps[(labels != label) & (sps >= 0)]

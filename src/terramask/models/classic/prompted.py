@@ -49,14 +49,13 @@ guess then wins). The three best distinct candidates are returned, best first.
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from terramask.core.errors import ModelError
 from terramask.core.lazy import require
-from terramask.models.classic.features import ClassicFeatures, signed_distance
+from terramask.models.classic.features import ClassicFeatures
 from terramask.models.classic.guess import (
     Hierarchy,
     Scorer,
@@ -65,10 +64,11 @@ from terramask.models.classic.guess import (
     disk_mask,
     erode,
     initial_guess,
-    pixel_index,
     prompt_consistency,
     unique_clicks,
 )
+from terramask.models.classic.methods import clean, grabcut, random_walker, touching, upsample
+from terramask.models.classic.roi import Roi, bbox, expand, extent, make_roi, union
 
 log = logging.getLogger(__name__)
 
@@ -146,93 +146,6 @@ class Candidate:
     kind: str
 
 
-def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """End-exclusive ``(x0, y0, x1, y1)`` of a bool mask, or None when empty."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
-@dataclass
-class _Roi:
-    """A ROI of the image (end-exclusive bounds) and the size of its working raster."""
-
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-    wh: int
-    ww: int
-    open_sides: tuple[bool, bool, bool, bool]  # left, top, right, bottom not on the image border
-
-    @property
-    def sx(self) -> float:
-        return self.ww / (self.x1 - self.x0)
-
-    @property
-    def sy(self) -> float:
-        return self.wh / (self.y1 - self.y0)
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return (self.y1 - self.y0, self.x1 - self.x0)
-
-    def to_work(self, pts: np.ndarray) -> np.ndarray:
-        """Image ``(x, y)`` pixel coordinates -> working-raster pixel coordinates."""
-        pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
-        out = np.empty_like(pts)
-        out[:, 0] = (pts[:, 0] - self.x0 + 0.5) * self.sx - 0.5
-        out[:, 1] = (pts[:, 1] - self.y0 + 0.5) * self.sy - 0.5
-        return out
-
-    def box_mask(self, box: np.ndarray) -> np.ndarray:
-        """Working-raster pixels whose footprint overlaps the box ``(4,)`` xyxy."""
-        x0 = int(np.clip(np.floor((box[0] - self.x0) * self.sx), 0, self.ww - 1))
-        y0 = int(np.clip(np.floor((box[1] - self.y0) * self.sy), 0, self.wh - 1))
-        x1 = int(np.clip(np.ceil((box[2] - self.x0) * self.sx), x0 + 1, self.ww))
-        y1 = int(np.clip(np.ceil((box[3] - self.y0) * self.sy), y0 + 1, self.wh))
-        out = np.zeros((self.wh, self.ww), dtype=bool)
-        out[y0:y1, x0:x1] = True
-        return out
-
-    def ring(self, open_only: bool) -> np.ndarray:
-        """1-px frame of the working raster (only its open sides when ``open_only``)."""
-        ring = np.zeros((self.wh, self.ww), dtype=bool)
-        left, top, right, bottom = self.open_sides if open_only else (True, True, True, True)
-        ring[:, 0] |= left
-        ring[0, :] |= top
-        ring[:, -1] |= right
-        ring[-1, :] |= bottom
-        return ring
-
-
-def _make_roi(bounds: tuple[float, float, float, float], shape: tuple[int, int], work_side: int) -> _Roi:
-    h, w = shape
-    x0 = int(np.clip(np.floor(bounds[0]), 0, w - 1))
-    y0 = int(np.clip(np.floor(bounds[1]), 0, h - 1))
-    x1 = int(np.clip(np.ceil(bounds[2]), x0 + 1, w))
-    y1 = int(np.clip(np.ceil(bounds[3]), y0 + 1, h))
-    rh, rw = y1 - y0, x1 - x0
-    s = min(1.0, work_side / max(rh, rw))
-    wh, ww = max(1, int(round(rh * s))), max(1, int(round(rw * s)))
-    return _Roi(x0, y0, x1, y1, wh, ww, (x0 > 0, y0 > 0, x1 < w, y1 < h))
-
-
-def _union(*boxes) -> tuple[float, float, float, float]:
-    bs = np.array([b for b in boxes if b is not None], dtype=np.float64).reshape(-1, 4)
-    return (bs[:, 0].min(), bs[:, 1].min(), bs[:, 2].max(), bs[:, 3].max())
-
-
-def _extent(box) -> float:
-    return float(max(box[2] - box[0], box[3] - box[1]))
-
-
-def _expand(box, margin: float) -> tuple[float, float, float, float]:
-    return (box[0] - margin, box[1] - margin, box[2] + margin, box[3] + margin)
-
-
 # -- the engine -----------------------------------------------------------------------
 def segment(feat: ClassicFeatures, query: Query, method: str, cfg: PromptedConfig) -> list[Candidate]:
     """Candidates for one query, best score first (1 to 3 distinct masks on the image grid)."""
@@ -242,44 +155,44 @@ def segment(feat: ClassicFeatures, query: Query, method: str, cfg: PromptedConfi
     side = cfg.work_side if method == "grabcut" else cfg.rw_work_side
     pts = query.points
     pts_box = (pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max() + 1, pts[:, 1].max() + 1) if len(pts) else None
-    prior_box = _bbox(query.prior) if query.prior is not None else None
+    prior_box = bbox(query.prior) if query.prior is not None else None
     grow = cfg.max_grow
     if query.box is not None:
-        core = _union(query.box, pts_box, prior_box)
-        margin = max(8.0, cfg.box_margin * _extent(core))
+        core = union(query.box, pts_box, prior_box)
+        margin = max(8.0, cfg.box_margin * extent(core))
         grow = 0
     elif prior_box is not None:
-        core = _union(pts_box, prior_box)
-        margin = max(16.0, 0.25 * _extent(core))
+        core = union(pts_box, prior_box)
+        margin = max(16.0, 0.25 * extent(core))
     else:
-        half = max(float(cfg.coarse_extent), _extent(pts_box))
+        half = max(float(cfg.coarse_extent), extent(pts_box))
         while True:
-            roi = _make_roi(_expand(pts_box, half), (h, w), cfg.coarse_side)
+            roi = make_roi(expand(pts_box, half), (h, w), cfg.coarse_side)
             found, reaches = _coarse_guess(feat, query, cfg, roi)
             if not reaches or grow == 0:
                 break
             grow -= 1
             half *= 2
-        found_box = _bbox(found)
+        found_box = bbox(found)
         if found_box is not None:
-            core = _union(pts_box, found_box)
-            margin = max(16.0, 0.3 * _extent(core))
+            core = union(pts_box, found_box)
+            margin = max(16.0, 0.3 * extent(core))
         else:
             core, margin = pts_box, float(cfg.point_extent)
     while True:
-        roi = _make_roi(_expand(core, margin), (h, w), side)
+        roi = make_roi(expand(core, margin), (h, w), side)
         candidates, reaches = _run_roi(feat, query, method, cfg, roi)
         if grow == 0 or not reaches:
             return candidates
         grow -= 1
-        margin = 2 * margin + _extent(core) / 2
+        margin = 2 * margin + extent(core) / 2
         log.debug("classic %s: result reaches the ROI border, growing the margin to %.0f px", method, margin)
 
 
 class _Raster:
     """The working raster of one ROI: image features and the query resampled to it."""
 
-    def __init__(self, feat: ClassicFeatures, query: Query, roi: _Roi, cfg: PromptedConfig) -> None:
+    def __init__(self, feat: ClassicFeatures, query: Query, roi: Roi, cfg: PromptedConfig) -> None:
         cv2 = _cv2()
         self.roi = roi
         ys, xs = slice(roi.y0, roi.y1), slice(roi.x0, roi.x1)
@@ -321,18 +234,18 @@ class _Raster:
         return self.clean(g)
 
     def clean(self, m: np.ndarray) -> np.ndarray:
-        return _clean(m & self.valid, self.pos, self.neg_disk)
+        return clean(m & self.valid, self.pos, self.neg_disk)
 
     def reaches_open_side(self, m: np.ndarray) -> bool:
         return self.near_open is not None and bool((m & self.near_open).any())
 
     def to_image(self, feat: ClassicFeatures, m: np.ndarray) -> np.ndarray:
         full = np.zeros(feat.shape, dtype=bool)
-        full[self.roi.y0 : self.roi.y1, self.roi.x0 : self.roi.x1] = _upsample(m, self.roi.size)
+        full[self.roi.y0 : self.roi.y1, self.roi.x0 : self.roi.x1] = upsample(m, self.roi.size)
         return full
 
 
-def _coarse_guess(feat: ClassicFeatures, query: Query, cfg: PromptedConfig, roi: _Roi) -> tuple[np.ndarray, bool]:
+def _coarse_guess(feat: ClassicFeatures, query: Query, cfg: PromptedConfig, roi: Roi) -> tuple[np.ndarray, bool]:
     """The object guess on a coarse ROI (image grid) and whether it reaches an open side.
     Only the guess: colour models collapse easily on a large, mostly-background ROI."""
     r = _Raster(feat, query, roi, cfg)
@@ -341,7 +254,7 @@ def _coarse_guess(feat: ClassicFeatures, query: Query, cfg: PromptedConfig, roi:
 
 
 def _run_roi(
-    feat: ClassicFeatures, query: Query, method: str, cfg: PromptedConfig, roi: _Roi
+    feat: ClassicFeatures, query: Query, method: str, cfg: PromptedConfig, roi: Roi
 ) -> tuple[list[Candidate], bool]:
     """Scored candidates on one ROI (best first) and whether the best reaches an open side."""
     r = _Raster(feat, query, roi, cfg)
@@ -350,7 +263,7 @@ def _run_roi(
     if method == "grabcut":
         guess = r.guess(cfg)
         guess_area = int(guess.sum())
-        main, _ = _grabcut(r.rgb, guess, r.pos_disk, r.neg_disk, r.background_zone, r.inside_box, r.open_ring, r.valid, cfg)
+        main, _ = grabcut(r.rgb, guess, r.pos_disk, r.neg_disk, r.background_zone, r.inside_box, r.open_ring, r.valid, cfg)
         found["guess"] = guess
         if main is not None:
             main = r.clean(main)
@@ -364,14 +277,14 @@ def _run_roi(
         band_seeds = query.prior is not None
         centre_seed = query.box is not None and query.prior is None and not len(r.pos)
         guess = r.guess(cfg) if band_seeds or (centre_seed and len(r.neg)) else r.inside_box
-        main, soft = _random_walker(
+        main, soft = random_walker(
             r.lab, guess, band_seeds, centre_seed, r.pos_disk, r.neg_disk, r.background_zone, r.inside_box, r.open_ring, r.valid, cfg
         )
         if main is not None:
             main = r.clean(main)
             found["main"] = main
             found["tight"] = r.clean(main & (soft > 0.8))
-            loose = _clean(main | _touching(soft > 0.2, main), r.pos, r.neg_disk) & r.valid & ~r.neg_disk
+            loose = clean(main | touching(soft > 0.2, main), r.pos, r.neg_disk) & r.valid & ~r.neg_disk
             found["loose"] = loose & r.inside_box if r.inside_box is not None else loose
 
     scored: list[tuple[float, str, np.ndarray]] = []
@@ -393,137 +306,3 @@ def _run_roi(
         # also says the object continues
         reaches = reaches and r.reaches_open_side(found["guess"])
     return candidates, reaches
-
-
-def _grabcut(rgb, init, pos_disk, neg_disk, background_zone, inside_box, open_ring, valid, cfg):
-    """GrabCut on the working raster from the guess ``init``: ``(mask, None)``, or
-    ``(None, None)`` without any object seed."""
-    cv2 = _cv2()
-    gc = np.where(init, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
-    if inside_box is not None:
-        gc[~inside_box] = cv2.GC_BGD
-    gc[open_ring] = cv2.GC_BGD
-    gc[~valid] = cv2.GC_BGD
-    gc[neg_disk | background_zone] = cv2.GC_BGD
-    gc[pos_disk] = cv2.GC_FGD
-    fg_like = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
-    if fg_like.sum() < 5:
-        if not pos_disk.any():
-            return None, None
-        grown = dilate(pos_disk, 2) & (gc != cv2.GC_BGD)
-        gc[grown & ~pos_disk] = cv2.GC_PR_FGD
-    if ((gc == cv2.GC_BGD) | (gc == cv2.GC_PR_BGD)).sum() < 5:
-        frame = np.zeros(gc.shape, bool)
-        frame[[0, -1], :] = frame[:, [0, -1]] = True
-        gc[frame & (gc != cv2.GC_FGD)] = cv2.GC_PR_BGD
-        if ((gc == cv2.GC_BGD) | (gc == cv2.GC_PR_BGD)).sum() < 5:
-            # nothing left to learn a background from: the object is everything valid
-            return valid | pos_disk, None
-    bgd = np.zeros((1, 65), np.float64)
-    fgd = np.zeros((1, 65), np.float64)
-    try:
-        cv2.grabCut(rgb, gc, None, bgd, fgd, cfg.iterations, cv2.GC_INIT_WITH_MASK)
-    except cv2.error as exc:
-        raise ModelError(f"GrabCut failed on a {rgb.shape[1]}x{rgb.shape[0]} region: {exc}") from exc
-    return (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD), None
-
-
-def _random_walker(lab, guess, band_seeds, centre_seed, pos_disk, neg_disk, background_zone, inside_box, open_ring, valid, cfg):
-    """Random walker on the working raster: ``(p > 0.5, p)`` with ``p`` the probability of
-    the object label, or ``(None, None)`` without any object seed."""
-    rw = require("skimage.segmentation", "classic", "scikit-image").random_walker
-    shape = lab.shape[:2]
-    labels = np.zeros(shape, dtype=np.int32)
-    if centre_seed and inside_box is not None:
-        # the box's core (its middle half along each axis) is object
-        ys, xs = np.nonzero(inside_box)
-        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-        core = np.zeros(shape, bool)
-        core[y0 + (y1 - y0) // 4 : y1 - (y1 - y0) // 4, x0 + (x1 - x0) // 4 : x1 - (x1 - x0) // 4] = True
-        labels[core & guess] = 1
-    if band_seeds and guess.any():
-        # seeds away from the guess's boundary, with an unknown band in between
-        band = max(2, int(round(0.12 * np.sqrt(int(guess.sum())))))
-        labels[~dilate(guess, band)] = 2
-        labels[erode(guess, band) & guess] = 1
-    if inside_box is not None:
-        labels[~inside_box] = 2
-    labels[open_ring] = 2
-    labels[neg_disk | background_zone] = 2
-    labels[pos_disk] = 1
-    if not (labels == 1).any():
-        return None, None
-    if not (labels == 2).any():
-        frame = np.zeros(shape, bool)
-        frame[[0, -1], :] = frame[:, [0, -1]] = True
-        labels[frame & (labels == 0)] = 2
-        if not (labels == 2).any():
-            main = valid.copy()
-            return main, main.astype(np.float32)
-    labels[~valid] = -1
-    if not (labels == 0).any():
-        main = labels == 1
-        return main, main.astype(np.float32)
-    # scikit-image's edge weights exp(-beta |dI|^2 / (10 std(I) sqrt(C))) are not scale
-    # invariant: the method is tuned for intensities in [0, 1], so Lab goes in as Lab / 100
-    data = lab.astype(np.float64) / 100.0
-    with warnings.catch_warnings():
-        # scikit-image warns about the probability tolerance on near-binary solutions
-        warnings.simplefilter("ignore", UserWarning)
-        prob = rw(data, labels, beta=cfg.beta, mode="bf", channel_axis=-1, return_full_prob=True)
-    soft = np.clip(prob[0], 0.0, 1.0).astype(np.float32)
-    soft[~valid] = 0.0
-    return soft > 0.5, soft
-
-
-def _touching(candidate: np.ndarray, core: np.ndarray) -> np.ndarray:
-    """Connected components of ``candidate`` that overlap ``core``."""
-    cv2 = _cv2()
-    n, lab = cv2.connectedComponents(candidate.astype(np.uint8), connectivity=8)
-    if n <= 1:
-        return np.zeros_like(candidate)
-    keep = np.zeros(n, bool)
-    keep[np.unique(lab[core & candidate])] = True
-    keep[0] = False
-    return keep[lab]
-
-
-def _clean(mask: np.ndarray, pos_w: np.ndarray, neg_disk: np.ndarray) -> np.ndarray:
-    """Keep the components holding an object click (or, without clicks, those at least a
-    tenth of the largest), and fill holes smaller than 1 % of the mask that hold no
-    background click."""
-    cv2 = _cv2()
-    if not mask.any():
-        return mask
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    keep = np.zeros(n, bool)
-    for y, x in pixel_index(pos_w, mask.shape):
-        keep[lab[y, x]] = True
-    if not keep[1:].any():
-        areas = stats[1:, cv2.CC_STAT_AREA]
-        keep[1:] = areas >= 0.1 * areas.max()
-    keep[0] = False
-    out = keep[lab]
-    # holes: background components not touching the raster border
-    inv = (~out).astype(np.uint8)
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(inv, connectivity=4)
-    if n > 1:
-        area = out.sum()
-        border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
-        fill = stats[:, cv2.CC_STAT_AREA] < max(4, 0.01 * area)
-        fill[border] = False
-        fill[np.unique(lab[neg_disk])] = False
-        fill[0] = False  # label 0 is the mask itself
-        out = out | (fill[lab] & (inv > 0))
-    return out
-
-
-def _upsample(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Work-raster mask -> ROI mask of ``size = (rows, cols)`` through its signed distance."""
-    if mask.shape == size:
-        return mask
-    if not mask.any():
-        return np.zeros(size, bool)
-    cv2 = _cv2()
-    sdt = signed_distance(mask, clip=8.0)
-    return cv2.resize(sdt, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) > 0

@@ -180,17 +180,9 @@ def _blend(image: np.ndarray, mask: np.ndarray, colour: np.ndarray, alpha: float
     return out.clip(0, 255).astype(np.uint8)
 
 
-def _label_colours(labels: np.ndarray) -> np.ndarray:
-    """``(h, w)`` ids -> ``(h, w, 3)`` colours (0 stays black), fixed pseudo-random palette."""
-    rng = np.random.default_rng(7)
-    n = int(labels.max()) if labels.size else 0
-    palette = np.concatenate([[[0, 0, 0]], rng.integers(40, 256, size=(n, 3))]).astype(np.float64)
-    return palette[labels]
-
-
 def _draw_prompts(ax, ex) -> None:
     pts = np.asarray(ex.points, dtype=np.float64).reshape(-1, 2)
-    for (x, y), lab in zip(pts, ex.labels):
+    for (x, y), lab in zip(pts, ex.labels, strict=True):
         ax.scatter([x], [y], marker="*", s=120, c="lime" if lab == 1 else "red", edgecolors="white", linewidths=0.8)
     if ex.box is not None:
         x0, y0, x1, y1 = ex.box
@@ -200,37 +192,24 @@ def _draw_prompts(ax, ex) -> None:
 def _label_panel(ex) -> np.ndarray:
     """The label over the crop: the object in green (objects in their own colours in
     automatic mode), ignored pixels grey."""
+    from terramask.io import overlay
+
     base = _blend(ex.image, ex.ignore, IGNORE_COLOUR, 0.6)
     if ex.gt_labels is not None:
-        try:
-            from terramask.io import overlay
-        except ImportError:  # pragma: no cover
-            overlay = None
-        if overlay is not None:
-            return overlay.draw_annotations(base, ex.gt_labels.astype(np.int64), alpha=0.5, borders=True, seed=1)
+        return overlay.draw_annotations(base, ex.gt_labels.astype(np.int64), alpha=0.5, borders=True, seed=1)
     return _blend(base, ex.gt, GT_COLOUR)
 
 
 def _prediction_panel(ex) -> tuple[np.ndarray, bool]:
-    """The prediction drawn over the crop; True when prompts are already drawn in it.
+    """The prediction drawn over the crop with :mod:`terramask.io.overlay` (the pictures
+    of ``predict``/``auto``), prompts included; the flag says the prompts are drawn."""
+    from terramask.io import overlay
 
-    Uses :mod:`terramask.io.overlay` (the pictures of ``predict``/``auto``) when present."""
-    try:
-        from terramask.io import overlay
-    except ImportError:  # pragma: no cover - overlay ships with terramask; fallback keeps reports working
-        overlay = None
-    if overlay is not None:
-        if ex.pred_labels is not None:
-            return overlay.draw_annotations(ex.image, ex.pred_labels.astype(np.int64), alpha=0.5, borders=True), True
-        boxes = None if ex.box is None else np.asarray(ex.box, dtype=np.float64)[None]
-        points = np.asarray(ex.points, dtype=np.float64).reshape(-1, 2)
-        return overlay.draw_prompted(ex.image, ex.pred, points if len(points) else None, ex.labels if len(points) else None, boxes), True
     if ex.pred_labels is not None:
-        img = ex.image.astype(np.float64)
-        sel = ex.pred_labels > 0
-        img[sel] = 0.5 * img[sel] + 0.5 * _label_colours(ex.pred_labels)[sel]
-        return img.clip(0, 255).astype(np.uint8), False
-    return _blend(ex.image, ex.pred, PRED_COLOUR), False
+        return overlay.draw_annotations(ex.image, ex.pred_labels.astype(np.int64), alpha=0.5, borders=True), True
+    boxes = None if ex.box is None else np.asarray(ex.box, dtype=np.float64)[None]
+    points = np.asarray(ex.points, dtype=np.float64).reshape(-1, 2)
+    return overlay.draw_prompted(ex.image, ex.pred, points if len(points) else None, ex.labels if len(points) else None, boxes), True
 
 
 def plot_examples(path: Path, model: str, best: Sequence, worst: Sequence) -> Path | None:

@@ -27,6 +27,7 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -132,7 +133,7 @@ def evaluate_backend(
     """Evaluate one backend on every image of ``dataset`` (or of several datasets, one per
     sampling seed, pooled); see the module docstring."""
     config = config or EvalConfig()
-    name = model_name or getattr(backend, "name", type(backend).__name__)
+    name: str = model_name or str(getattr(backend, "name", type(backend).__name__))
     passes = _passes(dataset)
     keeper = ExampleKeeper(config.n_examples)
     rows: list[dict] = []
@@ -246,14 +247,15 @@ def _clicks_image(
         iou1 = trace.ious[0]
         keeper.add(
             iou1,
-            lambda: make_example(
+            partial(
+                make_example,
                 sample,
                 sample.stem,
                 iou1,
                 f"{sample.stem} #{int(sample.instance_ids[i])}: IoU@1 {iou1:.2f}, "
                 + (f"NoC@90 {noc(trace.ious, 0.9, config.max_clicks)}" if max(trace.ious) >= 0.9 else f"IoU 0.90 not reached in {trace.n_clicks}"),
                 gt,
-                trace.first_mask,
+                trace.first_mask if trace.first_mask is not None else np.zeros_like(gt),
                 trace.points[:1],
                 trace.labels[:1],
             ),
@@ -276,8 +278,8 @@ def _box_image(
                 per.setdefault(k, []).append(v)
         keeper.add(
             scores.iou,
-            lambda: make_example(
-                sample, sample.stem, scores.iou, f"{sample.stem} #{int(sample.instance_ids[i])}: IoU {scores.iou:.2f}", gt, pred, box=tight_box(gt)
+            partial(
+                make_example, sample, sample.stem, scores.iou, f"{sample.stem} #{int(sample.instance_ids[i])}: IoU {scores.iou:.2f}", gt, pred, box=tight_box(gt)
             ),
         )
     return per
