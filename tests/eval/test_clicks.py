@@ -180,3 +180,32 @@ def test_classic_engine_reaches_090_on_a_blob_and_stops_early(touching):
     if touching:
         # the first click takes the look-alike too; background clicks must remove it
         assert trace.ious[0] < 0.9 and 0 in trace.labels.tolist()
+
+
+class _StubbornBackend:
+    """Ignores every click: always the same mask (the left half of the object)."""
+
+    def __init__(self, mask):
+        self.mask = mask
+
+    def predict(self, embedding, prompts, multimask=True):
+        from terramask.core.maskset import MaskSet
+
+        return MaskSet(self.mask[None], np.ones(1, dtype=np.float32))
+
+
+def test_a_pixel_is_never_clicked_twice():
+    """RITM's clicker skips clicked pixels (not_clicked_map): when the model ignores a click,
+    the next click goes to the next-deepest error pixel, not to the same one again."""
+    gt = np.zeros((20, 20), bool)
+    gt[5:15, 5:15] = True
+    half = gt.copy()
+    half[:, 10:] = False
+    trace = simulate_clicks(_StubbornBackend(half), None, gt, max_clicks=6, stop_iou=None)
+    pts = [tuple(p) for p in trace.points.tolist()]
+    assert len(pts) == 6 and len(set(pts)) == 6
+    assert all(label == 1 for label in trace.labels.tolist())
+    assert all(gt[y, x] and not half[y, x] for x, y in pts[1:])  # all in the false-negative half
+    clicked = np.zeros_like(gt)
+    clicked[gt & ~half] = True
+    assert next_click(half, gt, clicked=clicked) is None  # every error pixel clicked: nothing left

@@ -11,14 +11,16 @@ Protocol (RITM, Sofiiuk et al. 2022; used by SAM, SimpleClick, FocalClick for No
    negative and 0 for a false positive. "Largest" is, by default, the deepest region
    (``region="deepest"``: the one whose farthest-inside point is farthest from its edge,
    exactly RITM's rule, so NoC is comparable with published numbers); ``region="area"``
-   takes the connected error region with the most pixels instead.
+   takes the connected error region with the most pixels instead. As in RITM's
+   ``Clicker`` (its ``not_clicked_map``), a pixel already clicked is never clicked again:
+   when a model ignores a click, the next one goes to the next-deepest error pixel.
 3. Every click is sent with all earlier clicks, plus the previous best prediction's
    ``low_res_logits`` as the prior mask (when the backend returns them).
 4. Multimask policy ``"first"`` (SAM's evaluation): the first click asks for several
    candidates and keeps the highest-scoring one; later clicks ask for a single mask.
    ``"always"`` / ``"never"`` are also accepted.
 5. The simulation stops at ``max_clicks`` (20) or as soon as the IoU reaches ``stop_iou``
-   (0.90) or the prediction has no error left.
+   (0.90) or the prediction has no error left on a pixel not clicked yet.
 
 Click coordinates are integer pixel indices ``(x=col, y=row)`` (RITM/SAM evaluation
 code passes integers); under terramask's frame convention that is the upper-left corner
@@ -89,10 +91,16 @@ def _distance_inside(region: np.ndarray) -> np.ndarray:
     return dist[1:-1, 1:-1]
 
 
-def _deepest_point(region: np.ndarray) -> tuple[int, int, float]:
+def _deepest_point(region: np.ndarray, clicked: np.ndarray | None = None) -> tuple[int, int, float] | None:
+    """``(x, y, depth)`` of the pixel of ``region`` farthest from its edge, skipping
+    ``clicked`` pixels (None when every region pixel was clicked already)."""
     dist = _distance_inside(region)
+    if clicked is not None:
+        dist[clicked] = 0.0
     flat = int(np.argmax(dist))  # first maximum in raster order: deterministic
     y, x = divmod(flat, region.shape[1])
+    if dist[y, x] <= 0.0:
+        return None
     return int(x), int(y), float(dist[y, x])
 
 
@@ -106,9 +114,10 @@ def _largest_component(region: np.ndarray) -> np.ndarray:
     return lab == best
 
 
-def next_click(pred, gt, ignore=None, region: str = "deepest") -> Click | None:
+def next_click(pred, gt, ignore=None, region: str = "deepest", clicked: np.ndarray | None = None) -> Click | None:
     """The next simulated click for prediction ``pred`` of label ``gt`` (``(H, W)`` bool),
-    or ``None`` when there is no error left. An empty ``pred`` gives the first click."""
+    or ``None`` when there is no error left (outside the ``clicked`` pixels, ``(H, W)``
+    bool, which are never clicked again). An empty ``pred`` gives the first click."""
     if region not in REGIONS:
         raise InputError(f"unknown error-region rule {region!r}; use one of {', '.join(REGIONS)}")
     pred, gt, ignore = check_masks(pred, gt, ignore)
@@ -117,10 +126,10 @@ def next_click(pred, gt, ignore=None, region: str = "deepest") -> Click | None:
     fp = pred & ~gt & valid
     if region == "deepest":
         candidates = []
-        if fn.any():
-            candidates.append((*_deepest_point(fn), 1))
-        if fp.any():
-            candidates.append((*_deepest_point(fp), 0))
+        for err, lab in ((fn, 1), (fp, 0)):
+            point = _deepest_point(err, clicked) if err.any() else None
+            if point is not None:
+                candidates.append((*point, lab))
         if not candidates:
             return None
         # RITM: positive only when the false-negative region is strictly deeper.
@@ -134,7 +143,10 @@ def next_click(pred, gt, ignore=None, region: str = "deepest") -> Click | None:
     if n_fn == 0 and n_fp == 0:
         return None
     comp, label = (fn_c, 1) if n_fn >= n_fp else (fp_c, 0)
-    x, y, d = _deepest_point(comp)
+    point = _deepest_point(comp, clicked)
+    if point is None:
+        return None
+    x, y, d = point
     return Click(x, y, label, d)
 
 
@@ -180,11 +192,13 @@ def simulate_clicks(
     points: list[tuple[int, int]] = []
     labels: list[int] = []
     prior: np.ndarray | None = None
+    clicked = np.zeros_like(gt)
     for k in range(max_clicks):
-        click = next_click(pred, gt, ignore, region=region)
+        click = next_click(pred, gt, ignore, region=region, clicked=clicked)
         if click is None:
             trace.stopped = "perfect"
             break
+        clicked[click.y, click.x] = True
         points.append((click.x, click.y))
         labels.append(click.label)
         multi = multimask == "always" or (multimask == "first" and k == 0)
