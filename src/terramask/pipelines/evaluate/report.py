@@ -310,7 +310,8 @@ def _protocol(config: dict) -> list[str]:
             f"NoC@t counts {config['max_clicks']} for an object that never reaches t (NoF@t counts those objects); "
             "mIoU@k carries the last IoU forward after an early stop.",
             "Convention: RITM / SimpleClick's `evaluate_sample` (NoC@85/90 within 20 clicks, the model's own prediction "
-            "scored after every click, the previous prediction passed back, so IoU may go down after a click); "
+            "scored after every click, the previous prediction passed back, so IoU may go down after a click; "
+            "a pixel is never clicked twice); "
             "no zoom-in crop (SimpleClick's `--eval-mode cvpr` zooms in); for mIoU curves like their `--iou-analysis`, "
             "use a stop IoU of 1.",
             f"Boundary F uses a tolerance of {config['boundary_tolerance']} px.",
