@@ -58,7 +58,8 @@ def test_seeds_give_per_seed_means_std_and_intervals(sampled, tmp_path):
     report = (out / "report.md").read_text()
     assert "## Spread" in report and "± " in report and "seeds 0, 1, 2" in report
     assert "| box IoU | boxfill better |" in report  # perfect boxes beat 3-px discs, intervals apart
-    assert "ms / box" in report
+    assert "ms / box" in report and "9 boxes)" in report
+    assert box["objects_total"] == 12  # labelled objects of the 3 images, not counted once per seed
 
 
 def test_sampling_differs_between_seeds(sampled):

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 GT_COLOUR = np.array([0, 200, 0], dtype=np.float64)
 PRED_COLOUR = np.array([30, 120, 255], dtype=np.float64)
 IGNORE_COLOUR = np.array([128, 128, 128], dtype=np.float64)
+PLURALS = {"click": "clicks", "box": "boxes", "image": "images"}
 
 
 # -- tables ------------------------------------------------------------------------------
@@ -370,7 +371,7 @@ def render_markdown(dataset: dict, config: dict, summaries: Sequence[dict], figu
     lines += ["", "## Comparison", "", comparison_table(mode, summaries), ""]
     for s in summaries:
         dropped = s.get("objects_below_min_area")
-        work = f"{s['prompts']} images generated" if mode == "auto" else f"{s['seconds_embedding']:.1f} s embedding, {s['prompts']} {s.get('prompt_unit', 'prompt')}s"
+        work = f"{s['prompts']} images generated" if mode == "auto" else f"{s['seconds_embedding']:.1f} s embedding, {s['prompts']} {PLURALS.get(s.get('prompt_unit', ''), 'prompts')}"
         lines.append(
             f"- `{s['model']}`: {s.get('objects_total', '?')} objects in the selected images, {dropped} below the minimum area; "
             f"{s['seconds_total']:.1f} s in total ({work})."

@@ -155,9 +155,11 @@ def evaluate_backend(
     total = sum(len(ds) for ds in passes)
     for ds in passes:
         _seed_backend(backend, ds.seed)
+        first_pass = ds is passes[0]
         for sample in _progress(ds, len(ds), f"{name} seed {ds.seed}" if len(passes) > 1 else name, progress):
-            n_small += sample.n_small
-            n_total += sample.n_total
+            if first_pass:  # the same labelled objects in every pass; only the sample differs
+                n_small += sample.n_small
+                n_total += sample.n_total
             t0 = time.perf_counter()
             if config.mode == "auto":
                 row, dt, best = auto_image(backend, name, sample, config, acc, keeper)
