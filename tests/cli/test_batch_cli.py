@@ -124,3 +124,22 @@ def test_kill_9_and_resume_gives_the_uninterrupted_outputs(scenes, tmp_path):
     assert len({e["run"] for e in entries}) == 2
     assert not list(out.rglob(".*tmp-*")), "temporaries of the killed run were left behind"
     assert _comparable(out) == _comparable(ref)
+
+
+def test_batch_takes_the_generation_options_of_auto(run_cli, blob_tif, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, stderr = run_cli("batch", blob_tif, "--out", out, "--model", "classic", "--preset", "quick",
+                                   "--points-per-side", "8", "--output-mode", "uncompressed_rle", "-q")
+    assert code == 0, stderr
+    index = json.loads((out / "index.json").read_text())
+    params = index["settings"]["segmenter"]["params"]
+    assert params["points_per_side"] == 8 and index["settings"]["preset"] == "quick"
+    assert index["settings"]["output_mode"] == "uncompressed_rle"
+    recs = json.loads((out / "blob" / "masks.json").read_text())
+    assert recs and isinstance(recs[0]["segmentation"]["counts"], list)
+    summary = json.loads((out / "blob" / "summary.json").read_text())
+    assert summary["preset"] == "quick" and summary["parameters"]["points_per_side"] == 8
+    # classic options through --param cannot be mixed with the generation options
+    code, _, stderr = run_cli("batch", blob_tif, "--out", tmp_path / "o2", "--model", "classic",
+                              "--points-per-side", "8", "--param", "superpixels=slic", "-q")
+    assert code == 2 and "cannot be combined" in stderr

@@ -77,6 +77,8 @@ def test_batch_outputs_and_bad_file(inputs, tmp_path):
     assert "no such file" in rows[4]["error"]
     assert all(int(r["objects"]) == 2 for r in rows[1:4])
     assert rows[1]["model"] == "blobs" and json.loads(rows[1]["params"]) == {"threshold": 128}
+    summary = json.loads((out / "s0" / "summary.json").read_text())
+    assert summary["model"] == "blobs" and summary["parameters"] == {"threshold": 128}
     index = json.loads((out / "index.json").read_text())
     assert index["done"] == 3 and index["failed"] == 2 and index["objects"] == 6
     assert index["settings"]["tile_size"] == 128

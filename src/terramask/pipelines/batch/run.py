@@ -149,12 +149,18 @@ def plan_items(paths: Sequence[Path], out_dir: Path, fingerprint: str) -> list[B
 # -- the per-scene worker ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class LoadedSegmenter:
-    """A segmenter factory around a tile function built already (no second model load)."""
+    """A segmenter factory around a tile function built already (no second model load),
+    describing itself as the factory that built it (for each scene's summary)."""
 
     segment: SegmentTile
+    description: dict = field(default_factory=dict)
+    device: str = "cpu"
 
     def __call__(self) -> SegmentTile:
         return self.segment
+
+    def describe(self) -> dict:
+        return dict(self.description)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -166,7 +172,8 @@ class BatchWorker:
     """Loads the model once, then segments whole scenes (tiles in this process)."""
 
     def __init__(self, segmenter: SegmenterFactory, config: SceneRunConfig) -> None:
-        self._segmenter = LoadedSegmenter(segmenter())
+        self._segmenter = LoadedSegmenter(segmenter(), describe_segmenter(segmenter),
+                                          getattr(segmenter, "device", "cpu"))
         self._config = config
 
     def __call__(self, item: BatchItem) -> dict:
