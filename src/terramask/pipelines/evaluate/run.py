@@ -137,11 +137,10 @@ def evaluate_backend(
     passes = _passes(dataset)
     keeper = ExampleKeeper(config.n_examples)
     rows: list[dict] = []
-    final: MaskAccumulator | None = None
+    final = MaskAccumulator()  # clicks mode: scores of the final masks
     acc: Any
     if config.mode == "clicks":
         acc = ClickAccumulator(config.max_clicks, tuple(config.noc_thresholds), tuple(config.miou_ks))
-        final = MaskAccumulator()
     elif config.mode == "box":
         acc = MaskAccumulator()
     else:
@@ -175,7 +174,6 @@ def evaluate_backend(
                 t1 = time.perf_counter()
                 t_embed += t1 - t0
                 if config.mode == "clicks":
-                    assert final is not None
                     per = _clicks_image(backend, embedding, sample, config, acc, final, keeper)
                     n_prompts += int(sum(per["clicks"]))
                 else:
@@ -188,7 +186,7 @@ def evaluate_backend(
             object_seeds.extend([ds.seed] * sample.n_instances)
             rows.append({"model": name, "seed": ds.seed, "image": sample.stem, "n_objects": sample.n_instances, **row, "seconds": round(time.perf_counter() - t0, 4)})
     summary = acc.compute()
-    if final is not None:
+    if config.mode == "clicks":
         summary["final_mask"] = final.compute()
     unit = UNITS[config.mode]
     summary.update(
