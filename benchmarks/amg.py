@@ -152,10 +152,10 @@ class RegionBackend:
     img_size = 1024
 
     def __init__(self, regions: RegionDecoder) -> None:
-        from terramask.models.sam.point_decoder import SamUpscaler
+        from terramask.models.upscale import Upscaler
 
         self.regions = regions
-        self.upscaler = SamUpscaler(1024)
+        self.upscaler = Upscaler(256, 1024)
         self._crops: dict = {}
 
     def set_image(self, image):
@@ -171,7 +171,7 @@ class RegionBackend:
         return self.regions.decode(self._crops[embedding.features], np.asarray(coords)[:, 0, :])
 
     def upscale_logits(self, embedding, low_res, window=None):
-        return self.upscaler.upscale(embedding, low_res, window)
+        return self.upscaler(np.asarray(low_res, np.float32), embedding.image_size, embedding.input_size, window)
 
 
 def region_sam(regions: RegionDecoder, tiny_checkpoint: Path):

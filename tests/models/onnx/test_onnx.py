@@ -23,8 +23,8 @@ pytest.importorskip("onnx")
 
 from terramask.core.errors import InputError, ModelError, OutputError  # noqa: E402
 from terramask.core.prompts import Prompts  # noqa: E402
-from terramask.models.base import Backend, PointBatchDecoder  # noqa: E402
-from terramask.models.onnx.backend import OnnxSamBackend, preprocess, upscale_matrix  # noqa: E402
+from terramask.models.base import Backend, Embedding, PointBatchDecoder  # noqa: E402
+from terramask.models.onnx.backend import OnnxSamBackend, preprocess  # noqa: E402
 from terramask.models.onnx.export import METADATA, export_onnx, read_metadata  # noqa: E402
 
 SCORE_ATOL = 1e-4
@@ -88,13 +88,16 @@ def test_preprocessing_equals_segment_anything():
     np.testing.assert_array_equal(x[0], ref.numpy())
 
 
-def test_upscale_matrix_equals_two_step_bilinear():
+def test_onnx_upscaling_is_the_shared_numpy_upscaler(onnx_backend):
+    """The ONNX backend upsamples with :class:`Upscaler` (numpy engine, SAM rule): equal to
+    PyTorch's two-step chain on a window touching the bottom-right corner."""
     low = torch.randn(2, 1, 256, 256)
     ref = torch.nn.functional.interpolate(low, (1024, 1024), mode="bilinear", align_corners=False)[..., :683, :1024]
     ref = torch.nn.functional.interpolate(ref, (200, 300), mode="bilinear", align_corners=False)[:, 0].numpy()
-    mr, mc = upscale_matrix(256, 1024, 683, 200), upscale_matrix(256, 1024, 1024, 300)
-    ours = mr @ low[:, 0].numpy() @ mc.T
-    np.testing.assert_allclose(ours, ref, atol=1e-4)
+    emb = Embedding(onnx_backend.name, None, (200, 300), (683, 1024))
+    assert onnx_backend._upscaler.engine == "numpy" and onnx_backend._upscaler.model_size == 1024
+    ours = onnx_backend.upscale_logits(emb, low[:, 0].numpy(), window=(250, 150, 300, 200))
+    np.testing.assert_allclose(ours, ref[:, 150:200, 250:300], atol=1e-5)
 
 
 @pytest.mark.slow
@@ -236,7 +239,8 @@ def test_sam2_export_matches_torch(tmp_path, sam_test_image):
     pytest.importorskip("sam2")
     from helpers.tiny_sam2 import write_sam2_checkpoint
 
-    from terramask.models.onnx.backend import OnnxSam2Backend, open_onnx_backend
+    from terramask.models.onnx.backend import open_onnx_backend
+    from terramask.models.onnx.sam2_backend import OnnxSam2Backend
     from terramask.models.sam2.backend import Sam2Backend
 
     ckpt = write_sam2_checkpoint(tmp_path / "tiny_sam2.pt")

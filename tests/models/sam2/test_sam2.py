@@ -289,3 +289,28 @@ def test_load_backend_dispatches_sam2_and_wraps_the_cache(sam2_ckpt, monkeypatch
     monkeypatch.setattr(Sam2Backend, "from_checkpoint", classmethod(lambda cls, path, **kw: calls.append(kw) or "ok"))
     assert resolve.load_backend("sam2.1-hiera-large") == "ok"
     assert calls[-1] == {"config": "configs/sam2.1/sam2.1_hiera_l.yaml", "device": "cpu", "name": "sam2.1-hiera-large"}
+
+
+class _Marker:
+    """Pickled object whose unpickling would create a file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_checkpoint_with_pickled_objects_is_refused_without_torch_advice(tmp_path):
+    import pickle
+
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": {"w": torch.zeros(2)}, "evil": _Marker(marker)}, path, pickle_module=pickle)
+    with pytest.raises(CheckpointMismatchError, match="contains pickled Python objects") as info:
+        Sam2Backend.from_checkpoint(path)
+    message = str(info.value)
+    assert "\n" not in message and "will not load it" in message and "weights_only" not in message
+    # the file name is the official one: the message names its registry entry and URL
+    assert "terramask models download sam2" in message and "https://" in message
+    assert not marker.exists()

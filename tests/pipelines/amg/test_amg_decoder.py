@@ -1,4 +1,5 @@
-"""The folded SAM point decoder and the windowed upsampling equal the official computation."""
+"""The shared SAM decoder (transformer, then masks of selected outputs only), the AMG
+point scorer built on it, and the windowed upsampling equal the official computation."""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ def tiny_sam(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_folded_decoder_equals_official_decoder(tiny_sam):
+def test_selected_masks_of_the_shared_decoder_equal_official_decoder(tiny_sam):
     import torch
 
-    from terramask.models.sam.point_decoder import FoldedPointDecoder
+    from terramask.models.sam import decoder
 
     _, sam = tiny_sam
     g = torch.Generator().manual_seed(0)
@@ -36,18 +37,23 @@ def test_folded_decoder_equals_official_decoder(tiny_sam):
             dense_prompt_embeddings=dense,
             multimask_output=True,
         )
-        dec = FoldedPointDecoder(sam.prompt_encoder, sam.mask_decoder)
-        state = dec.run(dec.prepare(emb), coords, labels)
-        # only some masks, in any order: each prompt is upsampled once
+        state = decoder.image_state(sam, emb, sam.prompt_encoder.get_dense_pe())
+        ts = decoder.transformer(sam, state, emb, sparse)
+        ours_iou = decoder.iou_scores(sam, ts)
+        # only some masks, in any order: each prompt is upsampled once; multimask output
+        # k is mask token k + 1, token k + 2 of the transformer output
         rows = torch.tensor([0, 0, 2, 5, 5, 5, 3])
-        toks = torch.tensor([1, 3, 2, 1, 2, 3, 3])
-        ours = dec.masks(state, rows, toks)
-    np.testing.assert_allclose(state.iou[:, 1:].numpy(), iou.numpy(), atol=2e-5, rtol=0)
-    ref = low[rows, toks - 1]
+        outs = torch.tensor([0, 2, 1, 0, 1, 2, 2])
+        ours = decoder.selected_mask_logits(sam, ts, rows, outs + 2)
+        whole, whole_iou = decoder.decode(sam, state, emb, sparse, None, multimask=True)
+    np.testing.assert_allclose(ours_iou[:, 1:].numpy(), iou.numpy(), atol=2e-5, rtol=0)
+    np.testing.assert_allclose(whole_iou.numpy(), iou.numpy(), atol=2e-5, rtol=0)
+    ref = low[rows, outs]
     scale = float(ref.abs().max())
     assert scale > 10  # the scaled test decoder gives logits far from zero
     np.testing.assert_allclose(ours.numpy(), ref.numpy(), atol=2e-5 * scale, rtol=0)
     assert ((ours > 0) != (ref > 0)).float().mean() < 1e-4
+    np.testing.assert_allclose(whole.numpy(), low.numpy(), atol=2e-5 * scale, rtol=0)
 
 
 @pytest.mark.slow
@@ -55,7 +61,7 @@ def test_point_scorer_decodes_only_selected_outputs(tiny_sam):
     import torch
 
     from terramask.models.sam.backend import SamBackend
-    from terramask.models.sam.point_decoder import point_scorer_for
+    from terramask.models.sam.point_batches import point_scorer_for
 
     path, sam = tiny_sam
     backend = SamBackend.from_checkpoint(path)
@@ -78,19 +84,15 @@ def test_point_scorer_decodes_only_selected_outputs(tiny_sam):
     assert rows.tolist() == [1, 2] and ks.tolist() == [2, 0]
     scale = float(np.abs(ref_low).max())
     np.testing.assert_allclose(low, ref_low[[1, 2], [2, 0]], atol=2e-5 * scale)
-    # the upscaler equals the backend's postprocessing on a window
-    win = (5, 7, 120, 90)
-    np.testing.assert_allclose(
-        scorer.upscale(embedding, low, win), backend.upscale_logits(embedding, low, window=win), atol=1e-5 * scale
-    )
+    assert point_scorer_for(object()) is None
 
 
 @pytest.mark.parametrize("image_size", [(1024, 1024), (160, 224), (300, 1300), (37, 50)])
 def test_upscaler_equals_sam_postprocess(image_size):
     import torch
 
-    from terramask.models.sam.point_decoder import SamUpscaler
     from terramask.models.sam.backend import preprocess_shape
+    from terramask.models.upscale import Upscaler
 
     h, w = image_size
     input_size = preprocess_shape(h, w, 1024)
@@ -99,10 +101,10 @@ def test_upscaler_equals_sam_postprocess(image_size):
     x = x[..., : input_size[0], : input_size[1]]
     x = torch.nn.functional.interpolate(x, (h, w), mode="bilinear", align_corners=False)[:, 0].numpy()
     emb = Embedding("m", None, (h, w), input_size)
-    up = SamUpscaler(1024)
-    np.testing.assert_allclose(up.upscale(emb, low[:, 0].numpy()), x, atol=5e-4)
+    up = Upscaler(256, 1024)
+    np.testing.assert_allclose(up(low[:, 0].numpy(), emb.image_size, emb.input_size), x, atol=5e-4)
     win = (w // 5, h // 4, w - w // 3, h - 1)
-    np.testing.assert_allclose(up.upscale(emb, low[:, 0].numpy(), win), x[:, win[1] : win[3], win[0] : win[2]], atol=5e-4)
+    np.testing.assert_allclose(up(low[:, 0].numpy(), emb.image_size, emb.input_size, win), x[:, win[1] : win[3], win[0] : win[2]], atol=5e-4)
 
 
 @pytest.mark.parametrize("image_size", [(1024, 1024), (160, 224), (300, 1300), (37, 50), (2048, 700)])
@@ -113,13 +115,13 @@ def test_windows_contain_every_pixel_above_the_threshold(image_size):
     import torch
 
     from terramask.models.sam.backend import preprocess_shape
-    from terramask.models.sam.point_decoder import SamUpscaler
+    from terramask.models.upscale import Upscaler
 
     h, w = image_size
     input_size = preprocess_shape(h, w, 1024)
     emb = Embedding("m", None, (h, w), input_size)
     geom = LowResGeometry.of((h, w), input_size, (256, 256), 1024)
-    up = SamUpscaler(1024)
+    up = Upscaler(256, 1024)
     rng = np.random.default_rng(7)
     for _ in range(12):
         low = np.full((256, 256), -5.0, np.float32) + rng.normal(0, 0.5, (256, 256)).astype(np.float32)
@@ -128,7 +130,7 @@ def test_windows_contain_every_pixel_above_the_threshold(image_size):
         r1 = min(r0 + int(rng.integers(0, 6)), 255)
         c1 = min(c0 + int(rng.integers(0, 6)), 255)
         low[r0 : r1 + 1, c0 : c1 + 1] = rng.uniform(0.5, 30, (r1 - r0 + 1, c1 - c0 + 1))
-        full = up.upscale(emb, low[None])[0]
+        full = up(low[None], emb.image_size, emb.input_size)[0]
         window = geom.window(r0, r1, c0, c1)
         if window is None:
             assert not (full > 0).any()
@@ -140,4 +142,4 @@ def test_windows_contain_every_pixel_above_the_threshold(image_size):
         lc0, lr0, lc1, lr1 = geom.low_window(window)
         other = np.full_like(low, 123.0)
         other[lr0:lr1, lc0:lc1] = low[lr0:lr1, lc0:lc1]
-        np.testing.assert_allclose(up.upscale(emb, other[None], window)[0], full[y0:y1, x0:x1], atol=1e-4)
+        np.testing.assert_allclose(up(other[None], emb.image_size, emb.input_size, window)[0], full[y0:y1, x0:x1], atol=1e-4)

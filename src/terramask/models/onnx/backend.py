@@ -1,5 +1,5 @@
 """ONNX Runtime backends for exports written by :mod:`terramask.models.onnx.export`:
-:class:`OnnxSamBackend` (SAM, MobileSAM) and :class:`OnnxSam2Backend` (SAM 2 / 2.1);
+:class:`OnnxSamBackend` (SAM, MobileSAM) and :class:`~terramask.models.onnx.sam2_backend.OnnxSam2Backend` (SAM 2 / 2.1);
 :func:`open_onnx_backend` picks the right one for a directory.
 
 :class:`OnnxSamBackend` implements :class:`~terramask.models.base.Backend` and
@@ -7,8 +7,8 @@
 (no torch at run time). It reproduces :class:`terramask.models.sam.backend.SamBackend` step by
 step: the same resize (PIL bilinear, longest side 1024, as ``ResizeLongestSide``), the
 same normalisation and padding, the same coordinate transform, the same multimask
-choice and SAM's ``postprocess_masks`` resize as one exact linear map per axis
-(PyTorch's bilinear weights from :func:`terramask.models.torch_utils.bilinear_taps`).
+choice and SAM's ``postprocess_masks`` resize (:mod:`terramask.models.upscale`, numpy
+engine: one linear map per axis with PyTorch's bilinear weights).
 
 Parity with the PyTorch backend on the same weights (tested): embeddings within
 ``1e-4`` absolute, low-res logits within ``1e-3`` absolute + ``1e-3`` relative, masks
@@ -35,7 +35,7 @@ from terramask.core.maskset import MaskSet
 from terramask.core.prompts import Prompts
 from terramask.models.base import Embedding, as_rgb8, check_pixel_prompts, upscale_arguments
 from terramask.models.onnx.export import DECODER, ENCODER, ENCODER_INT8, read_metadata
-from terramask.models.torch_utils import bilinear_taps
+from terramask.models.upscale import Upscaler
 
 log = logging.getLogger(__name__)
 
@@ -61,27 +61,6 @@ def preprocess(rgb8: np.ndarray, size: int, mean, std) -> tuple[np.ndarray, tupl
     out = np.zeros((1, 3, size, size), dtype=np.float32)
     out[0, :, :rows, :cols] = np.moveaxis(x, 2, 0)
     return out, (rows, cols)
-
-
-def _stage_matrix(in_size: int, out_size: int, start: int, stop: int) -> np.ndarray:
-    """Rows ``start..stop-1`` of PyTorch's bilinear resize ``in_size -> out_size`` as a
-    dense ``(stop - start, in_size)`` float32 matrix."""
-    idx, w = bilinear_taps(in_size, out_size, start, stop)
-    m = np.zeros((stop - start, in_size), dtype=np.float32)
-    r = np.arange(stop - start)
-    np.add.at(m, (r, idx[:, 0]), w[:, 0])
-    np.add.at(m, (r, idx[:, 1]), w[:, 1])
-    return m
-
-
-def upscale_matrix(low: int, model_size: int, kept: int, out: int, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """One axis of SAM's ``postprocess_masks`` as a matrix ``(stop - start, low)``:
-    bilinear ``low -> model_size``, keep the first ``kept`` (the unpadded image), bilinear
-    ``kept -> out``; rows ``start..stop-1`` of the result."""
-    stop = out if stop is None else stop
-    second = _stage_matrix(kept, out, start, stop)  # (n, kept)
-    first = _stage_matrix(low, model_size, 0, kept)  # (kept, low)
-    return second @ first
 
 
 def default_threads() -> int:
@@ -137,7 +116,8 @@ class OnnxSamBackend:
         self.weights_id = f"{self.meta['source_sha256']}:{runtime}"
         self.source = str(self.directory)
         self.device = "cpu"
-        self._axis_cache: dict[tuple, np.ndarray] = {}
+        model_size = None if self.meta.get("family") == "sam2" else self.img_size
+        self._upscaler = Upscaler(self.low_res, model_size, "numpy")
 
     @classmethod
     def from_directory(cls, directory: str | os.PathLike[str], name: str | None = None, threads: int | None = None, quantized: bool = False) -> "OnnxSamBackend":
@@ -209,26 +189,12 @@ class OnnxSamBackend:
         )
         return logits, iou
 
-    def _axis(self, kept: int, out: int, start: int, stop: int) -> np.ndarray:
-        key = (kept, out, start, stop)
-        m = self._axis_cache.get(key)
-        if m is None:
-            if len(self._axis_cache) > 64:
-                self._axis_cache.clear()
-            m = upscale_matrix(self.low_res, self.img_size, kept, out, start, stop)
-            self._axis_cache[key] = m
-        return m
-
     def upscale_logits(self, embedding: Embedding, low_res: np.ndarray, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
         """Low-res logits ``(N, 256, 256)`` -> logits ``(N, H, W)`` float32 on the image grid
-        (SAM's ``postprocess_masks``), or only inside ``window = (x0, y0, x1, y1)``."""
-        low = self.low_res
-        arr, (x0, y0, x1, y1) = upscale_arguments(low_res, low, embedding.image_size, window)
-        rows, cols = embedding.image_size
-        rows_in, cols_in = embedding.input_size
-        mr = self._axis(rows_in, rows, y0, y1)
-        mc = self._axis(cols_in, cols, x0, x1)
-        return np.matmul(np.matmul(mr, arr), mc.T).astype(np.float32, copy=False)
+        (SAM's ``postprocess_masks``), or only inside ``window = (x0, y0, x1, y1)``
+        (:class:`terramask.models.upscale.Upscaler`, numpy engine)."""
+        arr, win = upscale_arguments(low_res, self.low_res, embedding.image_size, window)
+        return self._upscaler(arr, embedding.image_size, embedding.input_size, win)
 
     def predict(self, embedding: Embedding, prompts: Prompts, multimask: bool = True) -> MaskSet:
         """Same contract as :meth:`terramask.models.sam.backend.SamBackend.predict`."""
@@ -299,171 +265,12 @@ class OnnxSamBackend:
         return out_low, out_iou
 
 
-class OnnxSam2Backend(OnnxSamBackend):
-    """SAM 2 / 2.1 from an ONNX export, run by onnxruntime; same contract as
-    :class:`terramask.models.sam2.backend.Sam2Backend`.
-
-    The image goes through the official ``SAM2Transforms`` (torchvision resize to
-    ``S x S``), so this backend needs torch like every SAM 2 path; the encoder and decoder
-    run in ONNX Runtime. Single-mask requests apply SAM 2's stability fallback (the best
-    multimask output when the single-mask output is unstable) on the decoder's outputs.
-    ``max_hole_area`` / ``max_sprinkle_area`` enable SAM 2's mask clean-up (CPU).
-    """
-
-    max_hole_area: float = 0.0
-    max_sprinkle_area: float = 0.0
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if self.meta.get("family") != "sam2":
-            raise ModelError(f"{self.directory} holds a {self.meta.get('family')} export, not SAM 2")
-        transforms = require("sam2.utils.transforms", "sam2")
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            self._transforms = transforms.SAM2Transforms(resolution=self.img_size, mask_threshold=self.mask_threshold)
-
-    def set_image(self, image: GeoImage | np.ndarray) -> Embedding:
-        """Encode an image: ``features`` as :class:`Sam2Backend` (``image_embed`` and two
-        ``high_res_feats``), ``input_size`` ``(S, S)``."""
-        rgb = as_rgb8(image)
-        if rgb.shape[0] < 1 or rgb.shape[1] < 1:
-            raise InputError(f"cannot encode an empty image of shape {rgb.shape}")
-        torch = require("torch", "sam2")
-        with torch.inference_mode():
-            x = self._transforms(rgb)[None].numpy()
-        embed, h0, h1 = self._encoder.run(None, {"image": np.ascontiguousarray(x, dtype=np.float32)})
-        extras: dict[str, Any] = {"runtime": "onnx-int8" if self.quantized else "onnx", "config": self.meta.get("config")}
-        if self.quantized:
-            extras["note"] = "int8-quantised encoder: results differ from the float model"
-        if isinstance(image, GeoImage):
-            extras["transform"] = image.transform
-            extras["crs"] = image.crs
-        return Embedding(
-            model=self.name,
-            features={"image_embed": embed, "high_res_feats": [h0, h1]},
-            image_size=(int(rgb.shape[0]), int(rgb.shape[1])),
-            input_size=(self.img_size, self.img_size),
-            extras=extras,
-        )
-
-    def _features(self, embedding: Embedding):
-        if not isinstance(embedding, Embedding):
-            raise InputError(f"expected an Embedding from set_image, got {type(embedding).__name__}")
-        feats = embedding.features
-        ok = (
-            embedding.model == self.name
-            and isinstance(feats, dict)
-            and tuple(np.shape(feats.get("image_embed"))) == (1, 256, self.grid, self.grid)
-            and len(feats.get("high_res_feats", ())) == 2
-        )
-        if not ok:
-            raise InputError(f"embedding was computed by model {embedding.model!r}; model {self.name!r} needs its own set_image")
-        f = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
-        return f(feats["image_embed"]), f(feats["high_res_feats"][0]), f(feats["high_res_feats"][1])
-
-    def _to_model_frame(self, xy: np.ndarray, embedding: Embedding) -> np.ndarray:
-        rows, cols = embedding.image_size
-        out = np.array(xy, dtype=np.float32, copy=True)
-        out[..., 0] = out[..., 0] / np.float32(cols)
-        out[..., 1] = out[..., 1] / np.float32(rows)
-        return out * np.float32(self.img_size)
-
-    def _run_decoder(self, feats, coords, labels, mask):
-        embed, h0, h1 = feats
-        low = self.low_res
-        mask_input = np.zeros((1, 1, low, low), np.float32) if mask is None else np.ascontiguousarray(mask, np.float32)
-        return self._decoder.run(
-            None,
-            {
-                "image_embed": embed,
-                "high_res_0": h0,
-                "high_res_1": h1,
-                "point_coords": np.ascontiguousarray(coords, np.float32),
-                "point_labels": np.ascontiguousarray(labels, np.float32),
-                "mask_input": mask_input,
-                "has_mask_input": np.array([0.0 if mask is None else 1.0], np.float32),
-            },
-        )
-
-    def _single(self, logits: np.ndarray, iou: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """SAM 2's single-mask output with its stability fallback, per prompt."""
-        if not self.meta.get("dynamic_multimask_via_stability"):
-            return logits[:, 0], iou[:, 0]
-        delta, thresh = float(self.meta["stability_delta"]), float(self.meta["stability_thresh"])
-        single = logits[:, 0].reshape(len(logits), -1)
-        area_i = (single > delta).sum(axis=1).astype(np.float32)
-        area_u = (single > -delta).sum(axis=1).astype(np.float32)
-        stability = np.where(area_u > 0, area_i / np.maximum(area_u, 1), 1.0)
-        best = np.argmax(iou[:, 1:], axis=1) + 1
-        pick = np.where(stability >= thresh, 0, best)
-        rows = np.arange(len(logits))
-        return logits[rows, pick], iou[rows, pick]
-
-    def _clean(self, low_res: np.ndarray) -> np.ndarray:
-        if self.max_hole_area > 0 or self.max_sprinkle_area > 0:
-            from terramask.models.sam2.backend import fill_holes_and_sprinkles
-
-            return fill_holes_and_sprinkles(low_res, self.mask_threshold, self.max_hole_area, self.max_sprinkle_area)
-        return low_res
-
-    def _axis(self, kept: int, out: int, start: int, stop: int) -> np.ndarray:
-        key = ("sam2", out, start, stop)
-        m = self._axis_cache.get(key)
-        if m is None:
-            if len(self._axis_cache) > 64:
-                self._axis_cache.clear()
-            m = _stage_matrix(self.low_res, out, start, stop)  # SAM 2: one resize, low-res -> image
-            self._axis_cache[key] = m
-        return m
-
-    def upscale_logits(self, embedding: Embedding, low_res: np.ndarray, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
-        """As :meth:`Sam2Backend.upscale_logits` (clean-up if enabled, one bilinear resize)."""
-        arr = self._clean(np.asarray(low_res, dtype=np.float32)) if np.ndim(low_res) == 3 else low_res
-        return super().upscale_logits(embedding, arr, window)
-
-    def predict(self, embedding: Embedding, prompts: Prompts, multimask: bool = True) -> MaskSet:
-        """Same contract as :meth:`terramask.models.sam2.backend.Sam2Backend.predict`."""
-        low = self.low_res
-        check_pixel_prompts(prompts, "SAM 2", low)
-        feats = self._features(embedding)
-        several = len(prompts.boxes) > 1
-        n = max(1, len(prompts.boxes))
-        parts_c, parts_l = [], []
-        if len(prompts.boxes):  # boxes as corner points 2/3, before any clicks (upstream)
-            parts_c.append(self._to_model_frame(prompts.boxes.reshape(-1, 2, 2), embedding))
-            parts_l.append(np.tile(np.array([[2.0, 3.0]], np.float32), (n, 1)))
-        if len(prompts.points):
-            parts_c.append(np.repeat(self._to_model_frame(prompts.points, embedding)[None], n, axis=0))
-            parts_l.append(np.repeat(prompts.labels.astype(np.float32)[None], n, axis=0))
-        if parts_c:  # SAM 2's image predictor always appends a padding point to prompts
-            parts_c.append(np.zeros((n, 1, 2), np.float32))
-            parts_l.append(-np.ones((n, 1), np.float32))
-            coords, labels = np.concatenate(parts_c, axis=1), np.concatenate(parts_l, axis=1)
-        else:
-            coords, labels = np.zeros((1, 0, 2), np.float32), np.zeros((1, 0), np.float32)
-        mask = None if prompts.mask_logits is None else prompts.mask_logits[None]
-        logits, iou = self._run_decoder(feats, coords, labels, mask)
-        if multimask and not several:
-            low_res, scores = logits[0, 1:], iou[0, 1:]
-            order = np.argsort(-scores, kind="stable")
-            low_res, scores = low_res[order], scores[order]
-        else:
-            low_res, scores = self._single(logits, iou)
-        low_res = np.ascontiguousarray(low_res, np.float32)
-        masks = self.upscale_logits(embedding, low_res) > self.mask_threshold
-        return MaskSet(
-            masks,
-            scores.astype(np.float32),
-            extras={"low_res_logits": np.clip(low_res, -32.0, 32.0)},
-            transform=embedding.extras.get("transform"),
-            crs=embedding.extras.get("crs"),
-        )
-
-
 def open_onnx_backend(directory: str | os.PathLike[str], name: str | None = None, threads: int | None = None, quantized: bool = False) -> OnnxSamBackend:
     """The right ONNX backend for an export directory (SAM / MobileSAM or SAM 2)."""
     family = read_metadata(directory).get("family")
-    cls = OnnxSam2Backend if family == "sam2" else OnnxSamBackend
+    if family == "sam2":
+        from terramask.models.onnx.sam2_backend import OnnxSam2Backend
+
+        return OnnxSam2Backend(directory, name=name, threads=threads, quantized=quantized)
+    cls = OnnxSamBackend
     return cls(directory, name=name, threads=threads, quantized=quantized)

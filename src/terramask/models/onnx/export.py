@@ -51,6 +51,7 @@ from typing import Any
 
 from terramask.core.errors import InputError, ModelError, OutputError
 from terramask.core.lazy import require
+from terramask.models.sam.encoder_attention import official_attention
 
 log = logging.getLogger(__name__)
 
@@ -358,7 +359,8 @@ def export_spec(
 
     encoder, decoder = out / ENCODER, out / DECODER
     log.info("exporting %s encoder to %s", spec.name, encoder)
-    _export(enc_module, (torch.zeros(1, 3, img, img),), encoder, ["image"], enc_outputs, None, opset)
+    with official_attention(getattr(sam, "image_encoder", None)):  # the official graph, not the chunked loop
+        _export(enc_module, (torch.zeros(1, 3, img, img),), encoder, ["image"], enc_outputs, None, opset)
     log.info("exporting %s decoder to %s", spec.name, decoder)
     _export(dec_module, dec_args, decoder, dec_inputs, ["low_res_logits", "iou_predictions"], dynamic, opset)
     int8 = None

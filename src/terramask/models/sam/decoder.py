@@ -169,40 +169,25 @@ def _layer0_projections(layer0, src, pe):
     )
 
 
-def _upscale_and_masks(dec, keys, hyper, grid):
-    """``output_upscaling`` (two stride-2 transposed convs) and the hypernetwork product.
+@dataclass
+class TokenState:
+    """Transformer output for ``B`` prompts of one image.
 
-    ``keys (B, N, C)`` row-major over ``grid (h, w)``; ``hyper (B, K, C/8)``. Returns mask
-    logits ``(B, K, 4h, 4w)``.
+    ``queries (B, T, C)``: output tokens after the final attention (index 0 the IoU token,
+    ``1..M`` the ``M`` mask tokens, M = 4 for SAM: index 1 is the single-mask output);
+    ``keys (B, N, C)``: the updated image tokens the masks are decoded from; ``grid``
+    ``(h, w)`` of the image tokens.
     """
-    torch = torch_module()
-    F = torch.nn.functional
-    conv1, ln, act1, conv2, act2 = dec.output_upscaling
-    bsz = keys.shape[0]
-    h, w = grid
-    c1, c2 = conv1.out_channels, conv2.out_channels
-    # (C_in, O, 2, 2) -> (C_in, 2*2*O): rows of the product hold the 2x2 children of a pixel
-    # Pixels stay in "children order" (b, y, x, i1, j1, i2, j2) until the end: the layer
-    # norm (over channels) and the second conv act per pixel, so their order is free.
-    w1 = conv1.weight.permute(0, 2, 3, 1).reshape(conv1.in_channels, 4 * c1)
-    y = torch.addmm(conv1.bias.repeat(4), keys.reshape(bsz * h * w, -1), w1).reshape(-1, c1)
-    y = act1(F.layer_norm(y, (c1,), ln.weight, ln.bias, ln.eps))
-    w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
-    z = act2(torch.addmm(conv2.bias.repeat(4), y, w2))  # (B*h*w*4, 4*c2)
-    k = hyper.shape[1]
-    masks = z.reshape(bsz, -1, c2) @ hyper.transpose(1, 2)  # (B, h*w*16, K)
-    # (b, y, x, i1, j1, i2, j2, k) -> (b, k, y, i1, i2, x, j1, j2): row 4y+2i1+i2, col 4x+2j1+j2
-    masks = masks.reshape(bsz, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
-    return masks.reshape(bsz, k, 4 * h, 4 * w)
+
+    queries: Any
+    keys: Any
+    grid: tuple[int, int]
 
 
-def decode(sam, state: ImageState, features, sparse, mask_dense=None, multimask: bool = True):
-    """Low-res mask logits and predicted IoU for ``B`` prompts.
-
-    ``sparse (B, T', C)`` from the prompt encoder; ``mask_dense`` ``(1 or B, C, h, w)``
-    embedding of a prior mask or ``None``. Returns ``low_res (B, K, 4h, 4w)`` and
-    ``iou (B, K)``, ``K = 3`` for multimask else 1, in SAM's token order.
-    """
+def transformer(sam, state: ImageState, features, sparse, mask_dense=None) -> TokenState:
+    """``TwoWayTransformer`` for ``B`` prompts: ``sparse (B, T', C)`` from the prompt
+    encoder; ``mask_dense`` ``(1 or B, C, h, w)`` embedding of a prior mask or ``None``
+    (then layer 0 reuses the image's projections in ``state``)."""
     torch = torch_module()
     dec = sam.mask_decoder
     tr = dec.transformer
@@ -249,9 +234,97 @@ def decode(sam, state: ImageState, features, sparse, mask_dense=None, multimask:
 
     q = queries + query_pe
     queries = tr.norm_final_attn(queries + _token_to_image(tr.final_attn_token_to_image, q, xk=keys + pe, xv=keys))
+    return TokenState(queries=queries, keys=keys, grid=state.grid)
 
-    sel = range(1, dec.num_mask_tokens) if multimask else range(0, 1)
-    hyper = torch.stack([dec.output_hypernetworks_mlps[j](queries[:, 1 + j, :]) for j in sel], dim=1)
-    masks = _upscale_and_masks(dec, keys, hyper, state.grid)
-    iou = dec.iou_prediction_head(queries[:, 0, :])[:, sel.start : sel.stop]
-    return masks, iou
+
+def iou_scores(sam, ts: TokenState):
+    """Predicted IoU ``(B, M)`` of every mask token (index 0 = single-mask output)."""
+    return sam.mask_decoder.iou_prediction_head(ts.queries[:, 0, :])
+
+
+def _upscaled(dec, keys):
+    """``output_upscaling`` (two stride-2 2x2 transposed convs) in channels-last *block
+    order*: ``keys (U, N, C)`` -> ``(U, 16*N, C/8)``, where pixel ``(4y + 2a + c, 4x + 2b + d)``
+    of the upscaled grid is row ``((y*w + x)*4 + a*2 + b)*4 + c*2 + d``. Each transposed
+    conv is a per-pixel linear map, so it runs as one matrix product; the layer norm
+    (over channels) and the second conv act per pixel, so the pixel order is free until
+    :func:`_unblock`."""
+    torch = torch_module()
+    F = torch.nn.functional
+    conv1, ln, act1, conv2, act2 = dec.output_upscaling
+    u, n, c = keys.shape
+    c1, c2 = conv1.out_channels, conv2.out_channels
+    w1 = conv1.weight.permute(0, 2, 3, 1).reshape(conv1.in_channels, 4 * c1)  # (C_in, 2*2*O)
+    y = torch.addmm(conv1.bias.repeat(4), keys.reshape(u * n, c), w1).reshape(-1, c1)
+    y = act1(F.layer_norm(y, (c1,), ln.weight, ln.bias, ln.eps))
+    w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
+    return act2(torch.addmm(conv2.bias.repeat(4), y, w2)).reshape(u, n * 16, c2)
+
+
+def _unblock(blocked, grid: tuple[int, int]):
+    """``(..., 16*h*w)`` logits in :func:`_upscaled` block order -> ``(..., 4h, 4w)`` row-major."""
+    h, w = grid
+    lead = blocked.shape[:-1]
+    x = blocked.reshape(*lead, h, w, 2, 2, 2, 2)  # y, x, a, b, c, d
+    nd = len(lead)
+    order = (*range(nd), nd, nd + 2, nd + 4, nd + 1, nd + 3, nd + 5)
+    return x.permute(*order).reshape(*lead, 4 * h, 4 * w)
+
+
+def _hyper(dec, ts: TokenState, rows, tokens):
+    """Hypernetwork outputs ``(K, C/8)`` for mask token ``tokens[k]`` (1..M) of prompt ``rows[k]``."""
+    torch = torch_module()
+    mt = ts.queries[rows, tokens]  # (K, C)
+    out = torch.empty((len(rows), dec.output_hypernetworks_mlps[0].layers[-1].out_features), dtype=mt.dtype, device=mt.device)
+    for t in torch.unique(tokens).tolist():
+        sel = tokens == t
+        out[sel] = dec.output_hypernetworks_mlps[t - 1](mt[sel])
+    return out
+
+
+def mask_logits(sam, ts: TokenState, tokens: range):
+    """Low-res logits ``(B, K, 4h, 4w)`` of mask tokens ``tokens`` (within ``1..M``) of every prompt."""
+    torch = torch_module()
+    dec = sam.mask_decoder
+    hyper = torch.stack([dec.output_hypernetworks_mlps[t - 1](ts.queries[:, t, :]) for t in tokens], dim=1)
+    up = _upscaled(dec, ts.keys)  # (B, 16N, C/8)
+    return _unblock(hyper @ up.transpose(1, 2), ts.grid)
+
+
+def selected_mask_logits(sam, ts: TokenState, rows, tokens):
+    """Low-res logits ``(K, 4h, 4w)`` of mask token ``tokens[k]`` (1..M) of prompt
+    ``rows[k]`` (both ``(K,)`` int64 tensors, any order): the image tokens of each
+    distinct prompt are upscaled once, and only the asked masks are formed."""
+    torch = torch_module()
+    dec = sam.mask_decoder
+    h, w = ts.grid
+    if rows.numel() == 0:
+        return ts.keys.new_zeros((0, 4 * h, 4 * w))
+    uniq, inverse = torch.unique(rows, return_inverse=True)
+    up = _upscaled(dec, ts.keys[uniq] if len(uniq) < ts.keys.shape[0] else ts.keys)  # (U, 16N, C/8)
+    hyper = _hyper(dec, ts, rows, tokens)
+    # per distinct prompt, the hypernetwork rows of its selected tokens, packed for one bmm
+    order = torch.argsort(inverse, stable=True)
+    counts = torch.bincount(inverse, minlength=len(uniq))
+    slot = torch.arange(len(rows), device=up.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    packed = up.new_zeros((len(uniq), int(counts.max()), up.shape[-1]))
+    packed[inverse[order], slot] = hyper[order]
+    logits = torch.bmm(packed, up.transpose(1, 2))  # (U, width, 16N) in block order
+    out = torch.empty((len(rows), up.shape[1]), dtype=up.dtype, device=up.device)
+    out[order] = logits[inverse[order], slot]
+    return _unblock(out, ts.grid)
+
+
+def decode(sam, state: ImageState, features, sparse, mask_dense=None, multimask: bool = True):
+    """Low-res mask logits and predicted IoU for ``B`` prompts (the official
+    ``MaskDecoder.forward``).
+
+    ``sparse (B, T', C)`` from the prompt encoder; ``mask_dense`` ``(1 or B, C, h, w)``
+    embedding of a prior mask or ``None``. Returns ``low_res (B, K, 4h, 4w)`` and
+    ``iou (B, K)``, ``K = 3`` for multimask else 1, in SAM's token order.
+    """
+    ts = transformer(sam, state, features, sparse, mask_dense)
+    m = sam.mask_decoder.num_mask_tokens
+    tokens = range(2, m + 1) if multimask else range(1, 2)
+    iou = iou_scores(sam, ts)[:, tokens.start - 1 : tokens.stop - 1]
+    return mask_logits(sam, ts, tokens), iou

@@ -100,7 +100,7 @@ class MobileSamBackend(SamBackend):
             raise CheckpointMismatchError(f"MobileSAM has only the vit_t architecture, not {arch!r}")
         t0 = time.perf_counter()
         path = Path(path)
-        state = load_state_dict(path, what="MobileSAM checkpoint")
+        state = load_state_dict(path, what="MobileSAM checkpoint", family="mobilesam")
         model = build_mobilesam_model(state, source=f"MobileSAM checkpoint {path}")
         backend = cls(model, MobileSamArch(), name=name or "mobilesam", device=device, source=str(path))
         log.info("loaded MobileSAM from %s on %s in %.2fs", path, backend.device, time.perf_counter() - t0)

@@ -13,11 +13,9 @@ configuration YAML shipped in the ``sam2`` package, with the mask-decoder settin
 transforms are the official ``SAM2Transforms``. Results therefore equal those of the
 official ``SAM2ImagePredictor`` on the same weights and inputs (tested).
 
-The official post-processing that fills small holes and removes small islands in the
-low-resolution masks (``max_hole_area`` / ``max_sprinkle_area``) calls a CUDA extension
-(``sam2._C``) that CPU installs do not have; upstream then silently skips it. Here it is
-done with OpenCV connected components (8-connectivity, like the CUDA kernel) on any
-device: :func:`connected_components` and :func:`fill_holes_and_sprinkles`.
+Checkpoints and configurations: :mod:`terramask.models.sam2.checkpoint`; the mask
+clean-up that upstream runs only with its CUDA extension, on any device:
+:mod:`terramask.models.sam2.cleanup`; upsampling: :mod:`terramask.models.upscale`.
 """
 
 from __future__ import annotations
@@ -30,193 +28,26 @@ from typing import Any
 
 import numpy as np
 
-from terramask.core.errors import CheckpointMismatchError, InputError, ModelError, WeightsNotFoundError
+from terramask.core.errors import InputError
 from terramask.core.image import GeoImage
 from terramask.core.lazy import require
 from terramask.core.maskset import MaskSet
 from terramask.core.prompts import Prompts
 from terramask.models.base import Embedding, as_rgb8, check_pixel_prompts, upscale_arguments
-from terramask.models.torch_utils import resize_chain_window, resolve_device, torch_module
+from terramask.models.sam2.checkpoint import (  # noqa: F401  (re-exported: the backend's public names)
+    OFFICIAL_CONFIGS,
+    build_sam2_model,
+    config_text,
+    infer_config,
+    read_checkpoint,
+)
+from terramask.models.sam2.cleanup import connected_components, fill_holes_and_sprinkles  # noqa: F401
+from terramask.models.torch_utils import resolve_device, torch_module
+from terramask.models.upscale import Upscaler
 
 log = logging.getLogger(__name__)
 
-#: Official configurations: key -> (config path inside the sam2 package, trunk embed dim, trunk depth).
-OFFICIAL_CONFIGS: dict[str, tuple[str, int, int]] = {
-    "sam2.1_hiera_t": ("configs/sam2.1/sam2.1_hiera_t.yaml", 96, 12),
-    "sam2.1_hiera_s": ("configs/sam2.1/sam2.1_hiera_s.yaml", 96, 16),
-    "sam2.1_hiera_b+": ("configs/sam2.1/sam2.1_hiera_b+.yaml", 112, 24),
-    "sam2.1_hiera_l": ("configs/sam2.1/sam2.1_hiera_l.yaml", 144, 48),
-    "sam2_hiera_t": ("configs/sam2/sam2_hiera_t.yaml", 96, 12),
-    "sam2_hiera_s": ("configs/sam2/sam2_hiera_s.yaml", 96, 16),
-    "sam2_hiera_b+": ("configs/sam2/sam2_hiera_b+.yaml", 112, 24),
-    "sam2_hiera_l": ("configs/sam2/sam2_hiera_l.yaml", 144, 48),
-}
-
-#: Mask-decoder settings ``build_sam2(apply_postprocessing=True)`` adds (upstream default).
-_POSTPROCESSING_ARGS = {
-    "dynamic_multimask_via_stability": True,
-    "dynamic_multimask_stability_delta": 0.05,
-    "dynamic_multimask_stability_thresh": 0.98,
-}
-_TRUNK = "image_encoder.trunk."
-_EMBED_DIM = 256
 _LOW_RES_CLAMP = 32.0  # SAM2ImagePredictor clamps returned low-res logits to +-32
-
-
-# -- CPU post-processing -------------------------------------------------------------
-
-
-def connected_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """8-connected components of ``(N, H, W)`` bool masks (OpenCV).
-
-    Returns ``labels (N, H, W) int32`` (0 on background, 1.. per component) and
-    ``areas (N, H, W) int32`` (the pixel count of each pixel's component, 0 on
-    background), the contract of ``sam2.utils.misc.get_connected_components``.
-    """
-    cv2 = require("cv2", "sam", "opencv-python-headless")
-    mask = np.asarray(mask, dtype=bool)
-    if mask.ndim != 3:
-        raise InputError(f"connected_components needs (N, H, W) masks, got shape {mask.shape}")
-    labels = np.zeros(mask.shape, dtype=np.int32)
-    areas = np.zeros(mask.shape, dtype=np.int32)
-    for i, m in enumerate(mask):
-        if not m.any():
-            continue
-        n, lab, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-        labels[i] = lab
-        area_of = stats[:, cv2.CC_STAT_AREA].astype(np.int32)
-        area_of[0] = 0
-        areas[i] = area_of[lab]
-    return labels, areas
-
-
-def fill_holes_and_sprinkles(
-    logits: np.ndarray, threshold: float = 0.0, max_hole_area: float = 0.0, max_sprinkle_area: float = 0.0
-) -> np.ndarray:
-    """SAM 2's mask clean-up on ``(N, h, w)`` float logits, on the CPU.
-
-    Background components (``logit <= threshold``) of at most ``max_hole_area`` pixels
-    become ``threshold + 10``; foreground components (``> threshold``, taken from the
-    input, as upstream) of at most ``max_sprinkle_area`` pixels become ``threshold - 10``.
-    Equal to ``SAM2Transforms.postprocess_masks`` with the CUDA extension present.
-    """
-    logits = np.asarray(logits, dtype=np.float32)
-    out = logits
-    if max_hole_area > 0:
-        labels, areas = connected_components(logits <= threshold)
-        hole = (labels > 0) & (areas <= max_hole_area)
-        out = np.where(hole, np.float32(threshold + 10.0), out)
-    if max_sprinkle_area > 0:
-        labels, areas = connected_components(logits > threshold)
-        sprinkle = (labels > 0) & (areas <= max_sprinkle_area)
-        out = np.where(sprinkle, np.float32(threshold - 10.0), out)
-    return out.astype(np.float32, copy=False)
-
-
-# -- configuration and loading -----------------------------------------------------------
-
-
-def _sam2_root() -> Path:
-    sam2 = require("sam2", "sam2")
-    return Path(sam2.__file__).parent
-
-
-def config_text(config: str) -> str:
-    """YAML text of ``config``: an official key (``sam2.1_hiera_t`` …), a path inside the
-    ``sam2`` package (``configs/sam2.1/sam2.1_hiera_t.yaml``) or a YAML file."""
-    if config in OFFICIAL_CONFIGS:
-        config = OFFICIAL_CONFIGS[config][0]
-    for candidate in (Path(config).expanduser(), _sam2_root() / config):
-        if candidate.is_file():
-            return candidate.read_text()
-    raise InputError(
-        f"unknown SAM 2 configuration {config!r}: not a file, not in the sam2 package; "
-        f"official ones are {', '.join(OFFICIAL_CONFIGS)}"
-    )
-
-
-def infer_config(state: dict, source: str = "checkpoint") -> str:
-    """The official configuration key a SAM 2 state dict belongs to.
-
-    Hiera trunks are told apart by embed dim and block count; SAM 2.1 by tensors that
-    SAM 2.0 lacks (``no_obj_embed_spatial``). Window sizes and head counts are not in
-    the weights, so other trunks need an explicit configuration.
-    """
-    key = _TRUNK + "patch_embed.proj.weight"
-    if key not in state:
-        raise CheckpointMismatchError(f"{source} is not a SAM 2 checkpoint: missing tensor {key!r}")
-    embed = int(state[key].shape[0])
-    depth = len({k.split(".")[3] for k in state if k.startswith(_TRUNK + "blocks.")})
-    version = "sam2.1" if "no_obj_embed_spatial" in state else "sam2"
-    for name, (_, e, d) in OFFICIAL_CONFIGS.items():
-        if name.startswith(version + "_") and (e, d) == (embed, depth):
-            return name
-    raise CheckpointMismatchError(
-        f"{source}: a SAM 2 Hiera trunk with embed dim {embed} and {depth} blocks matches no official "
-        f"configuration ({', '.join(OFFICIAL_CONFIGS)}); pass the configuration YAML explicitly"
-    )
-
-
-def _read_checkpoint(path: Path) -> tuple[dict, str | None]:
-    """``(state_dict, embedded config YAML or None)`` of an official-format SAM 2 file,
-    loaded with ``weights_only=True`` (no arbitrary unpickling)."""
-    torch = torch_module()
-    if not path.exists():
-        raise WeightsNotFoundError(f"checkpoint {path} does not exist")
-    if not path.is_file():
-        raise ModelError(f"checkpoint {path} is not a file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError, RuntimeError, EOFError … for bad files
-        text = str(exc).strip()
-        if "Unsupported global" in text:  # a pickled object that is not a tensor
-            raise CheckpointMismatchError(
-                f"SAM 2 checkpoint {path} contains pickled Python objects besides tensors and was refused "
-                "(loaded with weights_only=True for safety)"
-            ) from None
-        first = text.splitlines()[0] if text else type(exc).__name__
-        raise CheckpointMismatchError(f"SAM 2 checkpoint {path} is not a readable PyTorch checkpoint ({first})") from None
-    if not isinstance(obj, dict):
-        raise CheckpointMismatchError(f"SAM 2 checkpoint {path} does not hold a dict (found {type(obj).__name__})")
-    state = obj.get("model", obj)
-    if not isinstance(state, dict):
-        raise CheckpointMismatchError(f"SAM 2 checkpoint {path}: 'model' is not a state dict")
-    tensors = {str(k): v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise CheckpointMismatchError(f"SAM 2 checkpoint {path} holds no tensors")
-    cfg = obj.get("terramask_config")
-    return tensors, cfg if isinstance(cfg, str) else None
-
-
-def build_sam2_model(yaml_text: str, state: dict | None = None, source: str = "checkpoint", postprocessing: bool = True):
-    """The official ``SAM2Base`` for a configuration, with ``state`` loaded strictly.
-
-    ``postprocessing`` adds the dynamic-multimask settings ``build_sam2`` adds by default.
-    A missing, unexpected or wrongly shaped tensor raises :class:`CheckpointMismatchError`.
-    """
-    torch_module()
-    require("sam2", "sam2")
-    omegaconf = require("omegaconf", "sam2", "omegaconf")
-    hydra_utils = require("hydra.utils", "sam2", "hydra-core")
-    cfg = omegaconf.OmegaConf.create(yaml_text)
-    if "model" not in cfg:
-        raise InputError(f"SAM 2 configuration for {source} has no 'model' section")
-    if postprocessing:
-        omegaconf.OmegaConf.update(cfg, "model.sam_mask_decoder_extra_args", dict(_POSTPROCESSING_ARGS), force_add=True)
-    omegaconf.OmegaConf.resolve(cfg)
-    try:
-        model = hydra_utils.instantiate(cfg.model, _recursive_=True)
-    except Exception as exc:
-        raise ModelError(f"cannot build the SAM 2 model for {source}: {str(exc).splitlines()[0][:300]}") from None
-    if state is not None:
-        state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-            detail = "; ".join(lines[1:3]) if len(lines) > 1 else (lines[0] if lines else "")
-            raise CheckpointMismatchError(f"{source} does not fit its SAM 2 configuration: {detail[:300]}") from None
-    return model.eval()
 
 
 # -- the backend --------------------------------------------------------------------------
@@ -263,6 +94,7 @@ class Sam2Backend:
         grid = self.img_size // stride
         self._feat_sizes = [(grid * 4, grid * 4), (grid * 2, grid * 2), (grid, grid)]
         self.low_res = grid * 4
+        self._upscaler = Upscaler(self.low_res, None, "torch", self.device)
         with self._torch.inference_mode():
             self._dense_pe = self.model.sam_prompt_encoder.get_dense_pe()
 
@@ -286,7 +118,7 @@ class Sam2Backend:
         """
         t0 = time.perf_counter()
         path = Path(path)
-        state, embedded = _read_checkpoint(path)
+        state, embedded = read_checkpoint(path)
         source = f"SAM 2 checkpoint {path}"
         if config is not None:
             yaml_text, config_name = config_text(config), config
@@ -364,7 +196,7 @@ class Sam2Backend:
         ok = (
             embedding.model == self.name
             and isinstance(feats, dict)
-            and tuple(np.shape(feats.get("image_embed"))) == (1, _EMBED_DIM, grid, grid)
+            and tuple(np.shape(feats.get("image_embed"))) == (1, 256, grid, grid)
             and len(feats.get("high_res_feats", ())) == 2
         )
         if not ok:
@@ -410,10 +242,8 @@ class Sam2Backend:
 
     def _upscale_full(self, low_res: np.ndarray, embedding: Embedding):
         """(N, 256, 256) -> (N, H, W) logits tensor (clean-up, then one bilinear resize)."""
-        torch = self._torch
-        F = torch.nn.functional
-        x = torch.as_tensor(self._clean(low_res), device=self.device)[:, None]
-        return F.interpolate(x, tuple(embedding.image_size), mode="bilinear", align_corners=False)[:, 0]
+        x = self._torch.as_tensor(self._clean(low_res), device=self.device)
+        return self._upscaler.whole(x, embedding.image_size, embedding.input_size)
 
     def predict(self, embedding: Embedding, prompts: Prompts, multimask: bool = True) -> MaskSet:
         """Masks for one set of prompts on the image grid.
@@ -443,7 +273,7 @@ class Sam2Backend:
                 coords = pts if coords is None else torch.cat([coords, pts], dim=1)
                 labels = lab if labels is None else torch.cat([labels, lab], dim=1)
             if prompts.mask_logits is not None:
-                mask = torch.as_tensor(prompts.mask_logits[None], dtype=torch.float32, device=self.device)
+                mask = torch.as_tensor(np.array(prompts.mask_logits[None], dtype=np.float32), device=self.device)
             low_res, iou = self._decode(embedding, coords, labels, mask, multi)
             low_res, iou = low_res.reshape(-1, low, low), iou.reshape(-1)
             if multi:
@@ -484,25 +314,11 @@ class Sam2Backend:
             return low_res.float().cpu().numpy(), iou.float().cpu().numpy()
 
     def upscale_logits(
-        self, embedding: Embedding, low_res: np.ndarray, window: tuple[int, int, int, int] | None = None, chunk: int = 16
+        self, embedding: Embedding, low_res: np.ndarray, window: tuple[int, int, int, int] | None = None
     ) -> np.ndarray:
         """Low-res logits ``(N, 256, 256)`` -> logits ``(N, H, W)`` float32 on the image grid
         (SAM 2's rule: optional hole/island clean-up, then one bilinear resize). With
-        ``window = (x0, y0, x1, y1)`` only that region is computed."""
-        torch = self._torch
-        low = self.low_res
-        arr, (x0, y0, x1, y1) = upscale_arguments(low_res, low, embedding.image_size, window)
-        rows, cols = embedding.image_size
-        out = np.empty((arr.shape[0], y1 - y0, x1 - x0), dtype=np.float32)
-        step = max(1, int(chunk))
-        with torch.inference_mode():
-            for start in range(0, arr.shape[0], step):
-                part = arr[start : start + step]
-                if window is None:
-                    res = self._upscale_full(part, embedding)
-                else:
-                    res = resize_chain_window(
-                        torch.as_tensor(self._clean(part), device=self.device), [(rows, rows)], [(cols, cols)], (x0, y0, x1, y1)
-                    )
-                out[start : start + step] = res.cpu().numpy()
-        return out
+        ``window = (x0, y0, x1, y1)`` only that region is computed
+        (:class:`terramask.models.upscale.Upscaler`)."""
+        arr, win = upscale_arguments(low_res, self.low_res, embedding.image_size, window)
+        return self._upscaler(self._clean(arr), embedding.image_size, embedding.input_size, win)

@@ -20,9 +20,9 @@ Two modes (:func:`generate`):
   computed exactly) and upsamples only the masks that survive, each inside its box. Its
   ``stability_score`` is the low-res estimate for the other candidates.
 
-With a SAM v1 backend (SAM, MobileSAM) both modes use the folded decoder of
-:mod:`terramask.models.sam.point_decoder` (same results within float rounding, several
-times fewer operations); other :class:`~terramask.models.base.PointBatchDecoder`
+With a SAM v1 backend (SAM, MobileSAM) both modes decode in two stages with
+:mod:`terramask.models.sam.point_batches` (masks only for the outputs that pass the IoU
+filter, on the one SAM decoder); other :class:`~terramask.models.base.PointBatchDecoder`
 backends use their ``decode_points``. Backends without point decoding but with their own
 ``generate`` (the weight-free ``classic`` backend) are used through it.
 
@@ -172,15 +172,12 @@ class _BackendDecoder:
         rows, ks = np.nonzero(keep)
         return iou, rows, ks, low[rows, ks]
 
-    def upscale(self, embedding, low_res: np.ndarray, window=None) -> np.ndarray:
-        return np.asarray(self.backend.upscale_logits(embedding, low_res, window=window), dtype=np.float32)
-
 
 def _decoder_for(backend: Any, decoder: str):
     if decoder not in DECODERS:
         raise InputError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
     if decoder == "auto":
-        from terramask.models.sam.point_decoder import point_scorer_for
+        from terramask.models.sam.point_batches import point_scorer_for
 
         scorer = point_scorer_for(backend)
         if scorer is not None:
@@ -223,7 +220,7 @@ def _process_crop(backend, decoder, rgb, crop_box, grid, orig_size, params: AmgP
             continue
         if ctx is None:
             geom = LowResGeometry.of(embedding.image_size, embedding.input_size, low.shape[1:], model_size)
-            ctx = CropContext(decoder.upscale, embedding, geom, tuple(crop_box), orig_size, threshold, params)
+            ctx = CropContext(backend.upscale_logits, embedding, geom, tuple(crop_box), orig_size, threshold, params)
         handler = exact_batch if mode == "exact" else fast_batch
         parts.append(handler(ctx, low, iou[rows, ks], points[rows]))
     cands = Candidates.concat(parts, (h, w), exact=(mode == "exact"))
