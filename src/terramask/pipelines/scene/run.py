@@ -186,29 +186,46 @@ def run_scene(path: str | os.PathLike, out_dir: str | os.PathLike, segmenter: Se
 def _segment_tiles(scene: Scene, spec: SceneSpec, grid: TileGrid, segmenter: SegmenterFactory,
                    config: SceneRunConfig, engine: EngineConfig, staging: StagingDir,
                    min_px: float | None, max_px: float | None) -> dict[str, Any]:
-    """Run every tile through the engine, the merge and the sink; returns the counts."""
+    """Run every tile through the engine, the merge and the sink; returns the counts.
+
+    Tiles that the file's block table shows empty never go to the engine (on Ray, tens of
+    thousands of empty tiles of a sparse mosaic would each cost a task); the merge sees
+    them as tiles without parts, in grid order.
+    """
     merge = config.merge
+    empty = [scene.window_is_empty(t.window) for t in grid.tiles]
     jobs = (TileJob(spec, t, seq, grid.interior_edges(seq), merge.edge_margin, config.cache_mb)
-            for seq, t in enumerate(grid.tiles))
+            for seq, t in enumerate(grid.tiles) if not empty[seq])
     merger = TileMerger(grid, merge)
     sink = ObjectSink(staging.path, scene.width, scene.height, scene.transform, scene.crs, grid,
                       min_area_px=min_px, max_area_px=max_px, output_mode=config.output_mode).open()
     bar = _progress(len(grid), Path(scene.path).name, config.progress)
-    stats: dict[str, Any] = {"segmented": 0, "skipped": 0, "masks": 0, "segment_s": 0.0}
+    stats: dict[str, Any] = {"segmented": 0, "skipped": 0, "masks": 0, "segment_s": 0.0, "workers": 0}
     names: set[str] = set()
+
+    def skip_until(seq: int) -> None:
+        while merger.next_seq < seq:
+            sink.add(merger.add_tile(merger.next_seq, []))
+            stats["skipped"] += 1
+            if bar is not None:
+                bar.update(1)
+
     try:
-        with make_engine(engine.name, address=engine.address, workers=engine.workers,
-                         device=getattr(segmenter, "device", "cpu"), **engine.options) as eng:
-            for result in eng.map(partial(TileWorker, segmenter), jobs):
-                sink.add(merger.add_tile(result.seq, result.parts))
-                stats["skipped"] += result.skipped
-                stats["segmented"] += not result.skipped
-                stats["masks"] += result.masks
-                stats["segment_s"] += result.seconds
-                names.add(result.worker)
-                if bar is not None:
-                    bar.update(1)
-            stats["workers"] = eng.workers
+        if not all(empty):
+            with make_engine(engine.name, address=engine.address, workers=engine.workers,
+                             device=getattr(segmenter, "device", "cpu"), **engine.options) as eng:
+                for result in eng.map(partial(TileWorker, segmenter), jobs):
+                    skip_until(result.seq)
+                    sink.add(merger.add_tile(result.seq, result.parts))
+                    stats["skipped"] += result.skipped
+                    stats["segmented"] += not result.skipped
+                    stats["masks"] += result.masks
+                    stats["segment_s"] += result.seconds
+                    names.add(result.worker)
+                    if bar is not None:
+                        bar.update(1)
+                stats["workers"] = eng.workers
+        skip_until(len(grid))
         sink.add(merger.finish())
         sink.close()
     except BaseException:
