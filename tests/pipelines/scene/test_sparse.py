@@ -102,3 +102,32 @@ def test_mostly_empty_100k_scene_in_minutes(tmp_path):
     recs = json.loads((out / "masks.json").read_text())
     assert len(recs) == 2 and {r["area"] for r in recs} == {20_000}
     assert recs[0]["segmentation"]["size"] == [size, size]
+
+
+class NeverCalled:
+    """A segmenter factory whose model must not run (and, with ``load=False``, not even load)."""
+
+    def __init__(self, load: bool = True) -> None:
+        self.load = load
+
+    def __call__(self):
+        assert self.load, "the model was loaded for a scene without data"
+
+        def segment(image):
+            raise AssertionError("the model ran on an empty tile")
+
+        return segment
+
+
+def test_empty_scenes_never_run_the_model(tmp_path):
+    config = SceneRunConfig(tile_size=256, overlap=32, progress=False)
+    empty = write_sparse(tmp_path / "empty.tif", 1000, [])
+    result = run_scene(empty, tmp_path / "a", NeverCalled(load=False), config)
+    assert result.objects == 0 and result.skipped == result.tiles == 25
+    with rasterio.open(tmp_path / "constant.tif", "w", driver="GTiff", width=600, height=500, count=3,
+                       dtype="uint16", crs="EPSG:32633", transform=UTM33_TRANSFORM) as dst:
+        dst.write(np.full((3, 500, 600), 7, np.uint16))  # stored, constant, no nodata value
+    result = run_scene(tmp_path / "constant.tif", tmp_path / "b", NeverCalled(), config)
+    assert result.objects == 0 and result.skipped == result.tiles > 1
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["tiles"]["segmented"] == 0 and summary["tiles"]["skipped_empty"] == result.tiles
