@@ -297,7 +297,7 @@ class Scene:
             transform = transform @ Affine.scale(window.width / cols, window.height / rows)
         presence = self.block_presence if out_shape is not None and window == self.window else None
         if presence is not None and self.mostly_sparse:
-            pixels, _ = decimated_read(self._ds, indexes, kwargs["out_shape"][1:], presence, self._fill_value())
+            pixels, _ = self._sparse_read(indexes, kwargs["out_shape"][1:], presence)
         else:
             pixels = self._rio_read(f"window {window.to_dict()}", **kwargs)
         stretch = self.stretch
@@ -368,16 +368,8 @@ class Scene:
         no data, and reading them would cost the scene area instead of the data.
         """
         rows, cols = self.stats_shape(max_size)
-        decimated = (rows, cols) != self.shape
-        if decimated and self.mostly_sparse and not self._uses_mask_band:
-            return self._sparse_stretch((rows, cols))
-        what = "the scene for statistics"
-        kwargs = {"out_shape": (rows, cols), "resampling": Resampling.nearest} if decimated else {}
-        mask = self._rio_mask(what, **kwargs) > 0 if self._uses_mask_band else None
         lows, highs = [], []
-        for band in range(1, self.count + 1):
-            values = self._rio_read(what, indexes=band, **kwargs)
-            valid = np.ones(values.shape, dtype=bool) if mask is None else mask.copy()
+        for band, (values, valid) in enumerate(self._stats_bands((rows, cols)), start=1):
             if self.nodata is not None and not math.isnan(self.nodata):
                 valid &= values != self.nodata
             if values.dtype.kind == "f":
@@ -390,33 +382,32 @@ class Scene:
         log.debug("%s: stretch from a %dx%d read: low=%s high=%s", self.path, cols, rows, lows, highs)
         return Stretch(tuple(lows), tuple(highs), self.percentiles)
 
-    def _sparse_stretch(self, shape: tuple[int, int]) -> Stretch:
-        """:meth:`compute_stretch` from the stored blocks of a mostly sparse GeoTIFF."""
+    def _stats_bands(self, shape: tuple[int, int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(values, valid)`` of each scene band at ``shape`` (decimated when smaller than
+        the scene; from the stored blocks of a mostly sparse GeoTIFF)."""
+        decimated = shape != self.shape
+        presence = self.block_presence if decimated and not self._uses_mask_band else None
+        if presence is not None and self.mostly_sparse:
+            pixels, stored = self._sparse_read(list(range(1, self.count + 1)), shape, presence)
+            for band in range(self.count):
+                yield pixels[band], stored.copy()
+            return
+        what = "the scene for statistics"
+        kwargs = {"out_shape": shape, "resampling": Resampling.nearest} if decimated else {}
+        mask = self._rio_mask(what, **kwargs) > 0 if self._uses_mask_band else None
+        for band in range(1, self.count + 1):
+            values = self._rio_read(what, indexes=band, **kwargs)
+            yield values, (np.ones(values.shape, dtype=bool) if mask is None else mask.copy())
+
+    def _sparse_read(self, indexes: list[int], shape: tuple[int, int],
+                     presence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`terramask.io.sparse.decimated_read` of the whole scene, errors as SceneError."""
         self._check_open()
-        presence = self.block_presence
-        if presence is None:
-            raise SceneError(f"{self.path}: no block table to read statistics from")
         try:
             with _quiet_georef():
-                pixels, stored = decimated_read(self._ds, list(range(1, self.count + 1)), shape, presence,
-                                                self._fill_value())
+                return decimated_read(self._ds, indexes, shape, presence, self._fill_value())
         except rasterio.errors.RasterioError as exc:
-            raise SceneError(f"{self.path}: cannot read the scene for statistics: {_gdal_reason(exc)}") from exc
-        lows, highs = [], []
-        for band in range(self.count):
-            one = _band_stretch(pixels[band], stored, self.nodata, self.percentiles)
-            lows.append(one.low[0])
-            highs.append(one.high[0])
-        log.debug("%s: stretch from %d stored blocks: low=%s high=%s", self.path, int(presence.sum()), lows, highs)
-        return Stretch(tuple(lows), tuple(highs), self.percentiles)
-
-
-def _band_stretch(values: np.ndarray, valid: np.ndarray, nodata: float | None, percentiles) -> Stretch:
-    if nodata is not None and not math.isnan(nodata):
-        valid = valid & (values != nodata)
-    if values.dtype.kind == "f":
-        valid = valid & np.isfinite(values)
-    return compute_stretch(values[None], valid, percentiles)
+            raise SceneError(f"{self.path}: cannot read a decimated view of the scene: {_gdal_reason(exc)}") from exc
 
 
 def _rio_window(window: Window) -> RioWindow:
