@@ -268,7 +268,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=2, help="timed encoder runs per implementation (after a warm-up)")
     ap.add_argument("--clicks", type=int, default=200, help="clicks for the decoder timing")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch and onnxruntime threads")
-    ap.add_argument("--malloc", default="tuned", choices=["tuned", "aggressive", "default"])
+    ap.add_argument("--malloc", default="default", choices=["default", "tuned", "aggressive"], help="malloc mode of this process (the library default is off)")
     ap.add_argument("--models", default="sam-vit-b,mobilesam,sam2.1-hiera-tiny")
     ap.add_argument("--no-onnx", action="store_true")
     ap.add_argument("--profile", action="store_true", help="only profile SamBackend.predict per click (cProfile, top functions)")

@@ -1,12 +1,14 @@
-"""Tune glibc's malloc for large-tensor inference, once, before models load.
+"""Optional glibc malloc tuning for large-tensor inference, applied once before models load.
 
-Why: with glibc's defaults, every tensor larger than the (dynamic, at most 32 MiB) mmap
+**Off by default; opt in with ``TERRAMASK_MALLOC=tuned``** (or ``aggressive``). Why it
+exists: with glibc's defaults, every tensor larger than the (dynamic, at most 32 MiB) mmap
 threshold is a fresh ``mmap`` that is handed back with ``munmap`` when freed, and freed
-heap memory above 128 KiB at the top of the heap is trimmed back to the system. A
-transformer encoder allocates and frees the same large activations in every layer, so
-each layer faults tens of megabytes of zero pages in again. Measured on the project's
-2-core machine (issue 6): the official SAM ViT-B encoder took ~14 s per 1024 tile with
-the defaults and ~8 s with the mmap threshold raised or tcmalloc preloaded.
+heap memory above 128 KiB at the top of the heap is trimmed back to the system, so an
+encoder that allocates and frees the same large activations in every layer faults them
+in again each time. On the 2-core machine of issue 6 the SAM ViT-B encoder took ~14 s
+per 1024 tile with the defaults and ~8 s tuned. On this project's current machines
+(Intel Xeon) it measured 0.82-1.02x (benchmarks/README.md, "Inference speed"): no gain,
+sometimes a loss, so it is not applied unless asked for.
 
 :func:`configure_allocator` calls ``mallopt`` through ctypes:
 
@@ -14,13 +16,12 @@ the defaults and ~8 s with the mmap threshold raised or tcmalloc preloaded.
   heap and are reused instead of being mapped and unmapped;
 - ``M_TRIM_THRESHOLD`` = 1 GiB and ``M_TOP_PAD`` = 64 MiB: freed memory stays in the
   process for the next layer instead of being returned and faulted in again;
-- ``M_MMAP_MAX`` = 0 only with ``aggressive=True`` (every block from the heap, even the
+- ``M_MMAP_MAX`` = 0 only with ``aggressive`` (every block from the heap, even the
   largest attention maps; peak memory can rise because freed blocks are kept).
 
-It is idempotent (the first call wins, later calls return the same state), a no-op
-off glibc (macOS, Windows, musl) and can be disabled with ``TERRAMASK_MALLOC=default``
-(``aggressive`` selects the ``M_MMAP_MAX`` variant). Memory kept by the allocator is
-memory the process already used at its peak; it is not a leak.
+It is idempotent (the first call wins, later calls return the same state) and a no-op
+off glibc (macOS, Windows, musl). Memory kept by the allocator is memory the process
+already used at its peak; it is not a leak.
 """
 
 from __future__ import annotations
@@ -80,18 +81,18 @@ def _glibc() -> ctypes.CDLL | None:
 def configure_allocator(mode: str | None = None) -> AllocatorState:
     """Apply the malloc settings above once per process; return what was done.
 
-    ``mode``: ``"tuned"`` (default), ``"aggressive"`` or ``"default"`` (leave malloc
-    alone); ``None`` reads ``TERRAMASK_MALLOC`` (default ``tuned``). Later calls return
-    the first call's state without changing anything.
+    ``mode``: ``"default"`` (leave malloc alone), ``"tuned"`` or ``"aggressive"``;
+    ``None`` reads ``TERRAMASK_MALLOC`` (unset: ``default``, i.e. off). Later calls
+    return the first call's state without changing anything.
     """
     global _STATE
     with _LOCK:
         if _STATE is not None:
             return _STATE
-        mode = (mode or os.environ.get(ENV, "") or "tuned").strip().lower()
+        mode = (mode or os.environ.get(ENV, "") or "default").strip().lower()
         if mode not in ("tuned", "aggressive", "default"):
-            log.warning("%s=%r is not one of tuned, aggressive, default; using tuned", ENV, mode)
-            mode = "tuned"
+            log.warning("%s=%r is not one of default, tuned, aggressive; leaving malloc alone", ENV, mode)
+            mode = "default"
         if mode == "default":
             _STATE = AllocatorState("default")
             return _STATE
