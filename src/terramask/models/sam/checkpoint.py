@@ -119,8 +119,8 @@ def infer_arch(state: dict, source: str = "checkpoint") -> SamArch:
     head_dim = int(rel[0].shape[1])
     if head_dim <= 0 or embed % head_dim:
         raise CheckpointMismatchError(f"{source}: embed dim {embed} is not a multiple of head dim {head_dim}")
-    glob = tuple(i for i, r in zip(blocks, rel) if int(r.shape[0]) == 2 * grid - 1)
-    windows = {(int(r.shape[0]) + 1) // 2 for i, r in zip(blocks, rel) if i not in glob}
+    glob = tuple(i for i, r in zip(blocks, rel, strict=True) if int(r.shape[0]) == 2 * grid - 1)
+    windows = {(int(r.shape[0]) + 1) // 2 for i, r in zip(blocks, rel, strict=True) if i not in glob}
     if len(windows) > 1:
         raise CheckpointMismatchError(f"{source}: encoder blocks use different window sizes {sorted(windows)}")
     lin1 = need(f"{_ENC}blocks.0.mlp.lin1.weight")

@@ -166,7 +166,7 @@ class Sam2Backend:
             if self.model.directly_add_no_mem_embed:
                 vision_feats[-1] = vision_feats[-1] + self.model.no_mem_embed
             feats = [
-                f.permute(1, 2, 0).reshape(1, -1, *size) for f, size in zip(vision_feats[::-1], self._feat_sizes[::-1])
+                f.permute(1, 2, 0).reshape(1, -1, *size) for f, size in zip(vision_feats[::-1], self._feat_sizes[::-1], strict=True)
             ][::-1]
             # contiguous copies: the upstream views are channels-last, and the decoder's
             # float rounding depends on the layout, so a cached (contiguous) embedding
