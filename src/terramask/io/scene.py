@@ -26,8 +26,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -43,6 +41,9 @@ from terramask.core.frames import window_transform
 from terramask.core.geometry import Window
 from terramask.core.image import GeoImage, parse_bands
 from terramask.core.stretch import Stretch, compute_stretch, validate_percentiles
+from terramask.io.gdal import RESAMPLING as _RESAMPLING
+from terramask.io.gdal import crs_string, gdal_reason, quiet_georef
+from terramask.io.remote import configure_gdal, display_name, gdal_path, is_remote, redact, remote_open_error
 from terramask.io.sparse import block_presence, decimated_read, window_is_stored
 
 log = logging.getLogger(__name__)
@@ -50,55 +51,15 @@ log = logging.getLogger(__name__)
 #: Longest side (pixels) of the decimated read used for scene-wide stretch statistics.
 STATS_MAX_SIZE = 2048
 
-_RESAMPLING = {
-    "nearest": Resampling.nearest,
-    "bilinear": Resampling.bilinear,
-    "cubic": Resampling.cubic,
-    "average": Resampling.average,
-    "mode": Resampling.mode,
-}
-
-
-def _gdal_reason(exc: BaseException) -> str:
-    """The most specific GDAL message in an exception chain, on one line."""
-    messages = []
-    seen = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        text = " ".join(str(current).split())
-        if text and "see previous exception" not in text.lower():
-            messages.append(text)
-        current = current.__cause__ or current.__context__
-    return messages[-1] if messages else type(exc).__name__
-
-
-@contextmanager
-def _quiet_georef() -> Iterator[None]:
-    """Plain images (PNG/JPEG) have no georeference; that is normal, not a warning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        yield
-
-
-def _is_remote(path: str) -> bool:
-    return path.startswith("/vsi") or "://" in path
-
-
-def crs_string(crs) -> str | None:
-    """rasterio CRS -> ``"EPSG:N"`` when it has an EPSG code, else WKT; ``None`` if absent."""
-    if not crs:
-        return None
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg is not None else crs.to_wkt()
-
-
 class Scene:
     """One open raster with its display bands and scene-wide stretch.
 
     Attributes (read-only):
 
-    - ``path`` (str), ``width``, ``height``, ``count`` (band count), ``dtype`` (numpy dtype)
+    - ``path``: the scene as shown in messages, logs and outputs (a URL without its query
+      string, :func:`terramask.io.remote.display_name`); ``source``: the string to give
+      :func:`open_scene` to open it again (a signed URL keeps its signature)
+    - ``width``, ``height``, ``count`` (band count), ``dtype`` (numpy dtype)
     - ``crs``: ``"EPSG:N"`` or WKT; ``None`` for plain images
     - ``transform``: :class:`affine.Affine`, scene pixel ``(x, y)`` -> world; identity without georeference
     - ``nodata``: the nodata value or ``None``
@@ -111,13 +72,14 @@ class Scene:
     def __init__(
         self,
         dataset,
-        path: str,
+        source: str,
         bands: tuple[int, ...],
         percentiles: tuple[float, float],
         stretch: Stretch | None = None,
     ) -> None:
         self._ds = dataset
-        self.path = path
+        self.source = source
+        self.path = display_name(source)
         self.width = int(dataset.width)
         self.height = int(dataset.height)
         self.count = int(dataset.count)
@@ -138,7 +100,7 @@ class Scene:
         self._stretch_given = stretch is not None
         self._presence: np.ndarray | None | bool = False  # False: not looked up yet
         if stretch is not None and (len(stretch.low) != self.count or len(stretch.high) != self.count):
-            raise InputError(f"{path}: the given stretch has {len(stretch.low)} band(s), the scene has {self.count}")
+            raise InputError(f"{self.path}: the given stretch has {len(stretch.low)} band(s), the scene has {self.count}")
 
     # -- lifetime -----------------------------------------------------------------------
 
@@ -251,18 +213,18 @@ class Scene:
     def _rio_read(self, what: str, **kwargs) -> np.ndarray:
         self._check_open()
         try:
-            with _quiet_georef():
+            with quiet_georef():
                 return self._ds.read(**kwargs)
         except rasterio.errors.RasterioError as exc:
-            raise SceneError(f"{self.path}: cannot read {what}: {_gdal_reason(exc)}") from exc
+            raise SceneError(f"{self.path}: cannot read {what}: {gdal_reason(exc)}") from exc
 
     def _rio_mask(self, what: str, **kwargs) -> np.ndarray:
         self._check_open()
         try:
-            with _quiet_georef():
+            with quiet_georef():
                 return self._ds.dataset_mask(**kwargs)
         except rasterio.errors.RasterioError as exc:
-            raise SceneError(f"{self.path}: cannot read the mask of {what}: {_gdal_reason(exc)}") from exc
+            raise SceneError(f"{self.path}: cannot read the mask of {what}: {gdal_reason(exc)}") from exc
 
     def read(
         self,
@@ -404,10 +366,10 @@ class Scene:
         """:func:`terramask.io.sparse.decimated_read` of the whole scene, errors as SceneError."""
         self._check_open()
         try:
-            with _quiet_georef():
+            with quiet_georef():
                 return decimated_read(self._ds, indexes, shape, presence, self._fill_value())
         except rasterio.errors.RasterioError as exc:
-            raise SceneError(f"{self.path}: cannot read a decimated view of the scene: {_gdal_reason(exc)}") from exc
+            raise SceneError(f"{self.path}: cannot read a decimated view of the scene: {gdal_reason(exc)}") from exc
 
 
 def _rio_window(window: Window) -> RioWindow:
@@ -431,29 +393,41 @@ def open_scene(
     not a raster, corrupt, unsupported data type), :class:`BandError` (bad band),
     :class:`InputError` (bad percentiles).
     """
-    name = os.fspath(path)
+    source = os.fspath(path)
+    name = display_name(source)
     percentiles = validate_percentiles(percentiles)
-    if not _is_remote(name):
-        p = Path(name)
+    if is_remote(source):
+        configure_gdal()
+    else:
+        p = Path(source)
         if not p.exists():
             raise SceneNotFoundError(f"{name}: no such file")
         if p.is_dir():
             raise SceneError(f"{name}: is a directory, not a raster file")
-    try:
-        with _quiet_georef():
-            dataset = rasterio.open(name)
-    except rasterio.errors.RasterioError as exc:
-        raise SceneError(f"{name}: cannot open as a raster: {_gdal_reason(exc)}") from exc
+    dataset = _open_dataset(source, name)
     try:
         if dataset.count == 0:
             subdatasets = list(dataset.subdatasets or [])
-            hint = f"; it holds subdatasets, open one of them, e.g. {subdatasets[0]}" if subdatasets else ""
+            hint = f"; it holds subdatasets, open one of them, e.g. {redact(subdatasets[0])}" if subdatasets else ""
             raise SceneError(f"{name}: has no raster bands{hint}")
         kinds = {np.dtype(dt).kind for dt in dataset.dtypes}
         if not kinds <= {"u", "i", "f"}:
             raise SceneError(f"{name}: unsupported data type {dataset.dtypes[0]}; use integer or real-valued bands")
         display = parse_bands(bands, dataset.count, source=name)
-        return Scene(dataset, name, display, percentiles, stretch)
+        return Scene(dataset, source, display, percentiles, stretch)
     except BaseException:
         dataset.close()
         raise
+
+
+def _open_dataset(source: str, name: str):
+    """``rasterio.open`` of a local path, URL or ``/vsi`` path; errors as one line naming
+    ``name`` (a remote file that is missing raises :class:`SceneNotFoundError`)."""
+    try:
+        with quiet_georef():
+            return rasterio.open(gdal_path(source))
+    except rasterio.errors.RasterioError as exc:
+        reason = gdal_reason(exc)
+        if is_remote(source):
+            raise remote_open_error(name, reason) from exc
+        raise SceneError(f"{name}: cannot open as a raster: {reason}") from exc

@@ -47,10 +47,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+from urllib.parse import urlsplit
 
 from terramask.core.errors import InputError, MissingDependencyError
 from terramask.io.atomic import ensure_output_dir, remove_stale_temporaries, write_json, write_text
 from terramask.io.overlay import make_gallery, save_png
+from terramask.io.remote import display_name, is_remote
 from terramask.pipelines.batch.journal import Journal
 from terramask.pipelines.scene.config import EngineConfig, SceneRunConfig
 from terramask.pipelines.scene.engines import make_engine
@@ -74,17 +76,22 @@ def _is_pattern(text: str) -> bool:
     return any(c in text for c in "*?[")
 
 
-def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path | str]:
     """Files, folders (their image files, sorted, not recursive) and glob patterns (``**``
-    recurses) -> scene paths in the order given, without duplicates.
+    recurses) -> scene paths in the order given, without duplicates. URLs and GDAL
+    ``/vsi`` paths (:func:`terramask.io.remote.is_remote`) pass through unchanged, as
+    ``str`` (never globbed, listed or made absolute).
 
     A path that does not exist is kept (it is reported as a failed scene); a pattern or
     folder without images only logs a warning. Raises :class:`InputError` when nothing
     at all is found.
     """
-    found: list[Path] = []
+    found: list[Path | str] = []
     for spec in inputs:
         text = os.fspath(spec)
+        if is_remote(text):
+            found.append(text)
+            continue
         path = Path(text).expanduser()
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -100,7 +107,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     seen: set[str] = set()
     out = []
     for p in found:
-        key = os.path.abspath(p)
+        key = p if isinstance(p, str) else os.path.abspath(p)
         if key not in seen:
             seen.add(key)
             out.append(p)
@@ -120,8 +127,17 @@ class BatchItem:
     out_dir: str
     key: str
 
+    @property
+    def shown(self) -> str:
+        """The input as written to the journal and the index (a URL without its query string)."""
+        return display_name(self.path)
 
-def _file_identity(path: Path) -> dict:
+
+def _file_identity(path: Path | str) -> dict:
+    """What identifies a scene in the journal key: a file's absolute path, size and mtime;
+    a URL without its query string (a re-signed URL resumes the same scene)."""
+    if isinstance(path, str):
+        return {"path": display_name(path), "size": None, "mtime_ns": None}
     try:
         st = path.stat()
         return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
@@ -129,12 +145,19 @@ def _file_identity(path: Path) -> dict:
         return {"path": os.path.abspath(path), "size": None, "mtime_ns": None}
 
 
-def plan_items(paths: Sequence[Path], out_dir: Path, fingerprint: str) -> list[BatchItem]:
+def _stem(path: Path | str) -> str:
+    """Output folder name of a scene: the file stem (of a URL's last path segment)."""
+    if isinstance(path, str):
+        path = Path(urlsplit(path).path if "://" in path else path)
+    return path.stem or path.name
+
+
+def plan_items(paths: Sequence[Path | str], out_dir: Path, fingerprint: str) -> list[BatchItem]:
     """Items with unique output folder names (the file stem, ``_2``, ``_3`` … on clashes)."""
     used: set[str] = set()
     items = []
     for i, p in enumerate(paths):
-        base = p.stem or p.name or f"scene{i + 1}"
+        base = _stem(p) or f"scene{i + 1}"
         name, k = base, 1
         while name.lower() in used:
             k += 1
@@ -183,7 +206,7 @@ class BatchWorker:
         except (MissingDependencyError, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # one bad scene must not stop the batch
-            log.info("%s failed: %s", item.path, _one_line(exc))
+            log.info("%s failed: %s", item.shown, _one_line(exc))
             return {"key": item.key, "index": item.index, "status": "failed", "error": _one_line(exc),
                     "error_type": type(exc).__name__, "seconds": round(time.perf_counter() - started, 3)}
         scene = result.summary["scene"]
@@ -274,7 +297,7 @@ def run_batch(
                     for rec in eng.map(partial(BatchWorker, segmenter, scene_config), todo, ordered=False):
                         item = items[rec["index"]]
                         fields = {k: v for k, v in rec.items() if k not in ("key", "status")}
-                        journal.record(item.key, rec["status"], name=item.name, input=item.path, run=run_id, **fields)
+                        journal.record(item.key, rec["status"], name=item.name, input=item.shown, run=run_id, **fields)
                         computed += 1
                         if bar is not None:
                             bar.update(1)
@@ -290,7 +313,7 @@ def _row(item: BatchItem, entry: dict | None, description: Mapping[str, Any]) ->
     entry = entry or {"status": "failed", "error": "not processed"}
     return {
         "name": item.name,
-        "input": item.path,
+        "input": item.shown,
         "status": entry.get("status"),
         "objects": entry.get("objects"),
         "tiles": entry.get("tiles"),

@@ -166,7 +166,7 @@ def run_scene(path: str | os.PathLike, out_dir: str | os.PathLike, segmenter: Se
         remove_stale_temporaries(out)
         tiles = plan_tiles(scene.path, scene.width, scene.height, config.tile_size, config.overlap)
         grid = TileGrid(tiles, scene.width, scene.height)
-        spec = SceneSpec(scene.path, tuple(b + 1 for b in scene.bands), scene.stretch)
+        spec = SceneSpec(scene.source, tuple(b + 1 for b in scene.bands), scene.stretch)
         staging = StagingDir(out)
         try:
             stats = _segment_tiles(scene, spec, grid, segmenter, config, engine, staging, min_px, max_px)
