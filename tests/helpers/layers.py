@@ -49,6 +49,8 @@ PIPELINE_DEPS: dict[str, tuple[str, ...]] = {
     "scene": ("amg", "prompted"),
     "batch": ("scene", "amg"),
     "evaluate": ("prompted", "amg", "scene"),
+    # fine-tuning measures before/after with evaluate's click protocol
+    "finetune": ("evaluate",),
 }
 
 # third-party packages confined to layers (anything else is free outside core)

@@ -197,7 +197,8 @@ def normalise_name(name: str) -> str:
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The spec called ``name`` (case and ``_``/``-`` insensitive).
+    """The spec called ``name`` (case and ``_``/``-`` insensitive), or the model of a
+    fine-tuning run directory ``name`` (:mod:`terramask.models.finetune.run_dir`).
 
     Raises :class:`UnknownModelError` listing the known names and the closest matches.
     """
@@ -205,6 +206,11 @@ def get_spec(name: str) -> ModelSpec:
     spec = REGISTRY.get(key)
     if spec is not None:
         return spec
+    from terramask.models.finetune.run_dir import run_model
+
+    run = run_model(name)  # a fine-tuning run directory (`--model RUN_DIR`)
+    if run is not None:
+        return run.spec
     known = list(REGISTRY)
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     hint = f" Did you mean {close[0]!r}?" if close else ""

@@ -22,6 +22,8 @@ from pathlib import Path
 from terramask.core.errors import InputError, ModelError, UnknownModelError
 from terramask.models.base import Backend
 from terramask.models.download import ensure_checkpoint, is_cached
+from terramask.models.finetune.run_dir import looks_like_run_dir, run_model
+from terramask.models.finetune.trainable import Trainer
 from terramask.models.registry import ModelSpec, get_spec, spec_for_filename
 
 logger = logging.getLogger(__name__)
@@ -45,8 +47,12 @@ def resolve_model_name(name: str | None = None) -> str:
     """The registry name to use: ``name``, else ``$TERRAMASK_MODEL``, else the best cached
     SAM checkpoint, else ``"classic"`` (logging a one-line notice at WARNING level).
 
+    A fine-tuning run directory (``--model RUN_DIR``) resolves to its absolute path,
+    which :func:`~terramask.models.registry.get_spec` turns into the run's spec.
     Raises :class:`UnknownModelError` for a name (or environment value) not in the registry.
     """
+    if looks_like_run_dir(name):
+        return str(Path(str(name)).expanduser().resolve())  # get_spec reads the run directory
     if name is not None and name.strip():
         return get_spec(name).name
     env = os.environ.get(ENV_MODEL, "").strip()
@@ -147,10 +153,17 @@ def load_backend(
     ``runtime``: ``torch``, ``onnx`` or ``onnx-int8`` (every family with weights; the checkpoint
     is exported once into ``<cache>/onnx/``, or ``checkpoint`` names an export directory;
     ``onnx-int8`` uses the int8-quantised encoder, which changes results).
+    ``name`` may be a fine-tuning run directory (``terramask finetune --out RUN_DIR``):
+    its checkpoint and family are used.
     """
     if runtime not in RUNTIMES:
         raise InputError(f"unknown runtime {runtime!r}; available: {', '.join(RUNTIMES)}")
     ckpt = Path(checkpoint).expanduser() if checkpoint is not None else None
+    run = run_model(name)
+    if run is not None:
+        if ckpt is not None:
+            raise InputError(f"--model {name} is a fine-tuning run with its own checkpoint; drop --checkpoint")
+        ckpt = run.checkpoint
     if runtime != "torch" and ckpt is not None and ckpt.is_dir():
         # an ONNX export directory given directly
         from terramask.models.allocator import configure_allocator
@@ -221,3 +234,36 @@ def _load_onnx(spec: ModelSpec, checkpoint: Path | None, download: bool, quantiz
         logger.warning("exporting %s to ONNX in %s (once per weights file; this takes a while)", spec.name, out)
         onnx_export.export_spec(spec, out, checkpoint=path, quantize=quantized, overwrite=True)
     return open_onnx_backend(out, name=spec.name, quantized=quantized)
+
+
+# backend classes with a trainable SAM mask decoder -> (family, how to name the architecture)
+_TRAINABLE = {
+    "terramask.models.sam.mobilesam.MobileSamBackend": "mobilesam",
+    "terramask.models.sam.backend.SamBackend": "sam",
+}
+
+
+def load_trainer(
+    backend: Backend, mode: str = "decoder", lr: float = 1e-4, weight_decay: float = 1e-4
+) -> Trainer:
+    """A :class:`~terramask.models.finetune.trainable.Trainer` over ``backend`` (trained in
+    place), for SAM v1 (any size) and MobileSAM. An embedding-cache wrapper is looked
+    through: the trainer's ``backend`` stays the cached one while the encoder is frozen.
+    Any other model (classic, ONNX, SAM 2) raises :class:`ModelError` naming what can be
+    fine-tuned.
+    """
+    inner = backend
+    while hasattr(inner, "cache") and hasattr(inner, "backend"):  # CachedBackend
+        inner = inner.backend
+    kind = f"{type(inner).__module__}.{type(inner).__qualname__}"
+    family = _TRAINABLE.get(kind)
+    if family is None:
+        raise ModelError(
+            f"model {getattr(backend, 'name', kind)!r} ({type(inner).__name__}) has no trainable mask decoder here; "
+            "fine-tune a SAM or MobileSAM model (e.g. --model sam-vit-b, or --checkpoint a SAM .pth), torch runtime"
+        )
+    sam_trainer = importlib.import_module("terramask.models.finetune.sam_trainer")
+    arch = "vit_t" if family == "mobilesam" else str(inner.arch.name)  # type: ignore[attr-defined]
+    # with a frozen encoder the cached embeddings stay valid: predict through the cache
+    served = backend if mode == "decoder" else None
+    return sam_trainer.SamTrainer(inner, family, arch, mode=mode, lr=lr, weight_decay=weight_decay, served=served)

@@ -1,0 +1,243 @@
+"""Fine-tuning of SAM v1 and MobileSAM: prompt encoder + mask decoder (+ encoder LoRA).
+
+Works on the official ``segment_anything`` ``Sam`` module a SAM/MobileSAM backend holds
+(``backend.model``), trained in place, so the backend predicts with the current weights
+(its per-image decoder cache is dropped after every step). Built by
+:func:`terramask.models.resolve.load_trainer`, which checks the family.
+
+Frames: prompts arrive in image pixels and are scaled to the model frame as the backend
+does (``ResizeLongestSide``: ``x * input_cols / cols``); targets are built once per
+object in the low-res frame (``(low, low)``, 4x coarser than the padded 1024 input).
+Training uses the official ``PromptEncoder`` and ``MaskDecoder.predict_masks`` (all four
+mask tokens): a single click takes SAM's multimask rule (tokens 1..3, smallest loss),
+any other prompt token 0. The image encoder is frozen (``decoder``) or gets LoRA
+adapters on its attention (``decoder+lora``), which then runs per step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from terramask.core.errors import InputError, ModelError, OutputError
+from terramask.io.atomic import atomic_output
+from terramask.models.base import Backend, Embedding
+from terramask.models.finetune import lora
+from terramask.models.finetune.losses import sam_loss
+from terramask.models.finetune.trainable import TRAIN_MODES, StepLosses, TrainItem
+from terramask.models.torch_utils import torch_module
+
+log = logging.getLogger(__name__)
+
+GRAD_CLIP = 1.0
+
+
+class SamTrainer:
+    """A :class:`~terramask.models.finetune.trainable.Trainer` for a SAM-family backend.
+
+    ``backend``: a SAM or MobileSAM backend (its ``model`` is the official ``Sam``);
+    ``family``/``arch``: what the run directory records; ``mode``: ``decoder`` or
+    ``decoder+lora``; AdamW with ``lr`` and ``weight_decay``; gradients clipped to norm 1.
+    ``served``: the backend :attr:`backend` returns (an embedding-cache wrapper of
+    ``backend``; only valid while the encoder is frozen), default ``backend``.
+    """
+
+    def __init__(
+        self,
+        backend: Any,
+        family: str,
+        arch: str,
+        mode: str = "decoder",
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+        lora_rank: int = lora.DEFAULT_RANK,
+        served: Backend | None = None,
+    ) -> None:
+        if mode not in TRAIN_MODES:
+            raise InputError(f"unknown --train {mode!r}; use one of {', '.join(TRAIN_MODES)}")
+        if not lr > 0:
+            raise InputError(f"learning rate must be > 0, got {lr}")
+        torch = torch_module()
+        self._torch = torch
+        self._inner = backend
+        self._backend: Backend = served if served is not None else backend
+        self.family, self.arch, self.mode = family, arch, mode
+        self.model = backend.model
+        self.device = backend.device
+        self.img_size = int(backend.arch.img_size)
+        self.low_res = int(backend.arch.low_res)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        params = [*self.model.prompt_encoder.parameters(), *self.model.mask_decoder.parameters()]
+        if mode == "decoder+lora":
+            params += lora.add_lora(self.model.image_encoder, rank=lora_rank)
+        for p in params:
+            p.requires_grad_(True)
+        self._params = params
+        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        with torch.no_grad():
+            self._dense_pe = self.model.prompt_encoder.get_dense_pe()
+        self._feature_cache: tuple[Any, Any] | None = None
+
+    # -- protocol ---------------------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        """The backend, predicting with the current weights."""
+        return self._backend
+
+    def trainable_parameters(self) -> int:
+        return int(sum(p.numel() for p in self._params))
+
+    def prepare_target(self, embedding: Embedding, mask: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
+        """See :meth:`Trainer.prepare_target`: resize to ``input_size`` (bilinear, > 0.5),
+        pad to the model square, 4x4 area average (> 0.5) to ``(low, low)`` int8."""
+        torch = self._torch
+        F = torch.nn.functional
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != tuple(embedding.image_size):
+            raise InputError(f"label grid {mask.shape} differs from the image grid {tuple(embedding.image_size)}")
+        rows, cols = embedding.input_size
+        planes = [mask] + ([np.asarray(ignore, dtype=bool)] if ignore is not None else [])
+        x = torch.as_tensor(np.stack(planes).astype(np.float32))[None]
+        x = F.interpolate(x, size=(rows, cols), mode="bilinear", align_corners=False)
+        x = F.pad(x, (0, self.img_size - cols, 0, self.img_size - rows))
+        x = F.avg_pool2d(x, kernel_size=self.img_size // self.low_res)[0]
+        out = (x[0] > 0.5).numpy().astype(np.int8)
+        cover = F.avg_pool2d(F.pad(torch.ones((1, 1, rows, cols)), (0, self.img_size - cols, 0, self.img_size - rows)),
+                             kernel_size=self.img_size // self.low_res)[0, 0]
+        invalid = (cover < 0.5).numpy()
+        if ignore is not None:
+            invalid |= (x[1] > 0.5).numpy()
+        out[invalid] = -1
+        return out
+
+    def train_step(self, items: Sequence[TrainItem]) -> StepLosses:
+        """One AdamW step on the mean loss of ``items`` (each one forward pass)."""
+        torch = self._torch
+        if not items:
+            raise InputError("a training step needs at least one item")
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        sums = np.zeros(4)
+        try:
+            for item in items:
+                loss, focal, dice, iou_mse = self._item_loss(item)
+                (loss / len(items)).backward()
+                sums += [float(v.detach()) for v in (loss, focal, dice, iou_mse)]
+        finally:
+            self.model.eval()
+        means = sums / len(items)
+        finite = bool(np.isfinite(means).all())
+        if finite:
+            grads = [p.grad for p in self._params if p.grad is not None]
+            finite = all(bool(torch.isfinite(g).all()) for g in grads)
+        if finite:
+            torch.nn.utils.clip_grad_norm_(self._params, GRAD_CLIP)
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._refresh_backend()
+        loss, focal, dice, iou_mse = (float(v) for v in means)
+        return StepLosses(loss, focal, dice, iou_mse, finite=finite)
+
+    def save_checkpoint(self, path: Path) -> None:
+        """The whole model as a plain state dict under the official tensor names (adapters
+        merged), as ``segment_anything``'s ``sam_model_registry``/MobileSAM load it."""
+        state = lora.merged_state_dict(self.model)
+        self._save(Path(path), {k: v.detach().cpu().contiguous() for k, v in state.items()}, "checkpoint")
+
+    def save_state(self, path: Path, extra: dict[str, Any]) -> None:
+        trainable = {n: p.detach().cpu().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+        state = {
+            "trainable": trainable,
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": self._torch.get_rng_state(),
+            "extra_json": json.dumps(extra),
+        }
+        self._save(Path(path), state, "training state")
+
+    def load_state(self, path: Path) -> dict[str, Any]:
+        torch = self._torch
+        try:
+            state = torch.load(Path(path), map_location="cpu", weights_only=True)
+            params = dict(self.model.named_parameters())
+            with torch.no_grad():
+                for name, value in state["trainable"].items():
+                    params[name].copy_(value)
+            self.optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["torch_rng"])
+            extra = json.loads(state["extra_json"])
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            raise ModelError(f"cannot resume from {path}: {exc}; remove it to start the run again") from exc
+        self._refresh_backend()
+        return dict(extra)
+
+    # -- internals --------------------------------------------------------------------
+    def _save(self, path: Path, obj: Any, what: str) -> None:
+        try:
+            with atomic_output(path) as tmp:
+                self._torch.save(obj, tmp)
+        except OutputError:
+            raise
+        except (OSError, RuntimeError) as exc:  # disk full: torch raises either
+            raise OutputError(f"cannot write the {what} {path}: {exc}") from exc
+
+    def _refresh_backend(self) -> None:
+        # the SAM backend keeps the last image's decoder state (layer-0 projections of the
+        # decoder weights): stale once the weights change
+        if hasattr(self._inner, "_last"):
+            self._inner._last = None
+
+    def _features(self, item: TrainItem) -> Any:
+        torch = self._torch
+        if self.mode == "decoder+lora":
+            if item.image is None:
+                raise InputError("decoder+lora training needs the image of every item (the encoder trains)")
+            return self._encode(item.image)
+        feats = item.embedding.features
+        cached = self._feature_cache
+        if cached is not None and cached[0] is feats:
+            return cached[1]
+        tensor = torch.as_tensor(np.asarray(feats, dtype=np.float32), device=self.device)
+        self._feature_cache = (feats, tensor)
+        return tensor
+
+    def _encode(self, image: np.ndarray) -> Any:
+        """Image encoder forward with gradients (adapters train); SamBackend.set_image's preprocessing."""
+        from segment_anything.utils.transforms import ResizeLongestSide
+
+        torch = self._torch
+        resized = ResizeLongestSide(self.img_size).apply_image(np.ascontiguousarray(image))
+        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        return self.model.image_encoder(self.model.preprocess(x))
+
+    def _model_frame(self, xy: np.ndarray, embedding: Embedding) -> np.ndarray:
+        (rows, cols), (new_rows, new_cols) = embedding.image_size, embedding.input_size
+        out = np.array(xy, dtype=np.float64, copy=True).reshape(-1, 2)
+        out[:, 0] *= new_cols / cols
+        out[:, 1] *= new_rows / rows
+        return out.astype(np.float32)
+
+    def _item_loss(self, item: TrainItem) -> tuple[Any, Any, Any, Any]:
+        torch = self._torch
+        feats = self._features(item)
+        prompt, emb = item.prompt, item.embedding
+        points = None
+        if len(prompt.points):
+            coords = torch.as_tensor(self._model_frame(prompt.points, emb)[None], device=self.device)
+            labels = torch.as_tensor(np.asarray(prompt.labels, dtype=np.int64)[None], device=self.device)
+            points = (coords, labels)
+        boxes = None
+        if prompt.box is not None:
+            boxes = torch.as_tensor(self._model_frame(np.asarray(prompt.box).reshape(2, 2), emb).reshape(1, 4), device=self.device)
+        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
+        logits, iou = self.model.mask_decoder.predict_masks(
+            image_embeddings=feats, image_pe=self._dense_pe, sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense
+        )
+        multimask = prompt.single_click
+        sel = slice(1, None) if multimask else slice(0, 1)
+        target = torch.as_tensor(item.target, device=self.device)
+        return sam_loss(logits[0, sel], iou[0, sel], (target > 0).float(), target >= 0, multimask)
