@@ -69,6 +69,7 @@ def command(scene, bands, model, checkpoint, device, runtime, host, port, out_di
     require("fastapi", "web")
     uvicorn = require("uvicorn", "web")
     from terramask.web.app import create_app
+    from terramask.web.limits import SHUTDOWN_GRACE_S
 
     check_port_free(host, port)
     loopback = host in LOOPBACK_HOSTS
@@ -89,4 +90,4 @@ def command(scene, bands, model, checkpoint, device, runtime, host, port, out_di
         import webbrowser
 
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_GRACE_S)

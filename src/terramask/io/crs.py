@@ -157,14 +157,14 @@ def transform_bounds(
     Raises :class:`InputError` naming both CRSs when the rectangle cannot be transformed.
     """
     if crs_equal(src_crs, dst_crs):
-        return tuple(float(v) for v in bounds)
+        return (float(bounds[0]), float(bounds[1]), float(bounds[2]), float(bounds[3]))
     try:
         out = _transformer(src_crs, dst_crs).transform_bounds(*bounds, densify_pts=densify)
     except ProjError as exc:
         raise _no_transformation(src_crs, dst_crs, exc) from None
     if not all(np.isfinite(out)):
         raise InputError(f"bounds {tuple(bounds)} in {_short(src_crs)} cannot be transformed to {_short(dst_crs)}")
-    return tuple(float(v) for v in out)
+    return (float(out[0]), float(out[1]), float(out[2]), float(out[3]))
 
 
 def _short(crs: str | None) -> str:

@@ -95,12 +95,19 @@ class _Converter:
             )
         self.frame_name = _frame_name(prompts, self.src_crs)
 
+    def _crs_pair(self) -> tuple[str, str]:
+        """``(user CRS, scene CRS)`` of lonlat/world prompts (the constructor made sure both exist)."""
+        if self.src_crs is None or self.scene_crs is None:
+            raise PromptError(f"{self.source}: prompts in {self.frame_name} need a CRS on both sides")
+        return self.src_crs, self.scene_crs
+
     def to_pixels(self, xy: np.ndarray) -> np.ndarray:
         xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
         if self.frame == "scene" or len(xy) == 0:
             return xy.copy()
+        src, dst = self._crs_pair()
         try:
-            world = transform_xy(xy, self.src_crs, self.scene_crs)
+            world = transform_xy(xy, src, dst)
         except InputError as exc:
             raise PromptError(f"{self.source}: {exc}") from None
         return world_to_pixel(self.transform, world)
@@ -111,9 +118,10 @@ class _Converter:
         if self.frame == "scene":
             return f"x 0..{self.cols}, y 0..{self.rows} ({size})"
         outline = pixel_to_world(self.transform, _box_outline(np.array([0.0, 0.0, self.cols, self.rows])))
+        src, dst = self._crs_pair()
         try:
-            if not crs_equal(self.scene_crs, self.src_crs):
-                outline = transform_xy(outline, self.scene_crs, self.src_crs)
+            if not crs_equal(dst, src):
+                outline = transform_xy(outline, dst, src)
         except InputError:
             return f"{size}, not representable in {self.frame_name}"
         (x0, y0), (x1, y1) = outline.min(axis=0), outline.max(axis=0)
@@ -153,7 +161,7 @@ def to_scene_pixels(
         raise InputError(f"valid mask has shape {valid_mask.shape}, the scene is {rows}x{cols} (rows x cols)")
 
     points = conv.to_pixels(prompts.points)
-    for i, ((px, py), (ux, uy)) in enumerate(zip(points, prompts.points)):
+    for i, ((px, py), (ux, uy)) in enumerate(zip(points, prompts.points, strict=True)):
         label = "object" if prompts.labels[i] == 1 else "background"
         where = f"{label} point ({_fmt(ux)}, {_fmt(uy)}) in {conv.frame_name}"
         if not (0 <= px < cols and 0 <= py < rows):

@@ -39,6 +39,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -57,9 +58,10 @@ from terramask.io.crs import prompt_frame
 from terramask.io.scene import Scene, open_scene
 from terramask.models.base import Backend
 from terramask.pipelines.prompted.predict import FULL_SCENE_MAX, WINDOW_SIZE, ScenePrompter
+from terramask.pipelines.prompted.session import Prediction
 from terramask.web.errors import add_exception_handlers
 from terramask.web.export import check_name, export_candidate, free_name
-from terramask.web.limits import MAX_BODY_BYTES, REQUEST_BUDGET_S, BodyLimit, Check, ModelWorker
+from terramask.web.limits import MAX_BODY_BYTES, REQUEST_BUDGET_S, BodyLimit, Check, ModelWorker, off_loop
 from terramask.web.render import (
     MAX_PREVIEW_SIDE,
     MAX_WINDOW_SIDE,
@@ -116,8 +118,8 @@ class WebState:
 
     def close(self) -> None:
         """Cancel model work, then close the files; a scene still used by an encoder run
-        that does not stop within a second is left to the process exit."""
-        idle = self.worker.stop(wait=1.0)
+        that does not stop within half a second is left to the process exit."""
+        idle = self.worker.stop(wait=0.5)
         if self.display is not self.scene and not self.display.closed:
             self.display.close()
         if not idle:
@@ -185,7 +187,10 @@ def create_app(
     (:class:`SceneNotFoundError`, :class:`UnknownModelError`, :class:`WeightsNotFoundError` …).
     """
     owns_scene = not isinstance(scene, Scene)
-    opened = open_scene(scene, bands=bands) if owns_scene else scene
+    if isinstance(scene, Scene):
+        opened = scene
+    else:
+        opened = open_scene(scene, bands=bands if bands is None or isinstance(bands, str) else list(bands))
     try:
         if backend is None:
             from terramask.models.resolve import load_backend
@@ -279,13 +284,14 @@ def create_app(
         labels = np.array([p.label for p in req.points], dtype=np.int64)
         boxes = np.array(req.boxes, dtype=np.float64).reshape(-1, 4)
         session_id = req.session_id or new_id()
+        started = time.monotonic()
         if req.refine_from is not None:
             if len(boxes):
                 raise PromptError("refinement adds points only; to change the box, predict again without refine_from")
             if not len(points):
                 raise PromptError("refine_from needs at least one new point")
 
-        def work(check: Check) -> dict:
+        def work(check: Check) -> tuple[str, Prediction]:
             if req.refine_from is not None:
                 _, previous = state.store.get(session_id, req.refine_from)
                 previous = with_candidate_first(previous, req.refine_candidate)
@@ -298,12 +304,13 @@ def create_app(
                 check()
                 prediction = prompter.predict(prompts, multimask=req.multimask, window=window)
             check()
-            prediction_id = state.store.add(session_id, prediction)
-            return _prediction_payload(prediction, session_id, prediction_id, tuple(req.include))
+            return state.store.add(session_id, prediction), prediction
 
-        return await state.worker.run(work, "prediction", request.is_disconnected)
+        prediction_id, prediction = await state.worker.run(work, "prediction", request.is_disconnected)
+        return await off_loop(lambda: _prediction_payload(prediction, session_id, prediction_id, tuple(req.include)),
+                              "rendering the candidates", state.worker.budget - (time.monotonic() - started))
 
-    def _prediction_payload(prediction, session_id: str, prediction_id: str, include: tuple[str, ...]) -> dict:
+    def _prediction_payload(prediction: Prediction, session_id: str, prediction_id: str, include: tuple[str, ...]) -> dict:
         window = prediction.window or opened.window
         log.info("prediction %s/%s: %d candidate(s), best %.3f", session_id, prediction_id,
                  len(prediction.candidates), float(prediction.candidates.scores[0]))

@@ -139,13 +139,15 @@ def add_exception_handlers(app: FastAPI, status_codes: Mapping[type[BaseExceptio
         log.error("%s %s failed unexpectedly", request.method, request.url.path, exc_info=exc)
         return error_response(500, error_message(exc), type(exc).__name__)
 
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
         response = error_response(exc.status_code, one_line(str(exc.detail)), "HTTPException")
         for key, value in (exc.headers or {}).items():
             response.headers[key] = value
         return response
 
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
         return error_response(422, _validation_message(exc), "RequestValidationError")
 
     for cls in table:

@@ -7,7 +7,8 @@
 - **Prompts**: at most :data:`MAX_POINTS` points and :data:`MAX_BOXES` boxes per
   request (checked by :mod:`terramask.web.schemas`, ``422``).
 - **Time and the model**: model work runs on one daemon thread, :class:`ModelWorker`,
-  one job at a time (that thread is the model lock). Each job has a budget (default
+  one job at a time (that thread is the model lock); rendering the answer (polygons,
+  PNGs) runs afterwards on its own daemon thread (:func:`off_loop`), outside the lock. Each job has a budget (default
   :data:`REQUEST_BUDGET_S`); a request whose job has not finished within it gets ``503``
   and its job is cancelled, as it is when the client disconnects or the server shuts
   down. A job waiting in the queue is dropped without touching the model; a running job
@@ -44,6 +45,9 @@ MAX_BOXES = 100
 REQUEST_BUDGET_S = 120.0
 #: How often a waiting request checks for a disconnected client (seconds).
 POLL_S = 0.1
+#: Seconds a stopping server (SIGTERM, Ctrl+C) lets requests finish before cancelling them
+#: (``uvicorn.run(timeout_graceful_shutdown=...)`` in ``terramask serve``).
+SHUTDOWN_GRACE_S = 2.0
 
 T = TypeVar("T")
 #: Raises :class:`RequestCancelled` / :class:`RequestTimeout` when the job must stop.
@@ -144,6 +148,26 @@ class Job(Generic[T]):
     def timeout(self) -> RequestTimeout:
         return RequestTimeout(f"{self.what} did not finish within the {self.budget:g} s budget of a request "
                               "(the model is busy or slow); try again in a moment")
+
+
+async def off_loop(fn: Callable[[], T], what: str, budget: float) -> T:
+    """``fn()`` on a daemon thread (CPU work that needs no model: rendering polygons and
+    PNGs), awaited at most ``budget`` seconds, else :class:`RequestTimeout`; the thread
+    then finishes on its own and never delays the process exit."""
+    future: Future[T] = Future()
+
+    def target() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
+            future.set_exception(exc)
+
+    threading.Thread(target=target, name="terramask-render", daemon=True).start()
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(future), timeout=max(0.0, budget))
+    except TimeoutError:
+        raise RequestTimeout(f"{what} did not finish within the budget of a request; "
+                             "try fewer boxes or a smaller object") from None
 
 
 class ModelWorker:

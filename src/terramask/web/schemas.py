@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from terramask.web.limits import MAX_BOXES, MAX_POINTS
 
@@ -16,6 +16,9 @@ ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 SessionId = Annotated[str, Field(pattern=ID_PATTERN, description="Browser session id.")]
 #: Export folder names: a plain name, never a path (checked with ``fullmatch``).
 EXPORT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
+#: What ``/predict`` can send per candidate.
+Include = Literal["geojson", "png"]
+INCLUDE_ALL: tuple[Include, ...] = ("geojson", "png")
 #: A coordinate: a finite number (JSON ``NaN`` / ``Infinity`` are refused).
 Coordinate = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -64,11 +67,11 @@ class PredictRequest(BaseModel):
     boxes: list[Annotated[list[Coordinate], Field(min_length=4, max_length=4)]] = Field(
         default_factory=list, max_length=MAX_BOXES)
     frame: str = Field("pixel", max_length=2000)
-    multimask: bool = True
+    multimask: StrictBool = True
     session_id: SessionId | None = None
     refine_from: Annotated[str, Field(pattern=ID_PATTERN)] | None = None
     refine_candidate: Annotated[int, Field(ge=0)] = 0
-    include: list[Literal["geojson", "png"]] = Field(default_factory=lambda: ["geojson", "png"])
+    include: list[Include] = Field(default_factory=lambda: list(INCLUDE_ALL))
 
 
 class ExportRequest(BaseModel):
@@ -82,7 +85,7 @@ class ExportRequest(BaseModel):
     prediction_id: Annotated[str, Field(pattern=ID_PATTERN)] = "last"
     candidate: Annotated[int, Field(ge=0)] = 0
     name: str | None = None
-    overwrite: bool = False
+    overwrite: StrictBool = False
 
     @field_validator("name")
     @classmethod

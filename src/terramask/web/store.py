@@ -80,12 +80,11 @@ class PredictionStore:
         """
         with self._lock:
             pid = self._last.get(session_id) if prediction_id == "last" else prediction_id
-            key = (session_id, pid)
-            if pid is None or key not in self._items:
+            if pid is None or (session_id, pid) not in self._items:
                 what = "no earlier prediction" if prediction_id == "last" else f"no prediction {prediction_id!r}"
                 raise PredictionGone(
                     f"session {session_id!r} has {what} on this server (it keeps the last "
                     f"{self.max_predictions}); predict again with all points"
                 )
-            self._items.move_to_end(key)
-            return pid, self._items[key]
+            self._items.move_to_end((session_id, pid))
+            return pid, self._items[(session_id, pid)]
