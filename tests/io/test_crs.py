@@ -133,3 +133,33 @@ def test_transform_bounds_follows_the_edges():
     assert bounds[0] <= corners[:, 0].min() and bounds[2] >= corners[:, 0].max()
     assert bounds[1] <= corners[:, 1].min() + 1e-9 and bounds[3] > corners[:, 1].max()  # the top edge bulges north
     assert 13 < bounds[0] < 14 and 16 < bounds[2] < 17
+
+
+# -- CRS pairs without a transformation (issue 16) -------------------------------------------
+MARS = "IAU_2015:49900"  # Mars (2015) geographic: PROJ refuses to move coordinates to Earth
+
+
+def test_transform_between_planets_is_an_input_error_naming_both_crs():
+    mars = normalize_crs(MARS)
+    with pytest.raises(InputError) as err:
+        transform_xy(np.array([[10.0, 5.0]]), mars, "EPSG:32633")
+    message = str(err.value)
+    assert "Mars (2015)" in message and "EPSG:32633" in message and "celestial body" in message
+    assert "\n" not in message and "PROJ_IGNORE" not in message
+    with pytest.raises(InputError, match=r"from EPSG:4326 to Mars \(2015\)"):
+        transform_bounds((0.0, 0.0, 1.0, 1.0), "EPSG:4326", mars)
+
+
+def test_predict_cli_with_prompts_in_a_mars_crs_is_one_line(tmp_path, capsys):
+    from helpers.scenes import blob_scene, write_geotiff
+    from terramask.cli.main import main
+
+    scene = write_geotiff(tmp_path / "blob.tif", blob_scene(), nodata=0)
+    out = tmp_path / "out"
+    code = main(["predict", str(scene), "--point", "10,20", "--crs", MARS, "--model", "classic", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code != 0
+    lines = [line for line in err.strip().splitlines() if line.startswith("terramask: error")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "Mars (2015)" in lines[0] and "EPSG:32633" in lines[0]
+    assert not out.exists() or not any(out.iterdir())

@@ -263,3 +263,15 @@ def test_scene_to_tile_round_trip_through_world():
     tile = to_tile_pixels(scene, window)
     tile_transform = T @ Affine.translation(window.col_off, window.row_off)
     np.testing.assert_allclose(np.array([tile_transform @ tuple(tile.points[0])]), world)
+
+
+def test_world_points_in_a_crs_without_transformation_to_the_scene_name_both():
+    """A Mars CRS cannot be placed on an Earth scene: a PromptError (an InputError)
+    naming both CRSs, never PROJ's own exception."""
+    from terramask.io.crs import normalize_crs
+
+    mars = normalize_crs("IAU_2015:49900")
+    prompts = Prompts(points=[[10.0, 5.0]], labels=[1], boxes=[[1.0, 1.0, 2.0, 2.0]], frame="world", crs=mars)
+    with pytest.raises(PromptError) as err:
+        to_scene_pixels(prompts, "EPSG:32633", Affine(0.5, 0, 500000.0, 0, -0.5, 4000000.0), (256, 320))
+    assert "Mars (2015)" in str(err.value) and "EPSG:32633" in str(err.value)

@@ -406,3 +406,10 @@ def test_sigterm_stops_a_busy_server_in_under_5_seconds(web_env, tiny_sam_checkp
             thread.join(10)
         assert seconds < 5.0, f"SIGTERM took {seconds:.1f} s; {server.stderr()}"
         assert "Traceback" not in server.stderr()
+
+
+# -- CRS failures ----------------------------------------------------------------------------
+def test_prompts_in_a_mars_crs_are_422_naming_both_crs(client):
+    response = client.post("/predict", json={"points": [{"x": 10, "y": 5}], "frame": "IAU_2015:49900"})
+    detail = _one_line_4xx(response, 422)
+    assert "Mars (2015)" in detail and "EPSG:32633" in detail
