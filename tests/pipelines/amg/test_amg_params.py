@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import time
 
 import numpy as np
 import pytest
@@ -131,3 +132,73 @@ def test_modes():
     assert check_mode("fast") == "fast" and check_mode("exact") == "exact"
     with pytest.raises(InputError, match="mode"):
         check_mode("quick")
+
+
+# -- upper bounds (issue 16) ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"points_per_side": 100000}, "points_per_side=100000 means 1e10 prompts per crop"),
+        ({"points_per_side": 257}, "66,049 prompts per crop"),
+        ({"crop_n_layers": 50}, "crop_n_layers=50 means"),
+        ({"crop_n_layers": 4}, "341 crops"),
+        ({"points_per_batch": 5000}, "62.9 GB of mask logits per batch"),
+        ({"points_per_side": 256, "crop_n_layers": 3}, "5,570,560 prompts over 85 crops"),
+        ({"points_per_side": None, "point_grids": [np.full((70000, 2), 0.5)]}, "70,000 points"),
+    ],
+)
+def test_costly_values_are_refused_with_the_estimate(kwargs, words):
+    with pytest.raises(InputError) as err:
+        AmgParams(**kwargs)
+    message = str(err.value)
+    assert words in message, message
+    assert "the most is" in message or "more than the" in message, message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"points_per_side": 256},  # the largest grid, alone
+        {"points_per_side": 128, "crop_n_layers": 3, "crop_n_points_downscale_factor": 2},
+        {"points_per_side": 64, "crop_n_layers": 3},
+        {"points_per_batch": 256},
+        {"stability_score_offset": 1e6, "min_mask_region_area": 10**9},  # cost nothing more when large
+    ],
+)
+def test_values_up_to_the_bounds_are_accepted(kwargs):
+    params = AmgParams(**kwargs)
+    assert sum(len(g) * 4**i for i, g in enumerate(params.layer_grids())) <= 2**20
+
+
+def test_reference_defaults_and_every_preset_are_within_the_bounds():
+    for name in PRESETS:
+        params = resolve_params(name)
+        assert params.points_per_side <= 256 and params.crop_n_layers <= 3 and params.points_per_batch <= 256
+
+
+def _auto_cli(tmp_path, capsys, *options):
+    from helpers.scenes import blob_scene, write_geotiff
+    from terramask.cli.main import main
+
+    scene = write_geotiff(tmp_path / "blob.tif", blob_scene(), nodata=0)
+    out = tmp_path / "out"
+    code = main(["auto", str(scene), "--model", "classic", "--out", str(out), *options])
+    return code, capsys.readouterr().err, out
+
+
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        (["--points-per-side", "100000"], "1e10 prompts per crop"),
+        (["--crop-n-layers", "50"], "crop_n_layers=50 means"),
+        (["--points-per-batch", "100000"], "of mask logits per batch"),
+    ],
+)
+def test_auto_cli_refuses_costly_parameters_in_one_line(tmp_path, capsys, options, words):
+    started = time.monotonic()
+    code, err, out = _auto_cli(tmp_path, capsys, *options)
+    assert code != 0 and time.monotonic() - started < 30
+    lines = [line for line in err.strip().splitlines() if line.startswith("terramask: error")]
+    assert len(lines) == 1 and words in lines[0] and "Traceback" not in err, err
+    assert not out.exists() or not any(out.iterdir())

@@ -8,6 +8,26 @@ Values are checked once, when :class:`AmgParams` is built: a wrong value raises
 Point grids and crop boxes are built exactly as the reference builds them
 (``segment_anything/utils/amg.py``): grids are normalised ``(x, y)`` in ``[0, 1]``, one
 per crop layer; crop boxes are ``[x0, y0, x1, y1]`` image pixels, end exclusive.
+
+Upper bounds, from the memory and time a value implies (the error states the estimate):
+
+==================================  =========  =============================================
+parameter                           most       why
+==================================  =========  =============================================
+``points_per_side``                 256        65,536 prompts per crop, 64x the default's
+                                               1,024 (decoder time grows with the prompts;
+                                               100,000 would mean 1e10 prompts and a 160 GB
+                                               point grid)
+``point_grids`` (each)              65,536     the same prompts per crop
+``crop_n_layers``                   3          1 + 4 + 16 + 64 = 85 crops, each one encoder
+                                               run and one full grid of prompts
+all crops together                  1,048,576  prompts over every crop (1,024x the default)
+``points_per_batch``                256        3 masks x 1024 x 1024 float32 per prompt in a
+                                               batch: 3.2 GB at 256
+==================================  =========  =============================================
+
+Thresholds are bounded by their meaning (``[0, 1]``); ``stability_score_offset`` and
+``min_mask_region_area`` cost nothing more when large, so they only need to be finite.
 """
 
 from __future__ import annotations
@@ -23,6 +43,15 @@ from terramask.core.errors import InputError
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 MODES = ("fast", "exact")
+
+#: Upper bounds (see the module docstring for what each one costs).
+MAX_POINTS_PER_SIDE = 256
+MAX_PROMPTS_PER_CROP = MAX_POINTS_PER_SIDE**2
+MAX_CROP_N_LAYERS = 3
+MAX_TOTAL_PROMPTS = 2**20
+MAX_POINTS_PER_BATCH = 256
+#: Bytes of mask logits one prompt holds in a batch: 3 masks upscaled to 1024 x 1024 float32.
+BYTES_PER_BATCH_PROMPT = 3 * 1024 * 1024 * 4
 
 
 def _is_int(value: Any) -> bool:
@@ -97,8 +126,8 @@ class AmgParams:
     # -- derived -----------------------------------------------------------------------
     def layer_grids(self) -> list[np.ndarray]:
         """One ``(N, 2)`` float64 normalised grid per crop layer (``crop_n_layers + 1``)."""
-        if self.point_grids is not None:
-            return [np.asarray(g, dtype=np.float64) for g in self.point_grids]
+        if self.point_grids is not None or self.points_per_side is None:  # validation: exactly one is set
+            return [np.asarray(g, dtype=np.float64) for g in self.point_grids or ()]
         return build_all_layer_point_grids(self.points_per_side, self.crop_n_layers, self.crop_n_points_downscale_factor)
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,8 +163,22 @@ def _validate(p: AmgParams) -> None:
     if p.points_per_side is not None:
         if not _is_int(p.points_per_side) or p.points_per_side < 1:
             raise InputError(f"points_per_side must be a positive integer, got {p.points_per_side!r}")
+        if p.points_per_side > MAX_POINTS_PER_SIDE:
+            n = int(p.points_per_side) ** 2
+            raise InputError(
+                f"points_per_side={p.points_per_side} means {_count(n)} prompts per crop (a {_size(n * 16)} point "
+                f"grid, {n / 1024:,.0f}x the default's decoder work); the most is {MAX_POINTS_PER_SIDE} "
+                f"({MAX_PROMPTS_PER_CROP:,} prompts per crop)"
+            )
     if not _is_int(p.points_per_batch) or p.points_per_batch < 1:
         raise InputError(f"points_per_batch must be a positive integer, got {p.points_per_batch!r}")
+    if p.points_per_batch > MAX_POINTS_PER_BATCH:
+        raise InputError(
+            f"points_per_batch={p.points_per_batch} means about {_size(p.points_per_batch * BYTES_PER_BATCH_PROMPT)} "
+            f"of mask logits per batch (3 masks x 1024 x 1024 float32 per prompt); the most is "
+            f"{MAX_POINTS_PER_BATCH} ({_size(MAX_POINTS_PER_BATCH * BYTES_PER_BATCH_PROMPT)}); "
+            "the batch size changes memory, not results"
+        )
     for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh"):
         value = getattr(p, name)
         if not _is_number(value) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
@@ -144,6 +187,11 @@ def _validate(p: AmgParams) -> None:
         raise InputError(f"stability_score_offset must be a non-negative number, got {p.stability_score_offset!r}")
     if not _is_int(p.crop_n_layers) or p.crop_n_layers < 0:
         raise InputError(f"crop_n_layers must be a non-negative integer, got {p.crop_n_layers!r}")
+    if p.crop_n_layers > MAX_CROP_N_LAYERS:
+        raise InputError(
+            f"crop_n_layers={p.crop_n_layers} means {_count(_n_crops(int(p.crop_n_layers)))} crops, each an encoder "
+            f"run and a full grid of prompts; the most is {MAX_CROP_N_LAYERS} ({_n_crops(MAX_CROP_N_LAYERS)} crops)"
+        )
     if not _is_number(p.crop_overlap_ratio) or not math.isfinite(p.crop_overlap_ratio) or not 0.0 <= p.crop_overlap_ratio < 1.0:
         raise InputError(f"crop_overlap_ratio must be a number in [0, 1), got {p.crop_overlap_ratio!r}")
     if not _is_int(p.crop_n_points_downscale_factor) or p.crop_n_points_downscale_factor < 1:
@@ -160,7 +208,13 @@ def _validate(p: AmgParams) -> None:
                 f"point_grids has {len(p.point_grids)} grid(s) but crop_n_layers={p.crop_n_layers} needs "
                 f"{p.crop_n_layers + 1} (one per layer, the full image first)"
             )
+        for i, grid in enumerate(p.point_grids):
+            if len(grid) > MAX_PROMPTS_PER_CROP:
+                raise InputError(f"point_grids[{i}] has {len(grid):,} points, more than the {MAX_PROMPTS_PER_CROP:,} "
+                                 "prompts per crop allowed")
+        per_layer = [len(g) for g in p.point_grids[: p.crop_n_layers + 1]]
     else:
+        per_layer = []
         for layer in range(p.crop_n_layers + 1):
             n = int(p.points_per_side / (p.crop_n_points_downscale_factor**layer))
             if n < 1:
@@ -169,6 +223,36 @@ def _validate(p: AmgParams) -> None:
                     f"{p.crop_n_points_downscale_factor} leaves zero points in crop layer {layer}; "
                     f"lower crop_n_layers or the downscale factor"
                 )
+            per_layer.append(n * n)
+    total = sum(n * 4**layer for layer, n in enumerate(per_layer))
+    if total > MAX_TOTAL_PROMPTS:
+        raise InputError(
+            f"these settings mean {_count(total)} prompts over {_n_crops(int(p.crop_n_layers))} crops "
+            f"({total / 1024:,.0f}x the default's decoder work); the most is {MAX_TOTAL_PROMPTS:,}: lower "
+            "points_per_side or crop_n_layers, or raise crop_n_points_downscale_factor"
+        )
+
+
+def _n_crops(layers: int) -> int:
+    """Crops of ``layers`` crop layers plus the whole image: ``1 + 4 + 16 + ...``."""
+    return sum(4**i for i in range(layers + 1))
+
+
+def _count(n: int) -> str:
+    """``1,024`` for small counts, ``1e10`` for huge ones."""
+    if n < 10**7:
+        return f"{n:,}"
+    mantissa, exponent = f"{n:.2e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
+
+
+def _size(nbytes: float) -> str:
+    """Bytes as ``3.2 GB`` / ``160 GB`` / ``1.6e+05 GB`` (decimal units)."""
+    for unit, scale in (("kB", 1e3), ("MB", 1e6), ("GB", 1e9)):
+        if nbytes < scale * 1000 or unit == "GB":
+            value = nbytes / scale
+            return f"{value:.3g} {unit}" if value < 1e6 else f"{value:.2g} {unit}"
+    return f"{nbytes:.3g} B"
 
 
 def check_mode(mode: str) -> str:
