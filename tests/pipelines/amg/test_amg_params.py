@@ -202,3 +202,13 @@ def test_auto_cli_refuses_costly_parameters_in_one_line(tmp_path, capsys, option
     lines = [line for line in err.strip().splitlines() if line.startswith("terramask: error")]
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in err, err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_area_options_are_matched_in_full():
+    from terramask.pipelines.amg.filters import parse_area
+
+    assert parse_area(" 20m2\n").value == 20.0  # surrounding blanks are fine
+    assert parse_area("5ha").value == 50000.0
+    for bad in ("20m2\nrm -rf", "20 m2 x", "m2", "20m2;", "x20"):
+        with pytest.raises(InputError, match="--min-area"):
+            parse_area(bad)

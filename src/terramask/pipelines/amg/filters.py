@@ -29,7 +29,7 @@ _UNITS = {
     "km2": ("m2", 1.0e6),
     "km²": ("m2", 1.0e6),
 }
-_PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Z²][a-zA-Z²0-9]*)?\s*$")
+_PATTERN = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Z²][a-zA-Z²0-9]*)?\s*")
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def parse_area(text: str | float | int, option: str = "--min-area") -> AreaSpec:
         if not math.isfinite(value) or value < 0:
             raise InputError(f"{option} {text!r}: an area must be a non-negative number")
         return AreaSpec(value, "px", str(text))
-    m = _PATTERN.match(str(text))
+    m = _PATTERN.fullmatch(str(text))
     unit_text = (m.group(2) or "").lower() if m else ""
     if not m or (unit_text and unit_text not in _UNITS):
         raise InputError(
