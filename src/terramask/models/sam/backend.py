@@ -31,6 +31,7 @@ from terramask.models.sam import decoder as sam_decoder
 from terramask.models.sam.checkpoint import (  # noqa: F401  (re-exported: the backend's public names)
     OFFICIAL_ARCHS,
     PROMPT_DIM,
+    EncoderArch,
     SamArch,
     build_sam_model,
     infer_arch,
@@ -67,7 +68,7 @@ class SamBackend:
     def __init__(
         self,
         model,
-        arch: SamArch,
+        arch: EncoderArch,
         name: str | None = None,
         device: str = "cpu",
         source: str | None = None,

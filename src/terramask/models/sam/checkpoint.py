@@ -9,6 +9,7 @@ that is not a SAM checkpoint, or that does not fit the architecture asked for, r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from terramask.core.errors import CheckpointMismatchError, InputError
 from terramask.core.lazy import require
@@ -30,6 +31,25 @@ _PIXEL_MEAN = (123.675, 116.28, 103.53)
 _PIXEL_STD = (58.395, 57.12, 57.375)
 
 _ENC = "image_encoder."
+
+
+class EncoderArch(Protocol):
+    """What :class:`~terramask.models.sam.backend.SamBackend` needs to know about an
+    encoder: :class:`SamArch` (ViT) or ``MobileSamArch`` (TinyViT)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def img_size(self) -> int: ...
+
+    @property
+    def grid(self) -> int: ...
+
+    @property
+    def low_res(self) -> int: ...
+
+    def describe(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -113,8 +133,9 @@ def infer_arch(state: dict, source: str = "checkpoint") -> SamArch:
     depth = len(blocks)
     pos = state.get(_ENC + "pos_embed")
     grid = int(pos.shape[1]) if pos is not None and pos.ndim == 4 else 1024 // patch
-    rel = [state.get(f"{_ENC}blocks.{i}.attn.rel_pos_h") for i in blocks]
-    if any(r is None or r.ndim != 2 for r in rel):
+    found = [state.get(f"{_ENC}blocks.{i}.attn.rel_pos_h") for i in blocks]
+    rel = [r for r in found if r is not None and r.ndim == 2]
+    if len(rel) != len(blocks):
         raise CheckpointMismatchError(f"{source} is not a SAM checkpoint: encoder blocks lack relative position tables")
     head_dim = int(rel[0].shape[1])
     if head_dim <= 0 or embed % head_dim:

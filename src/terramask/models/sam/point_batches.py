@@ -13,7 +13,7 @@ Upsampling to the image is the backend's ``upscale_logits`` (the protocol).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -72,7 +72,7 @@ class SamPointScorer:
         return iou_all, np.concatenate(rows_out), np.concatenate(ks_out), np.concatenate(lows)
 
 
-def point_scorer_for(backend: Any, chunk: int = 4) -> SamPointScorer | None:
+def point_scorer_for(backend: object, chunk: int = 4) -> SamPointScorer | None:
     """A :class:`SamPointScorer` when ``backend`` is a :class:`SamBackend` (SAM,
     MobileSAM), else ``None`` (the caller then uses the backend's ``decode_points``)."""
     if not isinstance(backend, SamBackend):

@@ -33,7 +33,7 @@ _EMBED_DIM = 256
 
 def _sam2_root() -> Path:
     sam2 = require("sam2", "sam2")
-    return Path(sam2.__file__).parent
+    return Path(str(sam2.__file__)).parent
 
 
 def config_text(config: str) -> str:
