@@ -5,10 +5,15 @@ image given to :meth:`SamBackend.set_image` (the ``scene``/``tile`` frame). Inte
 SAM works in the ``model`` frame: the image resized so its longest side is
 ``img_size`` (1024) by ``ResizeLongestSide`` and padded at the bottom/right to a square.
 
-The module builds the official ``segment_anything`` modules (``ImageEncoderViT``,
-``PromptEncoder``, ``MaskDecoder``) from an architecture inferred from the checkpoint,
-so ViT-B/L/H checkpoints and small test configurations load through the same code, and
-results equal those of the official ``SamPredictor`` for the same weights and inputs.
+The model is the official ``segment_anything`` modules (``ImageEncoderViT``,
+``PromptEncoder``, ``MaskDecoder``) built for the architecture read from the checkpoint
+(:mod:`terramask.models.sam.checkpoint`), so ViT-B/L/H checkpoints and small test
+configurations load through the same code, and results equal those of the official
+``SamPredictor`` for the same weights and inputs. Three parts are terramask's own, each
+tested against the official computation: the encoder's global attention in chunks
+(:mod:`~terramask.models.sam.encoder_attention`, a fraction of the memory), the mask
+decoder (:mod:`~terramask.models.sam.decoder`) and the upsampling of low-res logits
+(:mod:`terramask.models.upscale`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,14 @@
-"""A lean forward pass of SAM's mask decoder (same weights, same maths, less work).
+"""The one SAM mask decoder of terramask: a lean forward pass (same weights, same maths,
+less work) serving single clicks and automatic generation's point batches.
 
 Computes what ``segment_anything.modeling.MaskDecoder`` + ``TwoWayTransformer`` compute,
 from the official modules' weights, with results equal within float rounding (the parity
-tests compare it with the official ``SamPredictor``). It is organised for interactive
-clicks and batched automatic generation:
+tests compare it with the official ``SamPredictor`` and automatic generator). It is split
+in two stages: :func:`transformer` (tokens and updated image tokens, :class:`TokenState`)
+with :func:`iou_scores`, then masks: :func:`mask_logits` for every prompt (a click,
+:func:`decode`) or :func:`selected_mask_logits` for chosen (prompt, output) pairs only
+(automatic generation decodes only outputs whose predicted IoU passes its filter,
+:mod:`terramask.models.sam.point_batches`). Savings:
 
 - **Per-image work done once.** Without a prior mask the first layer's image-side
   projections (keys/values of the token-to-image attention, queries of the
@@ -17,7 +22,8 @@ clicks and batched automatic generation:
   cheaper form for each attention.
 - **Transposed convolutions as matrix products** in channels-last layout (a stride-2,
   kernel-2 ``ConvTranspose2d`` is one matmul and a pixel shuffle), and only the mask tokens
-  that are returned (3 for multimask, 1 otherwise) are turned into masks.
+  that are asked for are turned into masks (3 for multimask, 1 otherwise, or the selected
+  ones), each prompt's image tokens upscaled once.
 - Softmax over the few prompt tokens runs along a non-last axis (PyTorch's CPU softmax is
   slow over a short last axis).
 
