@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "batch": ("terramask.cli.batch", "Run automatic segmentation over many scenes, resumably."),
     "embed": ("terramask.cli.embed", "Precompute and cache image embeddings for every tile of a scene."),
     "eval": ("terramask.cli.eval", "Measure quality against labels (IoU, boundary F, NoC@85/90, recall)."),
+    "finetune": ("terramask.cli.finetune", "Fine-tune SAM's mask decoder on your labels; report the before/after gain."),
     "serve": ("terramask.cli.serve", "Segment a scene interactively in a web browser (points, boxes, refinement, export)."),
     "models": ("terramask.cli.models", "List, download and locate model checkpoints; export ONNX."),
 }

@@ -120,16 +120,14 @@ class SamTrainer:
         torch = self._torch
         if not items:
             raise InputError("a training step needs at least one item")
-        self.model.train()
+        # the model stays in eval mode: SAM's decoder has no dropout or batch norm, and a
+        # frozen encoder (TinyViT's cached attention biases) must not change behaviour
         self.optimizer.zero_grad(set_to_none=True)
         sums = np.zeros(4)
-        try:
-            for item in items:
-                loss, focal, dice, iou_mse = self._item_loss(item)
-                (loss / len(items)).backward()
-                sums += [float(v.detach()) for v in (loss, focal, dice, iou_mse)]
-        finally:
-            self.model.eval()
+        for item in items:
+            loss, focal, dice, iou_mse = self._item_loss(item)
+            (loss / len(items)).backward()
+            sums += [float(v.detach()) for v in (loss, focal, dice, iou_mse)]
         means = sums / len(items)
         finite = bool(np.isfinite(means).all())
         if finite:
