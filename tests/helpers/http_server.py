@@ -7,7 +7,13 @@ Serves the files of one directory with HTTP ``Range`` support (``bytes=N-`` and
   bytes, then close the connection (a truncated transfer);
 - ``ignore_range = True``: answer every request with ``200`` and the whole file, as
   servers without range support do;
-- ``not_found = True``: answer ``404`` to everything.
+- ``not_found = True``: answer ``404`` to everything;
+- ``status = N``: answer ``N`` (e.g. 403, 503) with an empty body to everything;
+- ``fail_first = N``: answer ``503`` to the next ``N`` requests, then normally (a
+  transient error that a retry gets past);
+- ``drop_from = N``: a range request starting at byte ``N`` or later sends half of its
+  body and closes the connection (a connection reset in the middle of a read, after the
+  header was read).
 
 Every request is recorded in ``requests`` as a :class:`Served` row (path, Range header,
 status, body bytes sent), so tests can assert that a resumed download fetched fewer
@@ -29,6 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+_CHUNK = 1 << 16
 
 
 @dataclass
@@ -60,6 +67,10 @@ class _Handler(BaseHTTPRequestHandler):
         range_header = self.headers.get("Range")
         name = self.path.split("?", 1)[0].lstrip("/")
         target = (owner.root / name).resolve()
+        forced = owner._forced_status()
+        if forced is not None:
+            self._empty(forced, range_header)
+            return
         if owner.not_found or owner.root not in target.parents or not target.is_file():
             self._empty(404, range_header)
             return
@@ -96,10 +107,18 @@ class _Handler(BaseHTTPRequestHandler):
         dropping = owner.drop_after is not None and owner.drop_after < len(body)
         if dropping:
             body = body[: owner.drop_after]
-        # Recorded before sending, so a client that has read everything sees the row.
-        owner._record(Served(name, range_header, status, len(body)))
+        elif owner.drop_from is not None and status == 206 and start >= owner.drop_from and len(body) > 1:
+            dropping, body = True, body[: len(body) // 2]
+        # Recorded before sending, so a client that has read everything sees the row; a
+        # client that hangs up early (GDAL's GET for headers only) is counted for what was
+        # written before it left, in 64 KiB chunks.
+        row = Served(name, range_header, status, min(len(body), _CHUNK))
+        owner._record(row)
         try:
-            self.wfile.write(body)
+            for start_at in range(0, len(body), _CHUNK):
+                if start_at:
+                    row.bytes_sent = min(len(body), start_at + _CHUNK)
+                self.wfile.write(body[start_at : start_at + _CHUNK])
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):  # the client stopped reading
             self.close_connection = True
@@ -131,6 +150,9 @@ class FileServer:
         self.drop_after: int | None = None
         self.ignore_range = False
         self.not_found = False
+        self.status: int | None = None
+        self.fail_first = 0
+        self.drop_from: int | None = None
         self.requests: list[Served] = []
         self._lock = threading.Lock()
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
@@ -146,6 +168,19 @@ class FileServer:
     def url(self, name: str) -> str:
         """URL of ``root / name``."""
         return f"http://127.0.0.1:{self.port}/{name}"
+
+    @property
+    def bytes_sent(self) -> int:
+        """Body bytes sent so far, all requests together."""
+        with self._lock:
+            return sum(r.bytes_sent for r in self.requests)
+
+    def _forced_status(self) -> int | None:
+        with self._lock:
+            if self.fail_first > 0:
+                self.fail_first -= 1
+                return 503
+        return self.status
 
     def _record(self, row: Served) -> None:
         with self._lock:
