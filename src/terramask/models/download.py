@@ -207,7 +207,7 @@ def download(
         status = response.status
         total: int | None = None
         if offset and status == 206:
-            match = _CONTENT_RANGE.match(response.headers.get("Content-Range", "").strip())
+            match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
             if match is None or int(match.group(1)) != offset:
                 raise DownloadError(
                     f"server sent an unexpected range for {url} "

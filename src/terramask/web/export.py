@@ -31,7 +31,7 @@ class ExportExistsError(OutputError, FileExistsError):
 
 def check_name(name: str) -> str:
     """``name`` if it is a plain folder name (letters, digits, ``_ . -``; no path), else InputError."""
-    if not NAME_PATTERN.match(name) or name in (".", "..") or ".." in name:
+    if not NAME_PATTERN.fullmatch(name) or name in (".", "..") or ".." in name:
         raise InputError(
             f"export name {name!r} is not a plain folder name: use 1-80 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit"
