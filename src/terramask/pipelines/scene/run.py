@@ -59,6 +59,7 @@ from terramask.core.geometry import plan_tiles
 from terramask.core.stretch import Stretch
 from terramask.io.atomic import StagingDir, ensure_output_dir, json_default, remove_stale_temporaries, write_json
 from terramask.io.overlay import draw_annotations, save_png
+from terramask.io.remote import display_name
 from terramask.io.scene import Scene, open_scene
 from terramask.io.vectors import geometry_measures
 from terramask.pipelines.amg.filters import area_to_pixels, check_range
@@ -179,7 +180,7 @@ def run_scene(path: str | os.PathLike, out_dir: str | os.PathLike, segmenter: Se
         except BaseException:
             staging.discard()
             raise
-    log.info("%s: %d objects from %d tiles (%d empty skipped)", path, stats["objects"], len(grid), stats["skipped"])
+    log.info("%s: %d objects from %d tiles (%d empty skipped)", display_name(path), stats["objects"], len(grid), stats["skipped"])
     return SceneRun(out, paths, stats["objects"], len(grid), stats["skipped"], summary)
 
 
