@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import shutil
 
@@ -188,3 +189,52 @@ def test_sam_specs_pass_their_arch_name_and_device_to_the_backend(tmp_path, monk
         assert sam.normalize_arch_name(spec.arch) == spec.arch  # the backend knows the registry's arch keys
         assert load_backend(name, checkpoint=given, device="cpu") == "ok"
         assert calls[-1] == (given, {"arch": spec.arch, "device": "cpu", "name": name})
+
+
+# ------------------------------------------------------------------ fine-tuning run dirs
+
+
+def _run_dir(tmp_path, ckpt, **info):
+    from terramask.models.finetune.run_dir import RUN_FORMAT
+
+    run = tmp_path / "my-run"
+    run.mkdir()
+    if ckpt is not None:
+        shutil.copyfile(ckpt, run / "model.pth")
+    meta = {"format": RUN_FORMAT, "name": "sam:tiny@my-run", "checkpoint": "model.pth",
+            "base_model": {"name": "sam:tiny", "family": "sam", "arch": None}, **info}
+    (run / "terramask.json").write_text(json.dumps(meta))
+    return run
+
+
+def test_a_run_directory_is_a_model_name(tiny_ckpt, tmp_path):
+    run = _run_dir(tmp_path, tiny_ckpt)
+    assert resolve_model_name(str(run)) == str(run.resolve())
+    spec = registry.get_spec(str(run))
+    assert (spec.name, spec.family, spec.arch) == ("sam:tiny@my-run", "sam", None)
+    backend = load_backend(str(run))
+    assert backend.name == "sam:tiny@my-run" and backend.source == str(run.resolve() / "model.pth")
+    cached = load_backend(str(run), cache=True)
+    emb = cached.set_image(np.zeros((32, 32, 3), np.uint8))
+    assert emb.model == "sam:tiny@my-run"
+
+
+def test_a_run_directory_brings_its_own_checkpoint(tiny_ckpt, tmp_path):
+    run = _run_dir(tmp_path, tiny_ckpt)
+    with pytest.raises(InputError, match="drop --checkpoint"):
+        load_backend(str(run), checkpoint=tiny_ckpt)
+
+
+def test_unfinished_or_foreign_run_directories(tmp_path, tiny_ckpt):
+    run = _run_dir(tmp_path, None)
+    with pytest.raises(InputError, match="no checkpoint yet"):
+        load_backend(str(run))
+    (run / "terramask.json").write_text('{"format": "something-else"}')
+    with pytest.raises(InputError, match="not a terramask fine-tuning run"):
+        registry.get_spec(str(run))
+    (run / "terramask.json").write_text("{not json")
+    with pytest.raises(InputError, match="cannot read"):
+        load_backend(str(run))
+    # a plain folder is no model
+    with pytest.raises(UnknownModelError):
+        load_backend(str(tmp_path))
