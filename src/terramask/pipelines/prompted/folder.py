@@ -11,6 +11,7 @@ other files is refused instead of wiped.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
@@ -78,6 +79,22 @@ def _swap_in(staging: Path, folder: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def remove_stale_siblings(folder: Path) -> list[Path]:
+    """Clean up after a run of this module that was killed: remove its ``.NAME.tmp-*``
+    staging folders, and its ``.NAME.old-*`` folders (restoring the newest one when the
+    kill came between moving the earlier run aside and moving the new one in). Returns
+    the removed paths. Do not run two predicts into the same folder at once."""
+    parent, pattern = folder.parent, glob.escape(f".{folder.name}")
+    removed = sorted(parent.glob(f"{pattern}.tmp-*"))
+    olds = sorted(parent.glob(f"{pattern}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and not folder.exists():
+        os.replace(olds.pop(), folder)
+        log.warning("restored %s from an interrupted run", folder)
+    for path in [*removed, *olds]:
+        shutil.rmtree(path, ignore_errors=True)
+    return [*removed, *olds]
+
+
 @contextmanager
 def output_folder(folder: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder; on success it replaces ``folder`` as a whole.
@@ -86,6 +103,8 @@ def output_folder(folder: str | os.PathLike) -> Iterator[Path]:
     :class:`OutputError` when ``folder`` holds other files or its parent is not writable.
     """
     folder = Path(os.path.abspath(folder))
+    if folder.parent.is_dir():
+        remove_stale_siblings(folder)
     check_replaceable(folder)
     ensure_output_dir(folder.parent)
     staging = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:12]}")
