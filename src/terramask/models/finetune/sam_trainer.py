@@ -147,6 +147,21 @@ class SamTrainer:
         state = lora.merged_state_dict(self.model)
         self._save(Path(path), {k: v.detach().cpu().contiguous() for k, v in state.items()}, "checkpoint")
 
+    def load_decoder(self, path: Path) -> None:
+        torch = self._torch
+        try:
+            state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError) as exc:
+            raise ModelError(f"cannot read the checkpoint {path}: {exc}") from exc
+        own = {**dict(self.model.named_parameters()), **dict(self.model.named_buffers())}
+        keys = [k for k in state if k.startswith(("prompt_encoder.", "mask_decoder."))]
+        if not keys or any(k not in own or own[k].shape != state[k].shape for k in keys):
+            raise ModelError(f"{path} does not hold this model's prompt encoder and mask decoder")
+        with torch.no_grad():
+            for k in keys:
+                own[k].copy_(state[k])
+        self._refresh_backend()
+
     def save_state(self, path: Path, extra: dict[str, Any]) -> None:
         trainable = {n: p.detach().cpu().clone() for n, p in self.model.named_parameters() if p.requires_grad}
         state = {

@@ -91,6 +91,11 @@ class Trainer(Protocol):
         """The whole model in the family's official checkpoint format, written atomically."""
         ...
 
+    def load_decoder(self, path: Path) -> None:
+        """Load the prompt encoder and mask decoder tensors of a :meth:`save_checkpoint`
+        file into the model (e.g. the best epoch's, after training went on)."""
+        ...
+
     def save_state(self, path: Path, extra: dict[str, Any]) -> None:
         """Trainable weights, optimiser, torch RNG and ``extra`` (JSON-able), atomically."""
         ...

@@ -16,8 +16,9 @@
    the same command and gives the weights an uninterrupted run gives.
 5. Early stopping after ``patience`` epochs without a better val mIoU@1; a NaN loss
    stops the run with :class:`ModelError`, the best checkpoint kept.
-6. The best checkpoint is loaded as ``--model RUN_DIR`` and evaluated again on the val
-   images; ``report.md`` has the loss curve and the before/after table.
+6. The best checkpoint is evaluated again on the val images (its decoder loaded into the
+   trainer, so the cached embeddings serve; with adapters, loaded as ``--model RUN_DIR``);
+   ``report.md`` has the loss curve and the before/after table.
 
 The pipeline holds no torch: the model is reached through
 :func:`terramask.models.resolve.load_backend` / :func:`~terramask.models.resolve.load_trainer`
@@ -134,11 +135,19 @@ def run_finetune(
         trainer.save_state(state_path, state)
     after = None
     if val_ds is not None:
-        tuned = load_backend(str(out), device=config.device, cache=True)
-        after = click_eval(tuned, val_ds, config.eval_clicks, f"{base['name']} fine-tuned")
+        after = click_eval(_best_model(trainer, out, config), val_ds, config.eval_clicks, f"{base['name']} fine-tuned")
     info = write_run_json(out, config, base, ds, state, after)
     write_report(out, info, state["history"])
     return info
+
+
+def _best_model(trainer: Trainer, out: Path, config: FinetuneConfig) -> Backend:
+    """The best checkpoint as a backend: with a frozen encoder, its decoder loaded into the
+    trainer (the cached embeddings stay valid); with adapters, ``--model RUN_DIR``."""
+    if config.train == "decoder":
+        trainer.load_decoder(out / CHECKPOINT_FILE)
+        return trainer.backend
+    return load_backend(str(out), device=config.device, cache=True)
 
 
 def _epoch(trainer: Trainer, images: list[TrainImage], config: FinetuneConfig, epoch: int,
