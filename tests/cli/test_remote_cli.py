@@ -98,3 +98,26 @@ def test_predict_on_a_remote_20000_px_scene_reads_under_5_percent(run_cli, tmp_p
     assert stats["bytes_sent"] < 0.05 * size, stats
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["scene"]["width"] == 20_000 and result["scene"]["path"] == server.url("big.tif")
+
+
+def test_auto_on_a_stac_item_equals_the_stacked_local_bands(run_cli, served, tmp_path):
+    server, root = served
+    pixels = blob_scene()
+    assets = {}
+    for i, key in enumerate(("b1", "b2", "b3")):
+        write_geotiff(root / f"{key}.tif", pixels[i : i + 1], nodata=0)
+        assets[key] = {"href": f"./{key}.tif", "roles": ["data"]}
+    item = {"type": "Feature", "stac_version": "1.0.0", "id": "blob-item", "geometry": None, "links": [],
+            "properties": {"datetime": "2024-05-01T00:00:00Z", "gsd": 0.5}, "assets": assets}
+    (root / "item.json").write_text(json.dumps(item))
+    code, _, err = run_cli("auto", server.url("item.json"), "--assets", "b1,b2,b3", *AUTO, "--out", tmp_path / "stac")
+    assert code == 0, err
+    code, _, err = run_cli("auto", root / "blob.tif", *AUTO, "--out", tmp_path / "local")
+    assert code == 0, err
+    with rasterio.open(tmp_path / "stac" / "labels.tif") as a, rasterio.open(tmp_path / "local" / "labels.tif") as b:
+        np.testing.assert_array_equal(a.read(1), b.read(1))
+    scene = json.loads((tmp_path / "stac" / "summary.json").read_text())["scene"]
+    assert scene["path"] == server.url("item.json") + "#b1,b2,b3"
+    assert scene["stac"]["id"] == "blob-item" and scene["stac"]["properties"]["gsd"] == 0.5
+    code, _, err = run_cli("auto", server.url("item.json"), "--assets", "b1,nir", *AUTO, "--out", tmp_path / "bad")
+    assert code != 0 and "blob-item has no asset or band 'nir'; its assets: b1, b2, b3" in err

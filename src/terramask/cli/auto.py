@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from terramask.cli.options import (
+    assets_option,
     engine_config_from_options,
     engine_options,
     generation_from_options,
@@ -19,14 +20,18 @@ from terramask.core.errors import InputError
 
 @click.command("auto")
 @click.argument("scene", type=click.Path(dir_okay=True))
+@assets_option
 @model_options
 @runtime_option
 @generation_options
 @scene_options
 @engine_options
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
-def command(scene, model, checkpoint, device, runtime, out_dir, **opts):
+def command(scene, assets, model, checkpoint, device, runtime, out_dir, **opts):
     """Segment every object in SCENE (automatic mask generation), at any scene size.
+
+    SCENE: a raster file, a URL (https://, s3://, gs://, az://) or /vsi path read by
+    window where it lives, or a STAC item (.json file or URL; --assets picks its bands).
 
     Writes labels.tif (object IDs, COG), objects.gpkg (polygons with id, class,
     predicted_iou, stability_score, n_tiles, area_m2, perimeter_m), masks.json (COCO RLE
@@ -34,6 +39,7 @@ def command(scene, model, checkpoint, device, runtime, out_dir, **opts):
     one-tile scene and a tiled one. Every parameter of the reference generator is an
     option; --preset picks a starting set and single options override it.
     """
+    from terramask.io.stac import scene_source
     from terramask.pipelines.scene.run import check_scene, run_scene
     from terramask.pipelines.scene.segmenters import AutoSegmenter, BackendSegmenter
 
@@ -43,6 +49,7 @@ def command(scene, model, checkpoint, device, runtime, out_dir, **opts):
     engine = engine_config_from_options(opts)
     if engine.name == "ray" and runtime != "torch":
         raise InputError("--engine ray runs the torch runtime; drop --runtime or use --engine local")
+    scene = scene_source(scene, assets)
     check_scene(scene, config)  # bad bands or area units fail before the model loads
     if engine.name == "local":
         from terramask.models.resolve import load_backend

@@ -15,11 +15,12 @@ import time
 
 import click
 
-from terramask.cli.options import model_options
+from terramask.cli.options import assets_option, model_options
 
 
 @click.command("embed")
 @click.argument("scene", type=click.Path(dir_okay=False))
+@assets_option
 @model_options
 @click.option("--runtime", type=click.Choice(["torch", "onnx", "onnx-int8"]), default="torch", show_default=True,
               help="Inference runtime (onnx-int8 changes results).")
@@ -27,11 +28,12 @@ from terramask.cli.options import model_options
 @click.option("--tile-size", default=1024, show_default=True, type=int, help="Tile size of the grid (as `terramask auto`).")
 @click.option("--overlap", default=128, show_default=True, type=int, help="Tile overlap (as `terramask auto`).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def command(scene, model, checkpoint, device, runtime, bands, tile_size, overlap, quiet) -> None:
+def command(scene, assets, model, checkpoint, device, runtime, bands, tile_size, overlap, quiet) -> None:
     """Precompute and cache embeddings for all tiles of SCENE with --model."""
     from terramask.core.errors import InputError
     from terramask.core.geometry import plan_tiles
     from terramask.io.scene import open_scene
+    from terramask.io.stac import scene_source
     from terramask.models.resolve import load_backend
     from terramask.pipelines.prompted.predict import FULL_SCENE_MAX
 
@@ -43,7 +45,7 @@ def command(scene, model, checkpoint, device, runtime, bands, tile_size, overlap
     started = time.perf_counter()
     computed = reused = skipped = 0
     encoder_s = 0.0
-    with open_scene(scene, bands=bands) as sc:
+    with open_scene(scene_source(scene, assets), bands=bands) as sc:
         windows = []
         if max(sc.width, sc.height) <= FULL_SCENE_MAX:
             windows.append(sc.window)

@@ -98,6 +98,13 @@ def generation_options(f):
     return f
 
 
+def assets_option(f):
+    """``--assets``: which assets of a STAC item SCENE become the bands."""
+    return click.option("--assets", default=None,
+                        help="For a STAC item SCENE (.json file or URL): asset keys or common band names as bands, "
+                             "e.g. red,green,blue, visual or B08,B04,B03 (default: visual, else red,green,blue).")(f)
+
+
 def scene_options(f):
     """``--bands``, ``--min-area``/``--max-area``, ``--tile-size``, ``--overlap``, ``--quiet``."""
     f = click.option("-q", "--quiet", is_flag=True, help="No progress bars.")(f)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from terramask.cli.options import model_options, parse_box, parse_point, runtime_option
+from terramask.cli.options import assets_option, model_options, parse_box, parse_point, runtime_option
 
 
 @click.command("predict")
 @click.argument("scene", type=click.Path(dir_okay=True))
+@assets_option
 @click.option("--point", "points", multiple=True, metavar="X,Y[,LABEL]",
               help="Prompt point; LABEL 1 = object (default), 0 = background. Repeatable.")
 @click.option("--box", "boxes", multiple=True, metavar="X1,Y1,X2,Y2", help="Prompt box (xyxy). Repeatable.")
@@ -24,7 +25,7 @@ from terramask.cli.options import model_options, parse_box, parse_point, runtime
 @model_options
 @runtime_option
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
-def command(scene, points, boxes, prompt_file, crs, bands, single, refine_dir, model, checkpoint, device, runtime, out_dir):
+def command(scene, assets, points, boxes, prompt_file, crs, bands, single, refine_dir, model, checkpoint, device, runtime, out_dir):
     """Segment the object(s) marked by point/box prompts in SCENE.
 
     Writes mask.tif, candidates.tif, mask.gpkg, mask.geojson, overlay.png, logits.npy
@@ -36,6 +37,7 @@ def command(scene, points, boxes, prompt_file, crs, bands, single, refine_dir, m
     from terramask.io.crs import prompt_frame
     from terramask.io.prompt_files import read_prompt_file
     from terramask.io.scene import open_scene
+    from terramask.io.stac import scene_source
     from terramask.models.resolve import load_backend
     from terramask.pipelines.prompted.objects import TiledPrediction
     from terramask.pipelines.prompted.outputs import write_prediction
@@ -43,7 +45,7 @@ def command(scene, points, boxes, prompt_file, crs, bands, single, refine_dir, m
     from terramask.pipelines.prompted.refine import load_previous, merge_pixel_prompts
     from terramask.pipelines.prompted.tiled_outputs import write_tiled_prediction
 
-    with open_scene(scene, bands=bands) as sc:
+    with open_scene(scene_source(scene, assets), bands=bands) as sc:
         frame, frame_crs = prompt_frame(crs, sc.crs)
         parsed = [parse_point(p) for p in points]
         cli_prompts = Prompts(

@@ -22,6 +22,7 @@ signatures (``X-Amz-Signature``, SAS tokens).
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 import re
@@ -61,6 +62,7 @@ GDAL_OPTIONS = {
 
 _configured = False
 _lock = threading.Lock()
+_VRT_NAME = re.compile(r'<MDI key="name">(.*?)</MDI>', re.DOTALL)
 _URL_IN_TEXT = re.compile(r"((?:https?|s3|gs|az)://[^\s?#'\"]*)[?#][^\s'\"]*")
 
 
@@ -90,6 +92,9 @@ def display_name(path: str | os.PathLike) -> str:
     """``path`` as shown in messages, logs and summaries: a URL loses its query string and
     fragment (signatures, tokens); user names and passwords in it are dropped too."""
     text = os.fspath(path)
+    if is_vrt_xml(text):
+        match = _VRT_NAME.search(text)
+        return html.unescape(match.group(1)) if match else "(virtual raster)"
     prefix = ""
     if text.startswith("/vsicurl/"):
         prefix, text = "/vsicurl/", text[len("/vsicurl/"):]
@@ -100,6 +105,11 @@ def display_name(path: str | os.PathLike) -> str:
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return prefix + urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def is_vrt_xml(text: str) -> bool:
+    """True for a VRT given as its XML text (a STAC item's or a mosaic's virtual scene)."""
+    return text.lstrip().startswith("<VRTDataset")
 
 
 def redact(text: str) -> str:

@@ -23,6 +23,7 @@ A scene is not thread-safe and cannot be pickled; workers open their own scene w
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -43,8 +44,17 @@ from terramask.core.image import GeoImage, parse_bands
 from terramask.core.stretch import Stretch, compute_stretch, validate_percentiles
 from terramask.io.gdal import RESAMPLING as _RESAMPLING
 from terramask.io.gdal import crs_string, gdal_reason, quiet_georef
-from terramask.io.remote import configure_gdal, display_name, gdal_path, is_remote, redact, remote_open_error
+from terramask.io.remote import (
+    configure_gdal,
+    display_name,
+    gdal_path,
+    is_remote,
+    is_vrt_xml,
+    redact,
+    remote_open_error,
+)
 from terramask.io.sparse import block_presence, decimated_read, window_is_stored
+from terramask.io.stac import METADATA_DOMAIN, is_stac_item, item_vrt
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +90,11 @@ class Scene:
         self._ds = dataset
         self.source = source
         self.path = display_name(source)
+        #: what a STAC item's virtual scene says about the item (id, datetime, properties, assets), else None
+        self.stac: dict | None = None
+        if is_vrt_xml(source):
+            stac = dataset.tags(ns=METADATA_DOMAIN).get("stac")
+            self.stac = json.loads(stac) if stac else None
         self.width = int(dataset.width)
         self.height = int(dataset.height)
         self.count = int(dataset.count)
@@ -394,9 +409,11 @@ def open_scene(
     :class:`InputError` (bad percentiles).
     """
     source = os.fspath(path)
+    if is_stac_item(source):
+        source = item_vrt(source)
     name = display_name(source)
     percentiles = validate_percentiles(percentiles)
-    if is_remote(source):
+    if is_remote(source) or is_vrt_xml(source):
         configure_gdal()
     else:
         p = Path(source)
@@ -428,6 +445,6 @@ def _open_dataset(source: str, name: str):
             return rasterio.open(gdal_path(source))
     except rasterio.errors.RasterioError as exc:
         reason = gdal_reason(exc)
-        if is_remote(source):
+        if is_remote(source) or is_vrt_xml(source):
             raise remote_open_error(name, reason) from exc
         raise SceneError(f"{name}: cannot open as a raster: {reason}") from exc

@@ -248,7 +248,7 @@ def _scene_info(scene: Scene, spec: SceneSpec) -> dict:
     return {"path": scene.path, "width": scene.width, "height": scene.height, "bands": list(spec.bands),
             "crs": scene.crs, "transform": list(scene.transform)[:6], "nodata": scene.nodata,
             "pixel_area": pixel_area(scene.transform), "area_km2": area_km2,
-            "stretch": None if spec.stretch is None else spec.stretch.to_dict()}
+            "stretch": None if spec.stretch is None else spec.stretch.to_dict(), "stac": scene.stac}
 
 
 def _summary(scene: Scene, spec: SceneSpec, grid: TileGrid, segmenter: SegmenterFactory, config: SceneRunConfig,
