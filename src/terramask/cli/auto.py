@@ -19,7 +19,11 @@ from terramask.core.errors import InputError
 
 
 @click.command("auto")
-@click.argument("scene", type=click.Path(dir_okay=True))
+@click.argument("scenes", nargs=-1, required=True, metavar="SCENE...")
+@click.option("--mosaic", is_flag=True,
+              help="SCENE... (files, URLs or a folder) are one mosaic: put on one grid in the first scene's CRS "
+                   "(reprojected on the fly, bilinear), later scenes over earlier ones; objects crossing scene "
+                   "borders are merged like objects crossing tiles.")
 @assets_option
 @model_options
 @runtime_option
@@ -27,11 +31,12 @@ from terramask.core.errors import InputError
 @scene_options
 @engine_options
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
-def command(scene, assets, model, checkpoint, device, runtime, out_dir, **opts):
+def command(scenes, mosaic, assets, model, checkpoint, device, runtime, out_dir, **opts):
     """Segment every object in SCENE (automatic mask generation), at any scene size.
 
     SCENE: a raster file, a URL (https://, s3://, gs://, az://) or /vsi path read by
-    window where it lives, or a STAC item (.json file or URL; --assets picks its bands).
+    window where it lives, or a STAC item (.json file or URL; --assets picks its bands);
+    with --mosaic, several scenes (or a folder of them) processed as one.
 
     Writes labels.tif (object IDs, COG), objects.gpkg (polygons with id, class,
     predicted_iou, stability_score, n_tiles, area_m2, perimeter_m), masks.json (COCO RLE
@@ -49,7 +54,14 @@ def command(scene, assets, model, checkpoint, device, runtime, out_dir, **opts):
     engine = engine_config_from_options(opts)
     if engine.name == "ray" and runtime != "torch":
         raise InputError("--engine ray runs the torch runtime; drop --runtime or use --engine local")
-    scene = scene_source(scene, assets)
+    if mosaic:
+        from terramask.io.mosaic import mosaic_vrt
+
+        scene = mosaic_vrt(scenes)
+    elif len(scenes) != 1:
+        raise InputError(f"auto takes one SCENE, got {len(scenes)}; give --mosaic to process them as one scene")
+    else:
+        scene = scene_source(scenes[0], assets)
     check_scene(scene, config)  # bad bands or area units fail before the model loads
     if engine.name == "local":
         from terramask.models.resolve import load_backend
