@@ -70,7 +70,7 @@ class MaskAccumulator:
         return out
 
     def compute(self) -> dict:
-        out = {"n_objects": self.n}
+        out: dict = {"n_objects": self.n}
         for k, v in self.sums.items():
             out[f"mean_{k}"] = _mean(v, self.n)
         out["pooled_iou"] = self.pooled.iou if self.n else None
@@ -108,9 +108,9 @@ class ClickAccumulator:
     ks: tuple[int, ...] = (1, 3, 5)
     n: int = 0
     clicks_used: int = 0
-    noc_sums: np.ndarray | None = None
-    nof: np.ndarray | None = None
-    curve_sums: np.ndarray | None = None
+    noc_sums: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # sized in __post_init__
+    nof: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    curve_sums: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
     final_hist: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BINS, dtype=np.int64))
     first_hist: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BINS, dtype=np.int64))
 
@@ -120,11 +120,11 @@ class ClickAccumulator:
         for k in self.ks:
             if not 1 <= k <= self.max_clicks:
                 raise InputError(f"mIoU@{k} is outside 1..max_clicks ({self.max_clicks})")
-        if self.noc_sums is None:
+        if self.noc_sums.size != len(self.thresholds):
             self.noc_sums = np.zeros(len(self.thresholds), dtype=np.int64)
-        if self.nof is None:
+        if self.nof.size != len(self.thresholds):
             self.nof = np.zeros(len(self.thresholds), dtype=np.int64)
-        if self.curve_sums is None:
+        if self.curve_sums.size != self.max_clicks:
             self.curve_sums = np.zeros(self.max_clicks, dtype=np.float64)
 
     def update(self, ious: Sequence[float]) -> None:
@@ -197,7 +197,7 @@ class AutoAccumulator:
     thresholds: tuple[float, ...] = (0.5, 0.75)
     n_images: int = 0
     n_instances: int = 0
-    hits: np.ndarray | None = None
+    hits: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # sized in __post_init__
     best_sum: float = 0.0
     n_predicted: int = 0
     covered_px: int = 0
@@ -205,7 +205,7 @@ class AutoAccumulator:
     best_hist: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BINS, dtype=np.int64))
 
     def __post_init__(self) -> None:
-        if self.hits is None:
+        if self.hits.size != len(self.thresholds):
             self.hits = np.zeros(len(self.thresholds), dtype=np.int64)
 
     def update(self, best_ious: Sequence[float] | np.ndarray, n_predicted: int, covered_px: int, labelled_px: int) -> None:

@@ -286,7 +286,7 @@ class _Merger:
     def absorb_small(self, min_area: float) -> None:
         """Merge every region smaller than ``min_area`` into its most similar neighbour,
         smallest first; isolated small regions stay (the caller drops them)."""
-        small = [(self.count[r], r) for r in np.flatnonzero(self.alive) if self.count[r] < min_area]
+        small: list[tuple[int, int]] = [(int(self.count[r]), int(r)) for r in np.flatnonzero(self.alive) if self.count[r] < min_area]
         heapq.heapify(small)
         while small:
             area, r = heapq.heappop(small)
@@ -296,7 +296,7 @@ class _Merger:
             best = nbs[int(np.argmin(self.weights(r, nbs)))]
             self.merge(best, r)
             if self.count[best] < min_area:
-                heapq.heappush(small, (self.count[best], best))
+                heapq.heappush(small, (int(self.count[best]), best))
 
     def roots(self) -> np.ndarray:
         """``(n,)`` root id of every superpixel (path-compressed copy)."""

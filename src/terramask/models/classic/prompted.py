@@ -177,8 +177,10 @@ def segment(feat: ClassicFeatures, query: Query, method: str, cfg: PromptedConfi
         if found_box is not None:
             core = union(pts_box, found_box)
             margin = max(16.0, 0.3 * extent(core))
-        else:
+        elif pts_box is not None:
             core, margin = pts_box, float(cfg.point_extent)
+        else:  # unreachable: the backend refuses a query without clicks, box or prior
+            raise ModelError("the classic engine got a query without clicks, box or prior mask")
     while True:
         roi = make_roi(expand(core, margin), (h, w), side)
         candidates, reaches = _run_roi(feat, query, method, cfg, roi)
@@ -276,9 +278,9 @@ def _run_roi(
         # without object clicks adds its core
         band_seeds = query.prior is not None
         centre_seed = query.box is not None and query.prior is None and not len(r.pos)
-        guess = r.guess(cfg) if band_seeds or (centre_seed and len(r.neg)) else r.inside_box
+        walk_guess = r.guess(cfg) if band_seeds or (centre_seed and len(r.neg)) else r.inside_box
         main, soft = random_walker(
-            r.lab, guess, band_seeds, centre_seed, r.pos_disk, r.neg_disk, r.background_zone, r.inside_box, r.open_ring, r.valid, cfg
+            r.lab, walk_guess, band_seeds, centre_seed, r.pos_disk, r.neg_disk, r.background_zone, r.inside_box, r.open_ring, r.valid, cfg
         )
         if main is not None:
             main = r.clean(main)

@@ -76,7 +76,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float) and math.isnan(v):
         return "nan"
     if isinstance(v, (float, np.floating)):
-        return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
+        return f"{float(v):.3f}" if abs(float(v)) < 100 else f"{float(v):.1f}"
     return str(v)
 
 
