@@ -240,6 +240,7 @@ def _load_onnx(spec: ModelSpec, checkpoint: Path | None, download: bool, quantiz
 _TRAINABLE = {
     "terramask.models.sam.mobilesam.MobileSamBackend": "mobilesam",
     "terramask.models.sam.backend.SamBackend": "sam",
+    "terramask.models.sam2.backend.Sam2Backend": "sam2",
 }
 
 
@@ -247,9 +248,9 @@ def load_trainer(
     backend: Backend, mode: str = "decoder", lr: float = 1e-4, weight_decay: float = 1e-4
 ) -> Trainer:
     """A :class:`~terramask.models.finetune.trainable.Trainer` over ``backend`` (trained in
-    place), for SAM v1 (any size) and MobileSAM. An embedding-cache wrapper is looked
+    place), for SAM v1 (any size), MobileSAM and SAM 2/2.1 (decoder only). An embedding-cache wrapper is looked
     through: the trainer's ``backend`` stays the cached one while the encoder is frozen.
-    Any other model (classic, ONNX, SAM 2) raises :class:`ModelError` naming what can be
+    Any other model (classic, ONNX) raises :class:`ModelError` naming what can be
     fine-tuned.
     """
     inner = backend
@@ -262,8 +263,12 @@ def load_trainer(
             f"model {getattr(backend, 'name', kind)!r} ({type(inner).__name__}) has no trainable mask decoder here; "
             "fine-tune a SAM or MobileSAM model (e.g. --model sam-vit-b, or --checkpoint a SAM .pth), torch runtime"
         )
-    sam_trainer = importlib.import_module("terramask.models.finetune.sam_trainer")
-    arch = "vit_t" if family == "mobilesam" else str(inner.arch.name)  # type: ignore[attr-defined]
     # with a frozen encoder the cached embeddings stay valid: predict through the cache
     served = backend if mode == "decoder" else None
+    if family == "sam2":
+        sam2_trainer = importlib.import_module("terramask.models.finetune.sam2_trainer")
+        arch = str(getattr(inner, "config", None) or "sam2")
+        return sam2_trainer.Sam2Trainer(inner, family, arch, mode=mode, lr=lr, weight_decay=weight_decay, served=served)
+    sam_trainer = importlib.import_module("terramask.models.finetune.sam_trainer")
+    arch = "vit_t" if family == "mobilesam" else str(inner.arch.name)  # type: ignore[attr-defined]
     return sam_trainer.SamTrainer(inner, family, arch, mode=mode, lr=lr, weight_decay=weight_decay, served=served)

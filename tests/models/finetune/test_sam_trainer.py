@@ -163,3 +163,43 @@ def test_a_failed_checkpoint_write_leaves_no_file_under_the_final_name(tiny_sam_
     with pytest.raises(OutputError, match="No space left"):
         trainer.save_checkpoint(tmp_path / "model.pth")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_sam2_decoder_checkpoint_loads_in_sam2_image_predictor_with_our_masks(tmp_path):
+    import torch
+
+    from helpers.tiny_sam2 import official_predictor, write_sam2_checkpoint
+
+    ckpt = write_sam2_checkpoint(tmp_path / "sam2.pt")
+    backend = load_backend("sam2.1-hiera-tiny", checkpoint=ckpt, cache=True)
+    trainer = load_trainer(backend, lr=1e-3)
+    assert trainer.family == "sam2"
+    img, items = _items(backend, trainer)
+    assert (items[0].target[:, :] >= 0).all()  # SAM 2 stretches the image: no padding
+    losses = [trainer.train_step(items).loss for _ in range(4)]
+    assert all(np.isfinite(losses)) and min(losses[1:]) < losses[0]
+    path = tmp_path / "ft.pt"
+    trainer.save_checkpoint(path)
+    saved, base = torch.load(path, weights_only=True), torch.load(ckpt, weights_only=True)
+    assert set(saved) == set(base) and set(saved["model"]) == set(base["model"])
+    frozen = "sam_mask_decoder.conv_s0.weight"  # projects the cached high-res features
+    assert torch.equal(saved["model"][frozen], base["model"][frozen])
+    ours = load_backend("sam2.1-hiera-tiny", checkpoint=path)
+    official = official_predictor(path)
+    official.set_image(img)
+    emb = ours.set_image(img)
+    for coords, labels in [(np.array([[32.0, 20.0]]), np.array([1])), (np.array([[30.0, 15.0], [5.0, 5.0]]), np.array([1, 0]))]:
+        masks, scores, low = official.predict(point_coords=coords, point_labels=labels, multimask_output=False)
+        got = ours.predict(emb, Prompts(points=coords, labels=labels), multimask=False)
+        np.testing.assert_allclose(got["low_res_logits"], low, atol=2e-3, rtol=1e-3)
+        near = np.abs(ours.upscale_logits(emb, low)[0]) < 1e-2
+        assert ((got.masks[0] != masks[0].astype(bool)) & ~near).sum() == 0
+
+
+def test_sam2_takes_no_encoder_adapters(tmp_path):
+    from helpers.tiny_sam2 import write_sam2_checkpoint
+
+    backend = load_backend("sam2.1-hiera-tiny", checkpoint=write_sam2_checkpoint(tmp_path / "sam2.pt"))
+    with pytest.raises(InputError, match="decoder only"):
+        load_trainer(backend, mode="decoder+lora")

@@ -68,11 +68,12 @@ class SamTrainer:
         self.family, self.arch, self.mode = family, arch, mode
         self.model = backend.model
         self.device = backend.device
-        self.img_size = int(backend.arch.img_size)
-        self.low_res = int(backend.arch.low_res)
+        self.img_size = int(backend.img_size)
+        # SAM/MobileSAM describe their grid in ``arch``; SAM 2 backends carry ``low_res``
+        self.low_res = int(backend.arch.low_res if hasattr(backend, "arch") else backend.low_res)
         for p in self.model.parameters():
             p.requires_grad_(False)
-        params = [*self.model.prompt_encoder.parameters(), *self.model.mask_decoder.parameters()]
+        params = self._decoder_parameters()
         if mode == "decoder+lora":
             params += lora.add_lora(self.model.image_encoder, rank=lora_rank)
         for p in params:
@@ -80,8 +81,22 @@ class SamTrainer:
         self._params = params
         self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
         with torch.no_grad():
-            self._dense_pe = self.model.prompt_encoder.get_dense_pe()
+            self._dense_pe = self._prompt_encoder().get_dense_pe()
         self._feature_cache: tuple[Any, Any] | None = None
+
+    # -- what differs between families (overridden for SAM 2) ---------------------------
+    #: state-dict prefixes of the modules that train (and that :meth:`load_decoder` loads)
+    decoder_prefixes: tuple[str, ...] = ("prompt_encoder.", "mask_decoder.")
+
+    def _decoder_parameters(self) -> list[Any]:
+        return [*self.model.prompt_encoder.parameters(), *self.model.mask_decoder.parameters()]
+
+    def _prompt_encoder(self) -> Any:
+        return self.model.prompt_encoder
+
+    def _checkpoint_object(self, state: dict[str, Any]) -> Any:
+        """What the official loader reads: SAM v1 and MobileSAM take the plain state dict."""
+        return state
 
     # -- protocol ---------------------------------------------------------------------
     @property
@@ -145,7 +160,8 @@ class SamTrainer:
         """The whole model as a plain state dict under the official tensor names (adapters
         merged), as ``segment_anything``'s ``sam_model_registry``/MobileSAM load it."""
         state = lora.merged_state_dict(self.model)
-        self._save(Path(path), {k: v.detach().cpu().contiguous() for k, v in state.items()}, "checkpoint")
+        plain = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        self._save(Path(path), self._checkpoint_object(plain), "checkpoint")
 
     def load_decoder(self, path: Path) -> None:
         torch = self._torch
@@ -153,8 +169,10 @@ class SamTrainer:
             state = torch.load(Path(path), map_location="cpu", weights_only=True)
         except (OSError, RuntimeError) as exc:
             raise ModelError(f"cannot read the checkpoint {path}: {exc}") from exc
+        if isinstance(state.get("model"), dict):  # SAM 2's {"model": state_dict}
+            state = state["model"]
         own = {**dict(self.model.named_parameters()), **dict(self.model.named_buffers())}
-        keys = [k for k in state if k.startswith(("prompt_encoder.", "mask_decoder."))]
+        keys = [k for k in state if k.startswith(self.decoder_prefixes)]
         if not keys or any(k not in own or own[k].shape != state[k].shape for k in keys):
             raise ModelError(f"{path} does not hold this model's prompt encoder and mask decoder")
         with torch.no_grad():
@@ -205,7 +223,6 @@ class SamTrainer:
             self._inner._last = None
 
     def _features(self, item: TrainItem) -> Any:
-        torch = self._torch
         if self.mode == "decoder+lora":
             if item.image is None:
                 raise InputError("decoder+lora training needs the image of every item (the encoder trains)")
@@ -214,9 +231,13 @@ class SamTrainer:
         cached = self._feature_cache
         if cached is not None and cached[0] is feats:
             return cached[1]
-        tensor = torch.as_tensor(np.asarray(feats, dtype=np.float32), device=self.device)
+        tensor = self._to_tensors(feats)
         self._feature_cache = (feats, tensor)
         return tensor
+
+    def _to_tensors(self, feats: Any) -> Any:
+        """An embedding's ``features`` (float32 numpy) as the decoder's input tensors."""
+        return self._torch.as_tensor(np.asarray(feats, dtype=np.float32), device=self.device)
 
     def _encode(self, image: np.ndarray) -> Any:
         """Image encoder forward with gradients (adapters train); SamBackend.set_image's preprocessing."""
@@ -246,11 +267,15 @@ class SamTrainer:
         boxes = None
         if prompt.box is not None:
             boxes = torch.as_tensor(self._model_frame(np.asarray(prompt.box).reshape(2, 2), emb).reshape(1, 4), device=self.device)
-        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
-        logits, iou = self.model.mask_decoder.predict_masks(
-            image_embeddings=feats, image_pe=self._dense_pe, sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense
-        )
+        logits, iou = self._decode(feats, points, boxes)
         multimask = prompt.single_click
         sel = slice(1, None) if multimask else slice(0, 1)
         target = torch.as_tensor(item.target, device=self.device)
         return sam_loss(logits[0, sel], iou[0, sel], (target > 0).float(), target >= 0, multimask)
+
+    def _decode(self, feats: Any, points: Any, boxes: Any) -> tuple[Any, Any]:
+        """Every mask token's low-res logits ``(1, 4, low, low)`` and IoU ``(1, 4)``."""
+        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
+        return self.model.mask_decoder.predict_masks(
+            image_embeddings=feats, image_pe=self._dense_pe, sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense
+        )
