@@ -71,7 +71,9 @@ def client(app):
 
 @pytest.fixture(scope="module")
 def first(client):
-    """One object click on the bright rectangle (module-wide, so the embedding runs once)."""
-    response = client.post("/predict", json={"points": [{"x": 140, "y": 100, "label": 1}]})
+    """One object click on the bright rectangle (module-wide, so the embedding runs once),
+    asking for polygons as well as the PNGs."""
+    response = client.post("/predict", json={"points": [{"x": 140, "y": 100, "label": 1}],
+                                             "include": ["png", "geojson"]})
     assert response.status_code == 200, response.text
     return response.json()

@@ -22,6 +22,8 @@ def _png(data: bytes) -> np.ndarray:
     """PNG bytes -> RGB(A) array."""
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     assert img is not None
+    if img.ndim == 2:
+        return img
     code = cv2.COLOR_BGRA2RGBA if img.ndim == 3 and img.shape[2] == 4 else cv2.COLOR_BGR2RGB
     return cv2.cvtColor(img, code)
 
@@ -154,9 +156,10 @@ def test_predict_returns_candidates_sorted_with_scores_areas_polygons_and_pngs(f
         assert c["title"] == f"Mask {i + 1}, Score: {c['score']:.3f}"
         assert c["area_px"] == int(mask.sum())
         assert c["area_m2"] == pytest.approx(c["area_px"] * 0.25)
-        # the PNG is the mask cropped to its bounding box, placed in scene pixels
+        # the PNG is the mask cropped to its bounding box (grey, 255 = mask), placed in scene pixels
         png = c["png"]
-        alpha = _data_uri_png(png["data"])[:, :, 3] > 0
+        alpha = _data_uri_png(png["data"]) == 255
+        assert set(np.unique(_data_uri_png(png["data"]))) <= {0, 255}
         assert alpha.shape == (png["height"], png["width"])
         placed = np.zeros_like(mask)
         placed[png["row_off"]:png["row_off"] + png["height"], png["col_off"]:png["col_off"] + png["width"]] = alpha
@@ -233,7 +236,7 @@ def test_refine_from_last_and_from_an_older_prediction_for_undo(client):
                                       "include": []}).json()
     assert c["prompts"]["points"] == [[150.0, 90.0], [250.0, 30.0]]
     assert len(c["candidates"]) == 1
-    assert set(c["candidates"][0]) == {"index", "title", "score", "area_px", "area_m2", "perimeter_m", "bbox_px"}
+    assert set(c["candidates"][0]) == {"index", "number", "title", "score", "area_px", "area_m2", "bbox_px"}
 
 
 def test_refinement_errors(client, first):

@@ -53,12 +53,11 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from terramask import __version__
 from terramask.core.errors import PromptError, TerramaskError
-from terramask.core.prompts import Prompts
 from terramask.io.crs import prompt_frame
 from terramask.io.scene import Scene, open_scene
 from terramask.models.base import Backend
 from terramask.pipelines.prompted.predict import FULL_SCENE_MAX, WINDOW_SIZE, ScenePrompter
-from terramask.pipelines.prompted.session import Prediction
+from terramask.web.clicks import Answer, Click, EmbeddingLedger, answer_click
 from terramask.web.errors import add_exception_handlers
 from terramask.web.export import check_name, export_candidate, free_name
 from terramask.web.limits import MAX_BODY_BYTES, REQUEST_BUDGET_S, BodyLimit, Check, ModelWorker, off_loop
@@ -76,7 +75,7 @@ from terramask.web.render import (
     window_picture,
 )
 from terramask.web.schemas import ID_PATTERN, ExportRequest, PredictRequest
-from terramask.web.store import MAX_PREDICTIONS, PredictionStore, new_id, with_candidate_first
+from terramask.web.store import MAX_PREDICTIONS, PredictionStore, new_id
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +110,7 @@ class WebState:
         self.display = display or scene
         self.display_lock = threading.RLock() if display is not None else self.lock
         self.previews: OrderedDict[int, bytes] = OrderedDict()
+        self.ledger = EmbeddingLedger()
 
     @property
     def model(self) -> str:
@@ -275,42 +275,37 @@ def create_app(
     async def predict(req: PredictRequest, request: Request) -> dict:
         """Candidate masks for the prompts, best first.
 
-        Returns ``{session_id, prediction_id, model, window, prompts (scene pixels,
-        all of them, earlier ones included), candidates: [{index, title, score, area_px,
-        area_m2, perimeter_m, bbox_px, geojson, geojson_lonlat, png}], timings}``.
+        Returns ``{session_id, prediction_id, model, window, refined, note, prompts (scene
+        pixels, all of them, earlier ones included), candidates: [{index, number, title,
+        score, area_px, area_m2, bbox_px, png}], timings}``; polygons only with
+        ``include: ["geojson"]`` (see :mod:`terramask.web.clicks` for ``refined``/``note``
+        and the embedding timings).
         """
         frame, crs = prompt_frame(req.frame, opened.crs)
-        points = np.array([[p.x, p.y] for p in req.points], dtype=np.float64).reshape(-1, 2)
-        labels = np.array([p.label for p in req.points], dtype=np.int64)
-        boxes = np.array(req.boxes, dtype=np.float64).reshape(-1, 4)
+        click = Click(
+            points=np.array([[p.x, p.y] for p in req.points], dtype=np.float64).reshape(-1, 2),
+            labels=np.array([p.label for p in req.points], dtype=np.int64),
+            boxes=np.array(req.boxes, dtype=np.float64).reshape(-1, 4),
+            frame=frame, crs=crs, multimask=req.multimask,
+            refine_from=req.refine_from, refine_candidate=req.refine_candidate,
+        )
         session_id = req.session_id or new_id()
         started = time.monotonic()
         if req.refine_from is not None:
-            if len(boxes):
+            if len(click.boxes):
                 raise PromptError("refinement adds points only; to change the box, predict again without refine_from")
-            if not len(points):
+            if not len(click.points):
                 raise PromptError("refine_from needs at least one new point")
 
-        def work(check: Check) -> tuple[str, Prediction]:
-            if req.refine_from is not None:
-                _, previous = state.store.get(session_id, req.refine_from)
-                previous = with_candidate_first(previous, req.refine_candidate)
-                prediction = prompter.refine(previous, points, labels, frame=frame, crs=crs, multimask=req.multimask)
-            else:
-                prompts = Prompts(points=points, labels=labels, boxes=boxes, frame=frame, crs=crs)
-                window = prompter.window_for(prompter.to_pixels(prompts))
-                check()
-                prompter.session(window)  # the encoder, once per window: the step that cannot stop midway
-                check()
-                prediction = prompter.predict(prompts, multimask=req.multimask, window=window)
-            check()
-            return state.store.add(session_id, prediction), prediction
+        def work(check: Check) -> Answer:
+            return answer_click(prompter, state.store, state.ledger, session_id, click, check)
 
-        prediction_id, prediction = await state.worker.run(work, "prediction", request.is_disconnected)
-        return await off_loop(lambda: _prediction_payload(prediction, session_id, prediction_id, tuple(req.include)),
+        answer = await state.worker.run(work, "prediction", request.is_disconnected)
+        return await off_loop(lambda: _prediction_payload(answer, session_id, tuple(req.include)),
                               "rendering the candidates", state.worker.budget - (time.monotonic() - started))
 
-    def _prediction_payload(prediction: Prediction, session_id: str, prediction_id: str, include: tuple[str, ...]) -> dict:
+    def _prediction_payload(answer: Answer, session_id: str, include: tuple[str, ...]) -> dict:
+        prediction, prediction_id = answer.prediction, answer.prediction_id
         window = prediction.window or opened.window
         log.info("prediction %s/%s: %d candidate(s), best %.3f", session_id, prediction_id,
                  len(prediction.candidates), float(prediction.candidates.scores[0]))
@@ -319,6 +314,8 @@ def create_app(
             "prediction_id": prediction_id,
             "model": prediction.model,
             "window": window.to_dict(),
+            "refined": answer.refined,
+            "note": answer.note,
             "prompts": scene_prompts(prediction, opened),
             "candidates": candidates_payload(prediction, opened, include),
             "timings": json_timings(prediction.timings),

@@ -19,6 +19,8 @@ EXPORT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
 #: What ``/predict`` can send per candidate.
 Include = Literal["geojson", "png"]
 INCLUDE_ALL: tuple[Include, ...] = ("geojson", "png")
+#: What the page asks per click: the masks to draw (polygons cost most of a response).
+INCLUDE_DEFAULT: tuple[Include, ...] = ("png",)
 #: A coordinate: a finite number (JSON ``NaN`` / ``Infinity`` are refused).
 Coordinate = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -54,8 +56,9 @@ class PredictRequest(BaseModel):
     - ``refine_from``: a ``prediction_id`` of this session, or ``"last"``. The new points
       are added to that prediction's prompts and the low-res logits of its candidate
       ``refine_candidate`` (0 = best) are the prior mask. Boxes cannot be added this way.
-    - ``include``: what to send per candidate: ``geojson`` (polygon in the scene CRS and
-      lon/lat) and/or ``png`` (the mask for display, cropped, base64).
+    - ``include``: what to send per candidate besides score and areas: ``png`` (the mask
+      for display, cropped, base64; the default) and/or ``geojson`` (polygons in the scene
+      CRS and lon/lat, with perimeters: several times slower, for scripts, not clicks).
 
     At most :data:`~terramask.web.limits.MAX_POINTS` points and
     :data:`~terramask.web.limits.MAX_BOXES` boxes; coordinates must be finite.
@@ -71,7 +74,7 @@ class PredictRequest(BaseModel):
     session_id: SessionId | None = None
     refine_from: Annotated[str, Field(pattern=ID_PATTERN)] | None = None
     refine_candidate: Annotated[int, Field(ge=0)] = 0
-    include: list[Include] = Field(default_factory=lambda: list(INCLUDE_ALL))
+    include: list[Include] = Field(default_factory=lambda: list(INCLUDE_DEFAULT), max_length=2)
 
 
 class ExportRequest(BaseModel):

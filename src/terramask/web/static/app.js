@@ -214,26 +214,34 @@
   }
 
   // ---------------------------------------------------------------- masks
-  // Each candidate arrives as a PNG cropped to its bounding box (white, alpha = mask).
+  // Each candidate arrives as a grey PNG cropped to its bounding box (255 = mask).
   // It becomes two canvases in scene pixels: the mask tinted, and its boundary pixels.
+  function maskCanvases(img, w, h, color) {
+    const fill = document.createElement("canvas");
+    fill.width = w;
+    fill.height = h;
+    const fctx = fill.getContext("2d");
+    fctx.drawImage(img, 0, 0);
+    const pixels = fctx.getImageData(0, 0, w, h);
+    const d = pixels.data;
+    const rgb = [1, 3, 5].map((k) => parseInt(color.slice(k, k + 2), 16));
+    for (let k = 0; k < d.length; k += 4) {
+      const on = d[k] > 127 ? 255 : 0;  // the grey value is the mask
+      d[k] = rgb[0]; d[k + 1] = rgb[1]; d[k + 2] = rgb[2]; d[k + 3] = on;
+    }
+    fctx.putImageData(pixels, 0, 0);
+    return { fill: fill, edge: boundaryCanvas(d, w, h) };
+  }
+
   function prepareMasks(entry) {
     entry.masks = entry.response.candidates.map((c) => {
       const m = { fill: null, edge: null, ready: false };
       if (c.png) {
         const img = new Image();
         img.onload = () => {
-          const w = c.png.width, h = c.png.height;
-          const fill = document.createElement("canvas");
-          fill.width = w;
-          fill.height = h;
-          const fctx = fill.getContext("2d");
-          fctx.drawImage(img, 0, 0);
-          const alpha = fctx.getImageData(0, 0, w, h).data;
-          fctx.globalCompositeOperation = "source-in";  // keep the mask's alpha, paint the colour
-          fctx.fillStyle = MASK_COLOR;
-          fctx.fillRect(0, 0, w, h);
-          m.fill = fill;
-          m.edge = boundaryCanvas(alpha, w, h);
+          const made = maskCanvases(img, c.png.width, c.png.height, MASK_COLOR);
+          m.fill = made.fill;
+          m.edge = made.edge;
           m.ready = true;
           draw();
         };
@@ -403,7 +411,9 @@
   function timingText(r) {
     const t = r.timings || {};
     const parts = [];
-    if (t.encoder_s !== undefined) parts.push("embedding " + fmt(t.encoder_s, 2) + " s");
+    if (t.embedding === "reused") parts.push("embedding reused");
+    else if (t.encoder_s !== undefined) parts.push("embedding " + fmt(t.encoder_s, 2) + " s" +
+      (t.embedding_cache === "hit" ? " (read from the cache)" : ""));
     if (t.decoder_s !== undefined) parts.push("decoder " + fmt(t.decoder_s, 2) + " s");
     return parts.join(", ");
   }
@@ -453,6 +463,7 @@
     const best = response.candidates[0];
     setStatus(response.candidates.length + " candidate(s), best " + best.title.toLowerCase() +
       (response.prompts.prior_mask ? " (refined with the previous mask)" : "") +
+      (response.note ? "\n" + response.note.charAt(0).toUpperCase() + response.note.slice(1) + "." : "") +
       "\n" + response.model + ": " + timingText(response));
     $("export-result").textContent = "";
     renderCandidates();
