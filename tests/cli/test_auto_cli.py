@@ -184,3 +184,27 @@ def test_killed_run_leaves_no_output_under_a_final_name(tmp_path):
     assert _final_outputs(out) == sorted(OUTPUTS)
     assert not list(out.glob(".*tmp-*")), "the killed run's staging folder was left behind"
     assert json.loads((out / "summary.json").read_text())["objects"] >= 12
+
+
+@pytest.mark.parametrize("fmt", ["fgb", "parquet"])
+def test_vector_format_gives_the_same_objects_in_another_file(run_cli, blob_tif, tmp_path, fmt):
+    import pyogrio
+
+    args = ["--model", "classic", "--tile-size", "160", "--overlap", "32", "-q"]
+    code, _, err = run_cli("auto", blob_tif, *args, "--out", tmp_path / "gpkg")
+    assert code == 0, err
+    code, _, err = run_cli("auto", blob_tif, *args, "--vector-format", fmt, "--out", tmp_path / fmt)
+    assert code == 0, err
+    names = OUTPUTS - {"objects.gpkg"} | {f"objects.{fmt}"}
+    assert {p.name for p in (tmp_path / fmt).iterdir()} == names
+    summary = json.loads((tmp_path / fmt / "summary.json").read_text())
+    assert f"objects.{fmt}" in summary["outputs"]
+    gpkg = pyogrio.read_info(tmp_path / "gpkg" / "objects.gpkg")
+    if fmt == "fgb":
+        info = pyogrio.read_info(tmp_path / fmt / "objects.fgb")
+        assert list(info["fields"]) == list(gpkg["fields"]) and info["features"] == gpkg["features"] > 0
+    else:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(tmp_path / fmt / "objects.parquet")
+        assert table.column_names == [*gpkg["fields"], "geometry", "bbox"] and table.num_rows == gpkg["features"] > 0

@@ -29,7 +29,10 @@ class Raster:
     nodata: float | None
 
 
-def _write_tif(path, pixels, crs=None, transform=Affine.identity(), nodata=None, **profile) -> Raster:
+IDENTITY = Affine.identity()
+
+
+def _write_tif(path, pixels, crs=None, transform=IDENTITY, nodata=None, **profile) -> Raster:
     count, rows, cols = pixels.shape
     with rasterio.open(
         path, "w", driver="GTiff", width=cols, height=rows, count=count, dtype=pixels.dtype,

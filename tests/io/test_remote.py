@@ -45,14 +45,30 @@ def test_display_name_drops_query_strings_and_credentials():
     assert redact(text) == "'/vsicurl/https://h.example/b.tif' not recognized"
 
 
-def test_environment_values_win_over_the_defaults(monkeypatch):
+@pytest.fixture()
+def fresh_gdal_options(monkeypatch):
+    """A process where :func:`configure_gdal` has not run yet (and again after the test)."""
+    from rasterio._env import del_gdal_config
+
     import terramask.io.remote as remote
 
-    monkeypatch.setattr(remote, "_configured", False)
+    def clear():
+        for key in remote.GDAL_OPTIONS:
+            del_gdal_config(key)
+        remote._configured = False
+
+    clear()
+    yield
+    monkeypatch.undo()
+    clear()
+
+
+def test_environment_values_win_over_the_defaults(fresh_gdal_options, monkeypatch):
     monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "0")
     configure_gdal()
     assert rasterio.env.get_gdal_config("GDAL_HTTP_MAX_RETRY") in (0, "0")  # from the environment
     assert rasterio.env.get_gdal_config("GDAL_DISABLE_READDIR_ON_OPEN") == "EMPTY_DIR"
+    assert rasterio.env.get_gdal_config("GDAL_HTTP_RETRY_DELAY") in (0.5, "0.5")
 
 
 @pytest.fixture(scope="module")

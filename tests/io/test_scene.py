@@ -379,7 +379,7 @@ def test_truncated_tiff_fails_with_gdal_reason(truncated_tif):
 def test_truncated_tiff_fails_when_computing_stats(truncated_tif):
     with open_scene(truncated_tif) as scene:
         with pytest.raises(SceneError, match="statistics"):
-            scene.stretch
+            _ = scene.stretch
 
 
 # -- real files ---------------------------------------------------------------------------------

@@ -106,8 +106,12 @@ def assets_option(f):
 
 
 def scene_options(f):
-    """``--bands``, ``--min-area``/``--max-area``, ``--tile-size``, ``--overlap``, ``--quiet``."""
+    """``--bands``, ``--min-area``/``--max-area``, ``--tile-size``, ``--overlap``, ``--vector-format``, ``--quiet``."""
     f = click.option("-q", "--quiet", is_flag=True, help="No progress bars.")(f)
+    f = click.option("--vector-format", type=click.Choice(["gpkg", "fgb", "parquet"]), default="gpkg",
+                     show_default=True,
+                     help="Objects file: GeoPackage, FlatGeobuf or GeoParquet 1.1 (bbox covering column); "
+                          "same columns in each.")(f)
     f = click.option("--overlap", type=click.INT, default=None,
                      help="Pixels shared by neighbouring tiles (default 128, at most a quarter of the tile); "
                           "objects up to this size crossing a tile edge are seen whole.")(f)
@@ -195,6 +199,7 @@ def scene_config_from_options(opts: dict, preset: str | None):
         overlap=default_overlap(tile_size) if overlap is None else overlap,
         min_area=opts.pop("min_area", None), max_area=opts.pop("max_area", None),
         output_mode=opts.pop("output_mode", "coco_rle"), progress=False if quiet else None, preset=preset,
+        vector_format=opts.pop("vector_format", "gpkg"),
     )
 
 

@@ -370,7 +370,7 @@ class VectorWriter:
 
     def _write_gpkg(self, feats: Sequence[Feature]) -> None:
         import pyogrio.raw
-        from pyogrio.errors import DataSourceError, DataLayerError
+        from pyogrio.errors import DataLayerError, DataSourceError
 
         geoms = np.array([None if f.geometry is None else shapely.to_wkb(f.geometry) for f in feats], dtype=object)
         data, masks = self._field_arrays(feats)

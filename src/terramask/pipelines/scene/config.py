@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from terramask.core.errors import InputError
 from terramask.core.geometry import plan_tiles
+from terramask.io.vector_formats import VECTOR_FORMATS
 from terramask.pipelines.amg.filters import AreaSpec, parse_area
 from terramask.pipelines.scene.engines import ENGINES
 from terramask.pipelines.scene.merge import MergeParams
@@ -70,7 +71,10 @@ class SceneRunConfig:
     - ``quicklook_size``: longest side of ``overlay.png``;
     - ``progress``: tqdm bar per tile (None: only when stderr is a terminal);
     - ``cache_mb``: GDAL block cache cap while reading the scene;
-    - ``preset``: name of the parameter preset, recorded in the summary.
+    - ``preset``: name of the parameter preset, recorded in the summary;
+    - ``vector_format``: file format of the objects, ``gpkg`` (``objects.gpkg``), ``fgb``
+      (FlatGeobuf) or ``parquet`` (GeoParquet 1.1); same columns in each
+      (:mod:`terramask.io.vector_formats`).
     """
 
     bands: tuple[int, ...] | None = None
@@ -84,6 +88,12 @@ class SceneRunConfig:
     progress: bool | None = None
     cache_mb: int = 64
     preset: str | None = None
+    vector_format: str = "gpkg"
+
+    @property
+    def objects_name(self) -> str:
+        """File name of the objects: ``objects.gpkg``, ``objects.fgb`` or ``objects.parquet``."""
+        return "objects" + VECTOR_FORMATS[self.vector_format]
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
@@ -105,6 +115,8 @@ class SceneRunConfig:
             raise InputError("quicklook_size must be >= 16 pixels and cache_mb >= 1")
         if self.output_mode not in OUTPUT_MODES:
             raise InputError(f"--output-mode must be one of {', '.join(OUTPUT_MODES)}, got {self.output_mode!r}")
+        if self.vector_format not in VECTOR_FORMATS:
+            raise InputError(f"--vector-format must be one of {', '.join(VECTOR_FORMATS)}, got {self.vector_format!r}")
         if not isinstance(self.merge, MergeParams):
             raise InputError(f"merge must be MergeParams, got {type(self.merge).__name__}")
         if self.min_area and self.max_area and self.min_area.unit == self.max_area.unit:
@@ -126,6 +138,7 @@ class SceneRunConfig:
             "output_mode": self.output_mode,
             "quicklook_size": self.quicklook_size,
             "preset": self.preset,
+            "vector_format": self.vector_format,
         }
 
 

@@ -76,8 +76,14 @@ log = logging.getLogger(__name__)
 
 OVERLAY_NAME = "overlay.png"
 SUMMARY_NAME = "summary.json"
-#: Every output, in the order they are moved into place (the summary marks a finished run).
+#: Every output, in the order they are moved into place (the summary marks a finished run);
+#: the objects file is ``config.objects_name`` (:func:`outputs`), ``objects.gpkg`` by default.
 OUTPUTS = (LABELS_NAME, OBJECTS_NAME, MASKS_NAME, OVERLAY_NAME, SUMMARY_NAME)
+
+
+def outputs(config: SceneRunConfig) -> tuple[str, ...]:
+    """The output file names of a run with ``config`` (:data:`OUTPUTS` with its objects file)."""
+    return (LABELS_NAME, config.objects_name, MASKS_NAME, OVERLAY_NAME, SUMMARY_NAME)
 
 SegmenterFactory = Callable[[], SegmentTile]
 
@@ -176,7 +182,7 @@ def run_scene(path: str | os.PathLike, out_dir: str | os.PathLike, segmenter: Se
             stats["total_s"] = time.perf_counter() - started
             summary = _summary(scene, spec, grid, segmenter, config, engine, stats, min_px, max_px)
             write_json(staging / SUMMARY_NAME, summary)
-            paths = staging.commit(OUTPUTS)
+            paths = staging.commit(outputs(config))
         except BaseException:
             staging.discard()
             raise
@@ -199,7 +205,8 @@ def _segment_tiles(scene: Scene, spec: SceneSpec, grid: TileGrid, segmenter: Seg
             for seq, t in enumerate(grid.tiles) if not empty[seq])
     merger = TileMerger(grid, merge)
     sink = ObjectSink(staging.path, scene.width, scene.height, scene.transform, scene.crs, grid,
-                      min_area_px=min_px, max_area_px=max_px, output_mode=config.output_mode).open()
+                      min_area_px=min_px, max_area_px=max_px, output_mode=config.output_mode,
+                      objects_name=config.objects_name).open()
     bar = _progress(len(grid), Path(scene.path).name, config.progress)
     stats: dict[str, Any] = {"segmented": 0, "skipped": 0, "masks": 0, "segment_s": 0.0, "workers": 0}
     names: set[str] = set()
@@ -280,6 +287,6 @@ def _summary(scene: Scene, spec: SceneSpec, grid: TileGrid, segmenter: Segmenter
                        "km2_per_h": (round(info["area_km2"] / tiles_s * 3600, 3)
                                      if info["area_km2"] is not None and tiles_s > 0 else None)},
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "outputs": list(OUTPUTS),
+        "outputs": list(outputs(config)),
     }
     return json.loads(json.dumps(summary, default=json_default))

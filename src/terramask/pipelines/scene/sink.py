@@ -26,7 +26,8 @@ from terramask.core.geometry import Window
 from terramask.core.rle import to_coco_rle
 from terramask.io.coco import RecordWriter
 from terramask.io.rasters import LabelRasterWriter
-from terramask.io.vectors import Feature, VectorWriter, geometry_measures
+from terramask.io.vector_formats import open_vector_writer
+from terramask.io.vectors import Feature, geometry_measures
 from terramask.pipelines.scene.grid import TileGrid
 from terramask.pipelines.scene.merge import MergedObject
 from terramask.pipelines.scene.merge_geometry import object_geometry, object_rle, to_world
@@ -67,7 +68,8 @@ class ObjectSink:
 
     def __init__(self, out_dir: Path, width: int, height: int, transform: Affine, crs: str | None,
                  grid: TileGrid, *, cache_mb: int = 128, min_area_px: float | None = None,
-                 max_area_px: float | None = None, output_mode: str = "coco_rle") -> None:
+                 max_area_px: float | None = None, output_mode: str = "coco_rle",
+                 objects_name: str = OBJECTS_NAME) -> None:
         self.min_area_px, self.max_area_px = min_area_px, max_area_px
         self.output_mode = output_mode
         self.dropped = 0
@@ -76,7 +78,9 @@ class ObjectSink:
         self.transform, self.crs = transform, crs
         self.grid = grid
         self.labels = LabelRasterWriter(self.out_dir / LABELS_NAME, width, height, transform, crs, cache_mb=cache_mb)
-        self.vectors = VectorWriter(self.out_dir / OBJECTS_NAME, crs, object_schema(crs, transform), layer="objects")
+        self.objects_name = objects_name
+        self.vectors = open_vector_writer(self.out_dir / objects_name, crs, object_schema(crs, transform),
+                                          layer="objects")
         self.records = RecordWriter(self.out_dir / MASKS_NAME)
         self._areas = np.full(4096, np.iinfo(np.int64).max, dtype=np.int64)  # id -> area; 0 never wins
         self._batch_px = 4 * grid.tile_w * grid.tile_h
@@ -191,7 +195,7 @@ class ObjectSink:
         except BaseException:
             self.abort()
             raise
-        return {LABELS_NAME: labels, OBJECTS_NAME: vectors, MASKS_NAME: records}
+        return {LABELS_NAME: labels, self.objects_name: vectors, MASKS_NAME: records}
 
     def abort(self) -> None:
         self.labels.abort()
