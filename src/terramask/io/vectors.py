@@ -156,7 +156,7 @@ def masks_to_features(maskset: MaskSet, attributes: Mapping[str, Sequence] | Non
         raise InputError(f"expected a MaskSet, got {type(maskset).__name__}")
     n = len(maskset)
     if attributes is None:
-        attributes = {"id": np.arange(1, n + 1), "score": maskset.scores}
+        attributes = {"id": list(range(1, n + 1)), "score": list(maskset.scores)}
     cols = {name: _column(name, values, n) for name, values in attributes.items()}
     measure = _Measurer(maskset.crs, maskset.transform)
     counts = maskset.areas
@@ -285,12 +285,12 @@ class VectorWriter:
         self.crs = crs
         self.layer = layer or self.path.stem
         self.geometry_type = geometry_type
-        self.schema = _normalise_schema(schema) if schema is not None else None
+        self.schema: dict[str, str] | None = _normalise_schema(schema) if schema is not None else None
         self.count = 0
         self._target: AtomicPath | None = None
-        self._fh = None
+        self._fh: Any = None
         self._gpkg_created = False
-        self._transformer = None
+        self._transformer: Any = None
 
     def __enter__(self) -> "VectorWriter":
         return self.open()
@@ -341,7 +341,7 @@ class VectorWriter:
     def _write_geojson(self, feats: Sequence[Feature]) -> None:
         parts = []
         for feat in feats:
-            props = {name: _scalar(feat.properties.get(name)) for name in self.schema}
+            props = {name: _scalar(feat.properties.get(name)) for name in self.schema or {}}
             geom = self._to_lonlat(feat.geometry)
             geom_json = "null" if geom is None else shapely.to_geojson(geom)
             body = json.dumps(props, allow_nan=False, default=_json_value)
@@ -353,7 +353,7 @@ class VectorWriter:
     # -- GeoPackage --------------------------------------------------------------------
     def _field_arrays(self, feats: Sequence[Feature]):
         data, masks = [], []
-        for name, kind in self.schema.items():
+        for name, kind in (self.schema or {}).items():
             values = [_scalar(f.properties.get(name)) for f in feats]
             null = np.array([v is None for v in values], dtype=bool)
             if kind == "str":
@@ -374,9 +374,11 @@ class VectorWriter:
 
         geoms = np.array([None if f.geometry is None else shapely.to_wkb(f.geometry) for f in feats], dtype=object)
         data, masks = self._field_arrays(feats)
+        if self._target is None:
+            raise OutputError(f"vector writer for {self.path} is not open")
         try:
             pyogrio.raw.write(
-                self._target.tmp, geoms, data, list(self.schema), field_mask=masks, layer=self.layer,
+                self._target.tmp, geoms, data, list(self.schema or {}), field_mask=masks, layer=self.layer,
                 driver="GPKG", geometry_type=self.geometry_type, crs=_crs_for_ogr(self.crs),
                 promote_to_multi=self.geometry_type.startswith("Multi"), append=self._gpkg_created,
             )
