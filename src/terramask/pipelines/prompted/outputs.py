@@ -38,21 +38,26 @@ from terramask.pipelines.prompted.session import Prediction
 METHOD_SCENE, METHOD_WINDOW, METHOD_TILED = "whole scene", "window", "tiled"
 
 
-def write_prediction(prediction: Prediction, scene: Scene, out_dir, rgb8: np.ndarray) -> dict[str, Path]:
+def write_prediction(prediction: Prediction, scene: Scene, out_dir, rgb8: np.ndarray,
+                     numbers: list[int] | None = None) -> dict[str, Path]:
     """Write every output of one single-window prediction; returns ``{file name: path}``.
 
     ``rgb8`` is the ``(h, w, 3)`` uint8 image the model saw (for the overlay). The files
     appear in ``out_dir`` together, replacing an earlier run's, or not at all.
+    ``numbers``: the candidates' 1-based numbers in the files (default 1..N; the browser
+    exports "Mask 3" alone as number 3).
     """
     with output_folder(out_dir) as staging:
-        names = write_prediction_files(prediction, scene, staging, rgb8)
+        names = write_prediction_files(prediction, scene, staging, rgb8, numbers)
     return {name: Path(out_dir) / name for name in names}
 
 
-def write_prediction_files(prediction: Prediction, scene: Scene, out: Path, rgb8: np.ndarray) -> list[str]:
+def write_prediction_files(prediction: Prediction, scene: Scene, out: Path, rgb8: np.ndarray,
+                           numbers: list[int] | None = None) -> list[str]:
     """The files of :func:`write_prediction`, written straight into the existing folder ``out``."""
     window = prediction.window or scene.window
     candidates = prediction.candidates
+    numbers = list(numbers) if numbers is not None else list(range(1, len(candidates) + 1))
     several_boxes = len(prediction.prompts.boxes) > 1
     masks = np.asarray(candidates.masks, dtype=bool)
     best = np.asarray(masks.any(axis=0) if several_boxes else masks[0], dtype=bool)
@@ -66,7 +71,7 @@ def write_prediction_files(prediction: Prediction, scene: Scene, out: Path, rgb8
                                scene.transform, scene.crs, nodata=True) as w:
             w.write_window(window, masks, nodata)
         names.append("candidates.tif")
-    attributes: dict[str, list] = {"candidate": list(range(1, len(candidates) + 1)),
+    attributes: dict[str, list] = {"candidate": numbers,
                                    "score": [float(s) for s in candidates.scores]}
     features = masks_to_features(candidates, attributes)
     for name in ("mask.gpkg", "mask.geojson"):
@@ -74,7 +79,7 @@ def write_prediction_files(prediction: Prediction, scene: Scene, out: Path, rgb8
         names.append(name)
     p = prediction.prompts
     overlay = draw_prompted(rgb8, best, p.points, p.labels, p.boxes,
-                            score_text=None if several_boxes else f"Mask 1, Score: {float(candidates.scores[0]):.3f}")
+                            score_text=None if several_boxes else f"Mask {numbers[0]}, Score: {float(candidates.scores[0]):.3f}")
     save_png(out / "overlay.png", overlay)
     names.append("overlay.png")
     if len(candidates) > 1:
@@ -88,7 +93,7 @@ def write_prediction_files(prediction: Prediction, scene: Scene, out: Path, rgb8
         "mask": "union of one mask per box" if several_boxes else "best candidate",
         "prompts": prompts_document(_scene_prompts(p, window), p.mask_logits is not None),
         "candidates": [
-            {"candidate": i + 1, "score": float(candidates.scores[i]), "area_px": int(candidates.areas[i]),
+            {"candidate": numbers[i], "score": float(candidates.scores[i]), "area_px": int(candidates.areas[i]),
              "box_xyxy_scene_px": (candidates.boxes[i] + [window.col_off, window.row_off] * 2).tolist()}
             for i in range(len(candidates))
         ],
