@@ -342,6 +342,24 @@ def test_export_writes_the_chosen_candidate_like_predict(client, first, app, web
     assert overwrite.status_code == 200
 
 
+def test_exported_mask_3_is_called_mask_3_in_every_file(client, first, web_env):
+    """Bug 3: exporting Mask 3 wrote ``candidate: 1`` / "Mask 1" while the page and the
+    GeoJSON download call it Mask 3."""
+    import pyogrio.raw
+
+    sid, pid = first["session_id"], first["prediction_id"]
+    body = client.post("/export", json={"session_id": sid, "prediction_id": pid, "candidate": 2,
+                                        "name": "third"}).json()
+    assert body["number"] == 3 and body["title"] == first["candidates"][2]["title"]
+    folder = web_env["root"] / "exports" / "third"
+    assert json.loads((folder / "result.json").read_text())["candidates"][0]["candidate"] == 3
+    assert json.loads((folder / "mask.geojson").read_text())["features"][0]["properties"]["candidate"] == 3
+    _, _, _, fields = pyogrio.raw.read(folder / "mask.gpkg", columns=["candidate"])
+    assert fields[0].tolist() == [3]
+    download = client.get("/prediction.geojson", params={"session_id": sid, "prediction_id": pid, "candidate": 2})
+    assert download.json()["features"][0]["properties"]["candidate"] == 3
+
+
 def test_export_default_names_do_not_collide(client, first, web_env):
     sid, pid = first["session_id"], first["prediction_id"]
     names = [client.post("/export", json={"session_id": sid, "prediction_id": pid}).json()["name"] for _ in range(2)]

@@ -80,3 +80,24 @@ def test_no_cdn_docs_pages(client):
 def test_script_is_valid_javascript():
     result = subprocess.run(["node", "--check", str(STATIC_DIR / "app.js")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_long_status_messages_wrap_inside_the_panel():
+    """Bug 5: a long error (a path, a CRS WKT) widened the side panel; the status line
+    wraps anywhere and the panel never scrolls sideways."""
+    css = (STATIC_DIR / "app.css").read_text(encoding="utf-8")
+    status = re.search(r"^\.status \{([^}]*)\}", css, re.M)
+    panel = re.search(r"^#panel \{([^}]*)\}", css, re.M)
+    assert status and "overflow-wrap: anywhere" in status.group(1)
+    assert panel and "overflow-x: hidden" in panel.group(1)
+
+
+def test_the_page_loads_the_request_builders_before_the_app():
+    refs = [r for r in _page_refs_of_index() if r.endswith(".js")]
+    assert refs == ["static/requests.js", "static/app.js"]
+
+
+def _page_refs_of_index() -> list[str]:
+    parser = _Refs()
+    parser.feed((STATIC_DIR / "index.html").read_text(encoding="utf-8"))
+    return parser.refs

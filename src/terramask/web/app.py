@@ -65,6 +65,7 @@ from terramask.web.render import (
     MAX_PREVIEW_SIDE,
     MAX_WINDOW_SIDE,
     candidate_collection,
+    candidate_title,
     candidates_payload,
     json_timings,
     parse_window,
@@ -355,6 +356,8 @@ def create_app(
                 "files": {key: str(path) for key, path in sorted(paths.items())},
                 "prediction_id": prediction_id,
                 "candidate": req.candidate,
+                "number": req.candidate + 1,
+                "title": candidate_title(req.candidate + 1, float(prediction.candidates.scores[req.candidate])),
                 "score": float(prediction.candidates.scores[req.candidate]),
             }
 

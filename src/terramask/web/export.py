@@ -4,7 +4,8 @@ Each export goes into its own folder under the server's output root (``--out``);
 browser gives at most a folder *name*, never a path, so a page can only write there.
 The files are written by :func:`terramask.pipelines.prompted.outputs.write_prediction`
 (mask.tif, mask.gpkg, mask.geojson, overlay.png, logits.npy, result.json), with the
-chosen candidate as the only one, so ``terramask predict --refine FOLDER`` continues
+chosen candidate as the only one, keeping its number (exporting "Mask 3" writes
+``candidate: 3`` and "Mask 3" in the overlay, as the page and the GeoJSON download name it), so ``terramask predict --refine FOLDER`` continues
 from it on the command line. ``mask.tif`` is on the scene grid but only the prediction's
 window is materialised, so an export from a 20,000 px scene costs one window of memory;
 the folder appears complete or not at all (an overwrite replaces it as a whole).
@@ -68,4 +69,4 @@ def export_candidate(
         raise ExportExistsError(f"export folder {folder} already exists; choose another name or overwrite it")
     chosen = with_candidate_first(prediction, candidate)
     single = replace(chosen, candidates=chosen.candidates[0:1])
-    return folder, write_prediction(single, scene, folder, rgb8=rgb8)
+    return folder, write_prediction(single, scene, folder, rgb8=rgb8, numbers=[candidate + 1])

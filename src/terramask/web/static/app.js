@@ -34,6 +34,10 @@
     drag: null,
     spaceDown: false,
     pending: false,
+    queue: [],              // clicks/boxes made while a request runs, sent in order afterwards
+    busySince: 0,
+    busyTimer: null,
+    lastEncoder: null,      // seconds the last computed embedding took (for the wait message)
     mouse: null,            // last mouse position in scene px
   };
 
@@ -44,12 +48,37 @@
     el.classList.toggle("error", !!isError);
   }
 
+  // The indicator over the canvas; while on, it counts seconds so a long encode shows progress.
   function setBusy(on, text) {
     state.pending = on;
     const el = $("busy");
     el.hidden = !on;
-    if (text) el.textContent = text;
+    clearInterval(state.busyTimer);
+    state.busyTimer = null;
+    if (on) {
+      state.busySince = performance.now();
+      el.dataset.text = text || "Working…";
+      el.textContent = el.dataset.text;
+      state.busyTimer = setInterval(() => {
+        const s = (performance.now() - state.busySince) / 1000;
+        if (s < 1) return;
+        const queued = state.queue.length ? " · " + state.queue.length + " click(s) queued" : "";
+        el.textContent = el.dataset.text + " " + Math.floor(s) + " s" + queued;
+      }, 250);
+    }
     updateButtons();
+  }
+
+  // Clicks made while busy wait here and are sent, in order, when the answer arrives.
+  function enqueue(action, what) {
+    state.queue.push(action);
+    setStatus("Busy: " + what + " queued (" + state.queue.length + " waiting).");
+    draw();
+  }
+
+  function runQueue() {
+    const next = state.queue.shift();
+    if (next) next.run();
   }
 
   async function api(path, body) {
@@ -347,6 +376,9 @@
     if (prompts.box) drawRect(prompts.box, BOX_COLOR, false);
     if (box) drawRect(box, BOX_COLOR, true);
     prompts.points.forEach((p, k) => drawStar(p[0], p[1], prompts.labels[k] === 1 ? OBJECT_COLOR : BACKGROUND_COLOR));
+    ctx.globalAlpha = 0.5;  // queued clicks, faded until they are sent
+    state.queue.forEach((q) => { if (q.point) drawStar(q.point[0], q.point[1], q.point[2] === 1 ? OBJECT_COLOR : BACKGROUND_COLOR); });
+    ctx.globalAlpha = 1;
     $("ro-zoom").textContent = "zoom " + fmt(v.scale, v.scale < 1 ? 3 : 2) + "×";
   }
 
@@ -419,11 +451,12 @@
   }
 
   async function send(body, fallback) {
-    if (state.pending) return;
     body.session_id = state.sessionId || undefined;
     body.multimask = $("multimask").checked;
     body.include = ["png"];  // polygons are fetched only for download (prediction.geojson)
-    setBusy(true, state.current ? "Segmenting…" : "Computing the embedding and segmenting…");
+    const first = !state.sessionId;
+    setBusy(true, first ? "Computing the embedding" + (state.lastEncoder ? " (last took " + fmt(state.lastEncoder, 1) + " s)" : "") +
+      " and segmenting…" : "Segmenting…");
     setStatus("");
     let response;
     try {
@@ -442,11 +475,16 @@
       }
     } catch (err) {
       setBusy(false);
-      setStatus((err.status ? err.status + ": " : "") + err.message, true);
+      const dropped = state.queue.length;
+      state.queue = [];
+      setStatus((err.status ? err.status + ": " : "") + err.message +
+        (dropped ? " (" + dropped + " queued click(s) not sent)" : ""), true);
       draw();
       return;
     }
     setBusy(false);
+    const t = response.timings || {};
+    if (t.embedding === "computed" && t.encoder_s) state.lastEncoder = t.encoder_s;
     state.sessionId = response.session_id;
     const entry = {
       points: response.prompts.points,
@@ -468,14 +506,14 @@
     $("export-result").textContent = "";
     renderCandidates();
     draw();
+    runQueue();
   }
 
-  function fullRequest(points, labels, box) {
-    return {
-      points: points.map((p, k) => ({ x: p[0], y: p[1], label: labels[k] })),
-      boxes: box ? [box] : [],
-      frame: "pixel",
-    };
+  // The current object as requests.js needs it.
+  function currentObject() {
+    const e = state.current;
+    if (!e) return null;
+    return { points: e.points, labels: e.labels, box: e.box, predictionId: e.response.prediction_id, chosen: e.chosen };
   }
 
   function addPoint(x, y, label) {
@@ -483,23 +521,21 @@
       setStatus("That point is outside the scene.", true);
       return;
     }
-    const p = currentPrompts();
-    const all = fullRequest(p.points.concat([[x, y]]), p.labels.concat([label]), p.box);
-    if (state.current && $("use-prior").checked) {
-      send({
-        points: [{ x: x, y: y, label: label }],
-        frame: "pixel",
-        refine_from: state.current.response.prediction_id,
-        refine_candidate: state.current.chosen,
-      }, all);
-    } else {
-      send(all, null);
+    if (state.pending) {
+      enqueue({ point: [x, y, label], run: () => addPoint(x, y, label) }, "click");
+      return;
     }
+    const r = window.TerramaskRequests.clickRequest(currentObject(), x, y, label, $("use-prior").checked);
+    send(r.body, r.fallback);
   }
 
   function setBox(box) {
-    const p = currentPrompts();
-    send(fullRequest(p.points, p.labels, box), null);
+    if (state.pending) {
+      enqueue({ point: null, run: () => setBox(box) }, "box");
+      return;
+    }
+    const r = window.TerramaskRequests.boxRequest(currentObject(), box, $("use-prior").checked);
+    send(r.body, r.fallback);
   }
 
   function undo() {
@@ -514,6 +550,7 @@
 
   function clearAll() {
     if (state.pending) return;
+    state.queue = [];
     state.current = null;
     state.history = [];
     state.hover = null;
@@ -728,13 +765,16 @@
     fitView();
     const img = new Image();
     img.onload = () => {
+      setBusy(false);
       state.preview = img;
       state.previewScale = scene.width / img.naturalWidth;
       setStatus(state.previewScale > 1.001 ?
         "Large scene: overview at 1/" + fmt(state.previewScale, 1) + " resolution; zoom in for native pixels." : "");
       draw();
+      runQueue();
     };
-    img.onerror = () => setStatus("The scene preview could not be loaded.", true);
+    img.onerror = () => { setBusy(false); setStatus("The scene preview could not be loaded.", true); };
+    setBusy(true, "Loading the scene preview…");  // a large scene takes seconds: never a blank canvas without a word
     img.src = "scene/image.png?max_size=" + scene.preview.max_size;
   }
 
