@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=4096)
     opts = ap.parse_args()
     import rasterio.shutil  # noqa: F401 (build_cog)
+
     from helpers.remote_server import RemoteServer
 
     opts.work.mkdir(parents=True, exist_ok=True)
