@@ -18,6 +18,8 @@ encoded window, reused by every click) and
 ``GET /prediction.geojson?session_id=&prediction_id=&candidate=``  one candidate's polygon
                                       (lon/lat, or ``frame=map`` for the scene CRS) as a download
 ``POST /export``                      write a chosen candidate like ``terramask predict``
+``/objects``, ``/classes``, …         the scene's object layer (:mod:`terramask.web.object_routes`),
+                                      saved under ``<out>/layers/<scene>/``
 ====================================  ==============================================================
 
 Limits (:mod:`terramask.web.limits`): request bodies over ``max_body_bytes`` get 413
@@ -61,6 +63,8 @@ from terramask.web.clicks import Answer, Click, EmbeddingLedger, answer_click
 from terramask.web.errors import add_exception_handlers
 from terramask.web.export import check_name, export_candidate, free_name
 from terramask.web.limits import MAX_BODY_BYTES, REQUEST_BUDGET_S, BodyLimit, Check, ModelWorker, off_loop
+from terramask.web.object_routes import add_object_routes, layer_folder
+from terramask.web.objects import ObjectLayer
 from terramask.web.render import (
     MAX_PREVIEW_SIDE,
     MAX_WINDOW_SIDE,
@@ -112,6 +116,7 @@ class WebState:
         self.display_lock = threading.RLock() if display is not None else self.lock
         self.previews: OrderedDict[int, bytes] = OrderedDict()
         self.ledger = EmbeddingLedger()
+        self.layer = ObjectLayer(layer_folder(out_dir, _safe_stem(scene.path)), scene.crs)
 
     @property
     def model(self) -> str:
@@ -224,6 +229,7 @@ def create_app(
     )
     app.state.terramask = state
     add_exception_handlers(app, status_codes)
+    add_object_routes(app, state.layer, opened, state.store, _safe_stem(opened.path))
     if allowed_hosts is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # outermost: refuses before anything reads

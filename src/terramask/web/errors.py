@@ -37,6 +37,7 @@ from terramask.core.errors import (
 )
 from terramask.web.export import ExportExistsError
 from terramask.web.limits import RequestCancelled, RequestTimeout
+from terramask.web.objects import ObjectNotFound, VersionConflict
 from terramask.web.store import PredictionGone
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ STATUS_CODES: dict[type[BaseException], int] = {
     SceneNotFoundError: 404,
     PredictionGone: 404,  # refine/export from a prediction this server no longer holds
     ExportExistsError: 409,
+    ObjectNotFound: 404,  # an object or class id the layer does not have (deleted in another tab)
+    VersionConflict: 409,  # a stale tab changing an object another tab changed; nothing to undo
     RequestTimeout: 503,  # over the request's time budget (model busy or slow); try again
     RequestCancelled: 499,  # the client went away; nobody reads this answer
     SceneError: 500,  # the raster exists but cannot be read

@@ -94,3 +94,53 @@ class ExportRequest(BaseModel):
     @classmethod
     def _plain_name(cls, name: str | None) -> str | None:
         return None if name is None else check_export_name(name)
+
+
+class ErrorBody(BaseModel):
+    """Every error response: one sentence and the error's class name."""
+
+    detail: str
+    type: str
+
+
+def error_responses(*codes: int) -> dict[int | str, dict]:
+    """OpenAPI ``responses`` entries for ``codes``, all with :class:`ErrorBody`."""
+    words = {400: "Bad parameter", 404: "Not found", 409: "Conflict: changed meanwhile, or exists",
+             413: "Request body too large", 422: "Invalid request or prompt", 499: "Client went away",
+             500: "Server error", 503: "Model busy or over the time budget"}
+    return {code: {"model": ErrorBody, "description": words.get(code, "Error")} for code in codes}
+
+
+ObjectId = Annotated[int, Field(ge=1, le=2**31 - 1)]
+ClassId = Annotated[int, Field(ge=1, le=255)]
+Version = Annotated[int, Field(ge=0, le=2**62)]
+
+
+class AcceptRequest(BaseModel):
+    """``POST /objects``: accept candidate ``candidate`` (0-based) of prediction
+    ``prediction_id`` (or ``"last"``) of ``session_id`` as an object of class ``class_id``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: SessionId
+    prediction_id: Annotated[str, Field(pattern=ID_PATTERN)] = "last"
+    candidate: Annotated[int, Field(ge=0, le=255)] = 0
+    class_id: ClassId = 1
+
+
+class ReclassRequest(BaseModel):
+    """``PATCH /objects/{id}``: the new class and the object version the page last saw."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    class_id: ClassId
+    version: Version
+
+
+class ClassRequest(BaseModel):
+    """``POST /classes``: a class name (1-40 characters) and a ``#rrggbb`` colour."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=40)]
+    color: Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$")]
