@@ -9,7 +9,7 @@ convert to their own model input frame internally (SAM: longest side 1024).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -72,6 +72,24 @@ class PointBatchDecoder(Protocol):
     def upscale_logits(
         self, embedding: Embedding, low_res: np.ndarray, window: tuple[int, int, int, int] | None = None
     ) -> np.ndarray: ...
+
+
+@runtime_checkable
+class SelectivePointDecoder(Protocol):
+    """Optional capability that makes automatic mask generation cheaper: decode
+    single-point prompts in two stages, forming low-res logits only for the outputs the
+    caller keeps.
+
+    ``decode_selected(embedding, coords (B, 2) float image pixels, select)`` where
+    ``select(iou (b, K) float32) -> (b, K) bool`` picks the outputs to form. Returns
+    ``iou (B, K)`` float32, ``rows (M,)`` and ``ks (M,)`` int64 (prompt index, output
+    index; prompt-major) and ``low_res (M, h, w)`` float32 logits of the selected outputs,
+    equal to ``decode_points`` for those outputs.
+    """
+
+    def decode_selected(
+        self, embedding: Embedding, coords: np.ndarray, select: Callable[[np.ndarray], np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
 
 
 @runtime_checkable

@@ -272,3 +272,26 @@ def load_trainer(
     sam_trainer = importlib.import_module("terramask.models.finetune.sam_trainer")
     arch = "vit_t" if family == "mobilesam" else str(inner.arch.name)  # type: ignore[attr-defined]
     return sam_trainer.SamTrainer(inner, family, arch, mode=mode, lr=lr, weight_decay=weight_decay, served=served)
+
+
+def check_own_generate_options(family: str, values: dict) -> bool:
+    """Validate ``values`` as options of the ``generate`` a model ``family`` has of its own
+    (the ``Generator`` capability: ``classic``'s ``superpixels``, ``merge_thresh`` ...).
+
+    Returns False when the family has no such options (it segments only through point
+    prompts); raises :class:`InputError` naming the known options for unknown or bad values.
+    """
+    if family != "classic":
+        return False
+    from dataclasses import fields
+
+    auto = importlib.import_module("terramask.models.classic.auto")
+    known = {f.name for f in fields(auto.AutoParams)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(
+            f"unknown parameter(s) {', '.join(unknown)} for the classic model; its own options are "
+            f"{', '.join(sorted(known))}"
+        )
+    auto.AutoParams(**values).validate()
+    return True

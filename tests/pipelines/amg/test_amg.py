@@ -14,6 +14,7 @@ from terramask.core.maskset import MaskSet
 from terramask.core.rle import rle_to_mask
 from terramask.pipelines.amg.generator import AmgResult, generate, generate_compact, records
 from terramask.pipelines.amg.params import AmgParams
+from terramask.pipelines.scene.segmenters import segment_function
 
 PARAMS = AmgParams(points_per_side=8, pred_iou_thresh=0.5, stability_score_thresh=0.6)
 
@@ -159,13 +160,14 @@ class _GenerateOnly:
 
 
 def test_backend_without_point_decoding_uses_its_own_generate(image):
+    """Through the one dispatch (segment_function), with the generator's post-processing."""
     masks = np.zeros((3, *image.shape[:2]), bool)
     masks[0, 10:50, 10:60] = True
     masks[0, 20, 20] = False  # a one-pixel hole: filled
     masks[1, 60:100, 80:150] = True
     masks[1, 5:8, 170:173] = True  # a 9-pixel island: removed
     masks[2, 100:110, 10:20] = True  # untouched
-    result = generate_compact(_GenerateOnly(masks), image, AmgParams(min_mask_region_area=20))
+    result = segment_function(_GenerateOnly(masks), AmgParams(min_mask_region_area=20))(image)
     assert len(result) == 3
     dense = {int(np.argmax(_iou_matrix(m[None], masks)[0])): m for m in result.masks.to_dense()}
     assert dense[0][20, 20] and dense[0].sum() == 40 * 50
@@ -182,13 +184,20 @@ def test_backend_that_cannot_segment_automatically(image):
         name = "nothing"
 
     with pytest.raises(ModelError, match="neither"):
+        segment_function(Nothing(), None)
+    with pytest.raises(ModelError, match="cannot decode point prompts.*segment_function"):
         generate(Nothing(), image)
+
+
+def test_generator_serves_only_point_decoding_backends(image):
+    with pytest.raises(ModelError, match="cannot decode point prompts"):
+        generate_compact(_GenerateOnly(np.zeros((1, *image.shape[:2]), bool)), image, AmgParams())
 
 
 def test_classic_backend_segments_automatically(image):
     from terramask.models.classic.backend import ClassicBackend
 
-    result = generate_compact(ClassicBackend(), image, AmgParams())
+    result = segment_function(ClassicBackend(), AmgParams())(image)
     assert len(result) >= 2
     recs = records(result, "coco_rle")
     assert all(r["area"] > 0 for r in recs)

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -317,6 +317,16 @@ class SamBackend:
                 low_out[start : start + step] = low_res.float().cpu().numpy()
                 iou_out[start : start + step] = iou.float().cpu().numpy()
         return low_out, iou_out
+
+    def decode_selected(
+        self, embedding: Embedding, coords: np.ndarray, select: Callable[[np.ndarray], np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Two-stage single-point decoding for automatic generation (the
+        :class:`~terramask.models.base.SelectivePointDecoder` capability): see
+        :meth:`terramask.models.sam.point_batches.SamPointScorer.decode`."""
+        from terramask.models.sam.point_batches import SamPointScorer
+
+        return SamPointScorer(self, chunk=self.decode_chunk).decode(embedding, coords, select)
 
     def upscale_logits(
         self, embedding: Embedding, low_res: np.ndarray, window: tuple[int, int, int, int] | None = None

@@ -113,7 +113,7 @@ def _ranges(on: np.ndarray) -> list[tuple[int, int, int, int] | None]:
     rows_any = on.any(axis=2)
     cols_any = on.any(axis=1)
     out = []
-    for ra, ca in zip(rows_any, cols_any):
+    for ra, ca in zip(rows_any, cols_any, strict=True):
         r = np.flatnonzero(ra)
         if r.size == 0:
             out.append(None)
@@ -284,7 +284,7 @@ def fast_finish(ctx: CropContext, cands: Candidates) -> Candidates:
     lh, lw = ctx.geometry.rows.low, ctx.geometry.cols.low
     items = []
     empty = ((0, 0), np.zeros((0, 0), dtype=bool))
-    for stored, w in zip(cands.low, cands.windows):
+    for stored, w in zip(cands.low, cands.windows, strict=True):
         if w is None or stored is None:
             items.append(empty)
             continue

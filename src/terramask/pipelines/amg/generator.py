@@ -20,8 +20,8 @@ Two modes (:func:`generate`):
   computed exactly) and upsamples only the masks that survive, each inside its box. Its
   ``stability_score`` is the low-res estimate for the other candidates.
 
-With a SAM v1 backend (SAM, MobileSAM) both modes decode in two stages with
-:mod:`terramask.models.sam.point_batches` (masks only for the outputs that pass the IoU
+Backends with the :class:`~terramask.models.base.SelectivePointDecoder` capability (SAM
+v1: SAM, MobileSAM) decode in two stages (masks only for the outputs that pass the IoU
 filter, on the one SAM decoder); other :class:`~terramask.models.base.PointBatchDecoder`
 backends use their ``decode_points``. Backends without point decoding but with their own
 ``generate`` (the weight-free ``classic`` backend) are used through it.
@@ -176,13 +176,20 @@ class _BackendDecoder:
 def _decoder_for(backend: Any, decoder: str):
     if decoder not in DECODERS:
         raise InputError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
-    if decoder == "auto":
-        from terramask.models.sam.point_batches import point_scorer_for
-
-        scorer = point_scorer_for(backend)
-        if scorer is not None:
-            return scorer
+    if decoder == "auto" and callable(getattr(backend, "decode_selected", None)):
+        return _SelectiveDecoder(backend)
     return _BackendDecoder(backend)
+
+
+class _SelectiveDecoder:
+    """Point prompts through the backend's two-stage ``decode_selected`` (the
+    :class:`~terramask.models.base.SelectivePointDecoder` capability)."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+    def decode(self, embedding, coords: np.ndarray, select: Callable[[np.ndarray], np.ndarray]):
+        return self.backend.decode_selected(embedding, coords, select)
 
 
 def supports_point_decoding(backend: Any) -> bool:
@@ -270,26 +277,11 @@ def generate_compact(
     crs = image.crs if isinstance(image, GeoImage) else None
     t_start = time.perf_counter()
     if not supports_point_decoding(backend):
-        gen = getattr(backend, "generate", None)
-        if not callable(gen):
-            raise ModelError(
-                f"backend {getattr(backend, 'name', type(backend).__name__)!r} can neither decode point batches nor generate masks itself"
-            )
-        ms = gen(image)
-        if not isinstance(ms, MaskSet):
-            raise ModelError(f"{getattr(backend, 'name', 'backend')}.generate returned {type(ms).__name__}, expected a MaskSet")
-        result = AmgResult.from_maskset(ms, mode=mode)
-        result.transform = result.transform if transform is None else transform
-        result.crs = result.crs if crs is None else crs
-        if params.min_mask_region_area > 0 and len(result):
-            keep, masks, boxes = postprocess_small_regions(
-                result.masks, result.boxes, params.min_mask_region_area, max(params.box_nms_thresh, params.crop_nms_thresh)
-            )
-            result.masks, result.boxes = masks, boxes
-            result = result.subset(keep)
-        result.timings = {"encoder": 0.0, "decoder": time.perf_counter() - t_start, "total": time.perf_counter() - t_start}
-        return result
-
+        raise ModelError(
+            f"backend {getattr(backend, 'name', type(backend).__name__)!r} cannot decode point prompts; segment it "
+            "with terramask.pipelines.scene.segmenters.segment_function, which also serves backends that segment "
+            "on their own"
+        )
     rgb = as_rgb8(image)
     orig_size = (int(rgb.shape[0]), int(rgb.shape[1]))
     crop_boxes, layer_idxs = generate_crop_boxes(orig_size, params.crop_n_layers, params.crop_overlap_ratio)
@@ -305,7 +297,7 @@ def generate_compact(
         if progress is not None:
             progress(done[0], total)
 
-    for box, layer in zip(crop_boxes, layer_idxs):
+    for box, layer in zip(crop_boxes, layer_idxs, strict=True):
         cands = _process_crop(backend, dec, rgb, box, grids[layer], orig_size, params, mode, timings, on_batch)
         parts.append(cands)
         crop_cols.append(np.tile(np.asarray(box, dtype=np.int64), (len(cands), 1)))
@@ -330,6 +322,32 @@ def generate_compact(
         "automatic masks (%s): %d masks from %d crop(s) in %.2fs (encoder %.2fs)",
         mode, len(result), len(crop_boxes), timings["total"], timings["encoder"],
     )
+    return result
+
+
+def from_own_masks(masks: MaskSet, image: GeoImage | np.ndarray, params: AmgParams | None = None,
+                   mode: str = "fast") -> AmgResult:
+    """The generator's result for ``masks`` that a backend made on its own (the
+    ``Generator`` capability, e.g. ``classic``): scores stand in for stability, the
+    box centre for the point, the whole image is the crop; ``min_mask_region_area``
+    post-processing as in generation. ``image`` gives the grid (transform, CRS).
+    """
+    t_start = time.perf_counter()
+    mode = check_mode(mode)
+    params = params if params is not None else AmgParams()
+    if not isinstance(masks, MaskSet):
+        raise ModelError(f"a backend's generate returned {type(masks).__name__}, expected a MaskSet")
+    result = AmgResult.from_maskset(masks, mode=mode)
+    if isinstance(image, GeoImage):
+        result.transform, result.crs = image.transform, image.crs
+    if params.min_mask_region_area > 0 and len(result):
+        keep, kept_masks, boxes = postprocess_small_regions(
+            result.masks, result.boxes, params.min_mask_region_area, max(params.box_nms_thresh, params.crop_nms_thresh)
+        )
+        result.masks, result.boxes = kept_masks, boxes
+        result = result.subset(keep)
+    elapsed = time.perf_counter() - t_start
+    result.timings = {"encoder": 0.0, "decoder": elapsed, "total": elapsed}
     return result
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, ClassVar, Mapping
 
-from terramask.core.errors import InputError
+from terramask.core.errors import InputError, ModelError
 from terramask.core.image import GeoImage
 from terramask.core.maskset import MaskSet
 from terramask.models.base import Backend
@@ -24,24 +24,47 @@ SegmentTile = Callable[[GeoImage], Any]  # a MaskSet, or compact masks (AmgResul
 def segment_function(backend: Any, params: Mapping[str, Any] | Any | None = None, mode: str = "fast") -> SegmentTile:
     """``segment_tile(image)`` for a loaded backend: automatic masks of one tile.
 
-    Prompt-driven backends (SAM family) go through automatic mask generation
-    (:func:`terramask.pipelines.amg.generator.generate_compact`, compact masks) with ``params`` (an
-    ``AmgParams`` or a dict of its fields) and ``mode``. Backends that segment on their own
-    (the ``Generator`` capability, e.g. ``classic``) get ``backend.generate(image,
-    **params)`` when ``params`` holds their own options, else the same generation path.
+    The one place that decides how a backend segments everything:
+
+    - backends that decode point prompts (the ``PointBatchDecoder`` capability: SAM
+      family, ONNX) go through automatic mask generation
+      (:func:`terramask.pipelines.amg.generator.generate_compact`, compact masks) with
+      ``params`` (an ``AmgParams`` or a dict of its fields) and ``mode``;
+    - backends that segment on their own (the ``Generator`` capability, e.g. ``classic``)
+      get ``backend.generate(image, **params)`` when ``params`` holds their own options,
+      else ``backend.generate(image)`` with the generator's post-processing of
+      ``params`` (:func:`terramask.pipelines.amg.generator.from_own_masks`);
+    - any other backend is a :class:`ModelError`.
     """
     from terramask.pipelines.amg import generator as amg
     from terramask.pipelines.amg.params import AmgParams
 
-    if not amg.supports_point_decoding(backend) and callable(getattr(backend, "generate", None)):
-        if params is None or (isinstance(params, Mapping) and not set(params) <= set(AmgParams.names())):
-            return partial(_generate_with, backend, dict(params or {}))
-    amg_params = params if isinstance(params, AmgParams) else AmgParams.from_mapping(dict(_params_dict(params or {})))
-    return partial(_amg_generate, backend, amg_params, mode)
+    if amg.supports_point_decoding(backend):
+        return partial(_amg_generate, backend, _amg_params(params), mode)
+    if not callable(getattr(backend, "generate", None)):
+        raise ModelError(
+            f"backend {getattr(backend, 'name', type(backend).__name__)!r} can neither decode point prompts "
+            "nor generate masks itself, so it cannot segment automatically"
+        )
+    if params is None or (isinstance(params, Mapping) and not set(params) <= set(AmgParams.names())):
+        return partial(_generate_with, backend, dict(params or {}))
+    return partial(_own_masks, backend, _amg_params(params), mode)
+
+
+def _amg_params(params: Mapping[str, Any] | Any | None) -> Any:
+    from terramask.pipelines.amg.params import AmgParams
+
+    return params if isinstance(params, AmgParams) else AmgParams.from_mapping(dict(_params_dict(params or {})))
 
 
 def _generate_with(backend: Any, kwargs: dict, image: GeoImage) -> MaskSet:
     return backend.generate(image, **kwargs)
+
+
+def _own_masks(backend: Any, params: Any, mode: str, image: GeoImage):
+    from terramask.pipelines.amg import generator as amg
+
+    return amg.from_own_masks(backend.generate(image), image, params, mode)
 
 
 def _amg_generate(backend: Any, params: Any, mode: str, image: GeoImage):
@@ -112,20 +135,14 @@ def check_params(params: Mapping[str, Any] | Any | None, family: str) -> None:
     if set(values) <= set(AmgParams.names()):
         AmgParams.from_mapping(values)
         return
-    if family == "classic":
-        from dataclasses import fields
+    from terramask.models.resolve import check_own_generate_options
 
-        from terramask.models.classic.auto import AutoParams
-
-        known = {f.name for f in fields(AutoParams)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InputError(
-                f"unknown parameter(s) {', '.join(unknown)} for the classic model; give automatic-generation "
-                f"parameters ({', '.join(AmgParams.names())}) or classic options ({', '.join(sorted(known))}), not both"
-            )
-        AutoParams(**values).validate()
-        return
+    try:
+        if check_own_generate_options(family, values):
+            return
+    except InputError as exc:
+        raise InputError(f"{exc}; or give automatic-generation parameters ({', '.join(AmgParams.names())}), "
+                         "not both kinds") from None
     unknown = sorted(set(values) - set(AmgParams.names()))
     raise InputError(f"unknown automatic-mask parameter(s) {', '.join(unknown)}; known: {', '.join(AmgParams.names())}")
 
