@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import os
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -37,29 +36,22 @@ from affine import Affine
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.windows import Window as RioWindow
 
-from terramask.core.errors import InputError, SceneError, SceneNotFoundError
+from terramask.core.errors import InputError, SceneError
 from terramask.core.frames import window_transform
 from terramask.core.geometry import Window
 from terramask.core.image import GeoImage, parse_bands
 from terramask.core.stretch import Stretch, compute_stretch, validate_percentiles
 from terramask.io.gdal import RESAMPLING as _RESAMPLING
-from terramask.io.gdal import crs_string, gdal_reason, quiet_georef
-from terramask.io.remote import (
-    configure_gdal,
-    display_name,
-    gdal_path,
-    is_remote,
-    is_vrt_xml,
-    redact,
-    remote_open_error,
-)
+from terramask.io.gdal import crs_string, gdal_reason, open_dataset, quiet_georef
+from terramask.io.remote import display_name, is_vrt_xml, redact
 from terramask.io.sparse import block_presence, decimated_read, window_is_stored
-from terramask.io.stac import METADATA_DOMAIN, is_stac_item, item_vrt
+from terramask.io.stac import METADATA_DOMAIN
 
 log = logging.getLogger(__name__)
 
 #: Longest side (pixels) of the decimated read used for scene-wide stretch statistics.
 STATS_MAX_SIZE = 2048
+
 
 class Scene:
     """One open raster with its display bands and scene-wide stretch.
@@ -408,20 +400,8 @@ def open_scene(
     not a raster, corrupt, unsupported data type), :class:`BandError` (bad band),
     :class:`InputError` (bad percentiles).
     """
-    source = os.fspath(path)
-    if is_stac_item(source):
-        source = item_vrt(source)
-    name = display_name(source)
     percentiles = validate_percentiles(percentiles)
-    if is_remote(source) or is_vrt_xml(source):
-        configure_gdal()
-    else:
-        p = Path(source)
-        if not p.exists():
-            raise SceneNotFoundError(f"{name}: no such file")
-        if p.is_dir():
-            raise SceneError(f"{name}: is a directory, not a raster file")
-    dataset = _open_dataset(source, name)
+    dataset, source, name = open_dataset(path)
     try:
         if dataset.count == 0:
             subdatasets = list(dataset.subdatasets or [])
@@ -436,15 +416,3 @@ def open_scene(
         dataset.close()
         raise
 
-
-def _open_dataset(source: str, name: str):
-    """``rasterio.open`` of a local path, URL or ``/vsi`` path; errors as one line naming
-    ``name`` (a remote file that is missing raises :class:`SceneNotFoundError`)."""
-    try:
-        with quiet_georef():
-            return rasterio.open(gdal_path(source))
-    except rasterio.errors.RasterioError as exc:
-        reason = gdal_reason(exc)
-        if is_remote(source) or is_vrt_xml(source):
-            raise remote_open_error(name, reason) from exc
-        raise SceneError(f"{name}: cannot open as a raster: {reason}") from exc
