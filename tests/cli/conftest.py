@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 
-
 from helpers.scenes import blob_scene, write_geotiff
 
 

@@ -195,8 +195,8 @@ def test_errors(export, onnx_backend, sam_backend, sam_test_image, tmp_path, tin
 @pytest.mark.slow
 def test_load_backend_onnx_runtime_exports_once_into_the_cache(tiny_sam_checkpoint, export, monkeypatch):
     from terramask.models import resolve
-    from terramask.models.onnx import export as onnx_export
     from terramask.models.embedding_cache import CachedBackend
+    from terramask.models.onnx import export as onnx_export
 
     calls = []
     real = onnx_export.export_spec
@@ -238,7 +238,6 @@ def test_mobilesam_export_matches_torch(tmp_path, sam_test_image):
 def test_sam2_export_matches_torch(tmp_path, sam_test_image):
     pytest.importorskip("sam2")
     from helpers.tiny_sam2 import write_sam2_checkpoint
-
     from terramask.models.onnx.backend import open_onnx_backend
     from terramask.models.onnx.sam2_backend import OnnxSam2Backend
     from terramask.models.sam2.backend import Sam2Backend

@@ -10,7 +10,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("segment_anything")
 
 from helpers.tiny_sam import build_official_sam, write_sam_checkpoint  # noqa: E402
-
 from terramask.models.sam import encoder_attention  # noqa: E402
 from terramask.models.sam.backend import SamBackend  # noqa: E402
 

@@ -22,7 +22,6 @@ pytest.importorskip("segment_anything")
 pytest.importorskip("mobile_sam")  # the reference (pip install mobilesam-mirror)
 
 from helpers.tiny_mobilesam import build_reference, reference_predictor, write_mobilesam_checkpoint  # noqa: E402
-
 from terramask.core.errors import CheckpointMismatchError  # noqa: E402
 from terramask.core.prompts import Prompts  # noqa: E402
 from terramask.models.base import Backend, PointBatchDecoder  # noqa: E402

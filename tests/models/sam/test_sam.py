@@ -20,7 +20,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("segment_anything")
 
 from helpers.tiny_sam import make_sam_state_dict, official_predictor, write_sam_checkpoint  # noqa: E402
-
 from terramask.core.errors import CheckpointMismatchError, InputError, PromptError, WeightsNotFoundError  # noqa: E402
 from terramask.core.image import GeoImage  # noqa: E402
 from terramask.core.prompts import Prompts  # noqa: E402

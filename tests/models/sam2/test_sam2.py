@@ -17,7 +17,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
 from helpers.tiny_sam2 import official_predictor, write_sam2_checkpoint  # noqa: E402
-
 from terramask.core.errors import CheckpointMismatchError, InputError, PromptError  # noqa: E402
 from terramask.core.image import GeoImage  # noqa: E402
 from terramask.core.prompts import Prompts  # noqa: E402

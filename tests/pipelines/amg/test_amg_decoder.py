@@ -58,7 +58,6 @@ def test_selected_masks_of_the_shared_decoder_equal_official_decoder(tiny_sam):
 
 @pytest.mark.slow
 def test_point_scorer_decodes_only_selected_outputs(tiny_sam):
-    import torch
 
     from terramask.models.sam.backend import SamBackend
     from terramask.models.sam.point_batches import point_scorer_for
@@ -112,7 +111,6 @@ def test_windows_contain_every_pixel_above_the_threshold(image_size):
     """Low-res logits that exceed the threshold only in a small blob: the upsampled
     logits exceed it only inside the computed window, and the low-res window the
     upsampling reads suffices (filling the rest changes nothing inside the window)."""
-    import torch
 
     from terramask.models.sam.backend import preprocess_shape
     from terramask.models.upscale import Upscaler

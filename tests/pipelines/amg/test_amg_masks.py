@@ -75,8 +75,8 @@ def test_compact_masks_boxes_shift_subset_and_coco_strings():
     rng = np.random.default_rng(2)
     masks = _random_masks(rng, (30, 25), 14)
     compact = CompactMasks.from_dense(masks)
-    from segment_anything.utils.amg import batched_mask_to_box
     import torch
+    from segment_anything.utils.amg import batched_mask_to_box
 
     np.testing.assert_array_equal(compact.boxes(), batched_mask_to_box(torch.as_tensor(masks)).numpy())
     assert compact.nbytes < masks.nbytes / 4
@@ -127,7 +127,7 @@ def test_nms_matches_torchvision_including_ties():
     from torchvision.ops import batched_nms
 
     rng = np.random.default_rng(4)
-    for trial in range(20):
+    for _trial in range(20):
         n = 60
         xy = rng.integers(0, 50, (n, 2))
         wh = rng.integers(0, 30, (n, 2))
