@@ -134,6 +134,11 @@ def configure_gdal() -> None:
         log.debug("GDAL network options set: %s", {k: v for k, v in GDAL_OPTIONS.items() if k not in os.environ})
 
 
+#: Object-store messages (S3, GCS, Azure through GDAL) for a missing object or a refusal.
+_NOT_FOUND = ("specified key does not exist", "nosuchkey", "nosuchbucket", "specified bucket does not exist",
+              "blobnotfound", "no such object")
+_DENIED = ("access denied", "accessdenied", "forbidden", "invalidaccesskeyid", "signaturedoesnotmatch",
+           "authorizationfailure")
 _HTTP_CODE = re.compile(r"HTTP (?:response )?code[: ]+(\d{3})", re.IGNORECASE)
 
 
@@ -148,6 +153,11 @@ def remote_open_error(name: str, reason: str) -> Exception:
     from terramask.core.errors import SceneError, SceneNotFoundError
 
     status = http_status(reason)
+    lowered = reason.lower()
+    if status is None and any(k in lowered for k in _NOT_FOUND):
+        return SceneNotFoundError(f"{name}: not found on the server ({reason.rstrip('.')})")
+    if status is None and any(k in lowered for k in _DENIED):
+        return SceneError(f"{name}: access denied ({reason.rstrip('.')}); check the credentials")
     if status == 404:
         return SceneNotFoundError(f"{name}: not found on the server (HTTP 404)")
     if status in (401, 403):
