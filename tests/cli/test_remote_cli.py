@@ -28,6 +28,26 @@ def served(tmp_path):
         yield server, root
 
 
+@pytest.fixture()
+def fast_retries(monkeypatch):
+    """GDAL's network options with one quick retry (set process-wide, like the defaults)."""
+    from rasterio._env import del_gdal_config
+
+    import terramask.io.remote as remote
+
+    def clear():
+        for key in remote.GDAL_OPTIONS:
+            del_gdal_config(key)
+        remote._configured = False
+
+    monkeypatch.setitem(remote.GDAL_OPTIONS, "GDAL_HTTP_MAX_RETRY", "1")
+    monkeypatch.setitem(remote.GDAL_OPTIONS, "GDAL_HTTP_RETRY_DELAY", "0.01")
+    clear()
+    yield
+    monkeypatch.undo()
+    clear()
+
+
 def _all_text(folder):
     return "".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.suffix in (".json", ".csv", ".jsonl"))
 
@@ -58,6 +78,23 @@ def test_auto_network_failure_is_one_line_and_no_outputs(run_cli, served, tmp_pa
     server.set(**switches)
     out = tmp_path / "out"
     code, _, err = run_cli("auto", server.url(f"blob.tif?{SECRET}"), *AUTO, "--out", out)
+    _check_failure(code, err, out, message)
+
+
+@pytest.mark.parametrize("case", ["reset", "truncated"])
+def test_auto_on_a_broken_transfer_is_one_line_and_no_outputs(run_cli, served, tmp_path, fast_retries, case):
+    server, root = served
+    whole = (root / "blob.tif").read_bytes()
+    (root / "cut.tif").write_bytes(whole[: len(whole) // 2])
+    if case == "reset":
+        server.set(drop_from=4096)  # every range after the first 4 kB loses its connection half-way
+    out = tmp_path / "out"
+    name = "blob.tif" if case == "reset" else "cut.tif"
+    code, _, err = run_cli("auto", server.url(f"{name}?{SECRET}"), *AUTO, "--out", out)
+    _check_failure(code, err, out, f"{server.url(name)}: ")
+
+
+def _check_failure(code, err, out, message):
     assert code != 0
     lines = [line for line in err.strip().splitlines() if line.startswith("terramask: error")]
     assert len(lines) == 1 and message in lines[0], err

@@ -43,7 +43,7 @@ from terramask.core.image import GeoImage, parse_bands
 from terramask.core.stretch import Stretch, compute_stretch, validate_percentiles
 from terramask.io.gdal import RESAMPLING as _RESAMPLING
 from terramask.io.gdal import crs_string, gdal_reason, open_dataset, quiet_georef
-from terramask.io.remote import display_name, is_vrt_xml, redact
+from terramask.io.remote import display_name, is_remote, is_vrt_xml, redact
 from terramask.io.sparse import block_presence, decimated_read, window_is_stored
 from terramask.io.stac import METADATA_DOMAIN
 
@@ -213,6 +213,11 @@ class Scene:
             return [self.bands[0] + 1]
         return [b + 1 for b in self.bands]
 
+    def _remote_hint(self) -> str:
+        if is_remote(self.source) or is_vrt_xml(self.source):
+            return " (read over the network: the connection was cut, or the remote file is truncated or changed)"
+        return ""
+
     def _check_open(self) -> None:
         if self._ds.closed:
             raise SceneError(f"{self.path}: the scene is closed")
@@ -223,7 +228,7 @@ class Scene:
             with quiet_georef():
                 return self._ds.read(**kwargs)
         except rasterio.errors.RasterioError as exc:
-            raise SceneError(f"{self.path}: cannot read {what}: {gdal_reason(exc)}") from exc
+            raise SceneError(f"{self.path}: cannot read {what}: {gdal_reason(exc)}{self._remote_hint()}") from exc
 
     def _rio_mask(self, what: str, **kwargs) -> np.ndarray:
         self._check_open()
@@ -231,7 +236,8 @@ class Scene:
             with quiet_georef():
                 return self._ds.dataset_mask(**kwargs)
         except rasterio.errors.RasterioError as exc:
-            raise SceneError(f"{self.path}: cannot read the mask of {what}: {gdal_reason(exc)}") from exc
+            raise SceneError(
+                f"{self.path}: cannot read the mask of {what}: {gdal_reason(exc)}{self._remote_hint()}") from exc
 
     def read(
         self,
@@ -376,7 +382,8 @@ class Scene:
             with quiet_georef():
                 return decimated_read(self._ds, indexes, shape, presence, self._fill_value())
         except rasterio.errors.RasterioError as exc:
-            raise SceneError(f"{self.path}: cannot read a decimated view of the scene: {gdal_reason(exc)}") from exc
+            raise SceneError(f"{self.path}: cannot read a decimated view of the scene: {gdal_reason(exc)}"
+                             f"{self._remote_hint()}") from exc
 
 
 def _rio_window(window: Window) -> RioWindow:
