@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("terramask.cli.finetune", "Fine-tune SAM's mask decoder on your labels; report the before/after gain."),
     "serve": ("terramask.cli.serve", "Segment a scene interactively in a web browser (points, boxes, refinement, export)."),
     "models": ("terramask.cli.models", "List, download and locate model checkpoints; export ONNX."),
+    "stac": ("terramask.cli.stac", "Search a STAC API for items to segment (written as files for batch)."),
 }
 
 
