@@ -64,3 +64,20 @@ def test_search_errors_are_one_line(run_cli, api, tmp_path):
     assert code != 0 and "--bbox must be WEST,SOUTH,EAST,NORTH" in err
     code, _, err = run_cli("stac", "search", server.url("nowhere.json"))
     assert code != 0 and "STAC search failed" in err and "Traceback" not in err
+
+
+def test_batch_over_searched_items_with_assets(run_cli, api, tmp_path):
+    server, root = api
+    items = tmp_path / "items"
+    code, _, err = run_cli("stac", "search", server.url("api/landing.json"), "--out", items)
+    assert code == 0, err
+    out = tmp_path / "batch"
+    code, _, err = run_cli("batch", str(items / "*.json"), "--assets", "visual", "--model", "classic", "-q",
+                           "--out", out)
+    assert code == 0, err
+    summaries = [json.loads((out / name / "summary.json").read_text()) for name in ("blob-a", "blob-b")]
+    assert [s["scene"]["stac"]["id"] for s in summaries] == ["blob-a", "blob-b"]
+    assert summaries[0]["scene"]["path"].endswith("blob-a.json#visual")
+    code, _, err = run_cli("batch", str(items / "*.json"), "--assets", "nir", "--model", "classic", "-q",
+                           "--out", tmp_path / "bad")
+    assert code != 0 and "has no asset or band 'nir'" in err  # each item a failed row, one line each

@@ -7,6 +7,7 @@ import json
 import click
 
 from terramask.cli.options import (
+    assets_option,
     engine_config_from_options,
     engine_options,
     generation_from_options,
@@ -43,8 +44,10 @@ def parse_param(text: str) -> tuple[str, object]:
                    "Mainly for the classic engine's own options, e.g. superpixels=felzenszwalb.")
 @scene_options
 @engine_options
-def command(inputs, out_dir, model, checkpoint, device, params, **opts):
-    """Segment every object in each scene of INPUTS (files, folders, glob patterns).
+@assets_option
+def command(inputs, out_dir, model, checkpoint, device, params, assets, **opts):
+    """Segment every object in each scene of INPUTS (files, folders, glob patterns,
+    URLs, STAC items: see `terramask auto`).
 
     Each scene goes through the same pipeline as `terramask auto` (any size, tile by
     tile) and gets the same files in OUT/<name>/: labels.tif, objects.gpkg, masks.json,
@@ -61,7 +64,7 @@ def command(inputs, out_dir, model, checkpoint, device, params, **opts):
     engine = engine_config_from_options(opts)
     as_dict = values.to_dict() if hasattr(values, "to_dict") else dict(values)
     segmenter = AutoSegmenter(model, None if checkpoint is None else str(checkpoint), device, as_dict, mode)
-    result = run_batch(inputs, out_dir, segmenter, config, engine)
+    result = run_batch(inputs, out_dir, segmenter, config, engine, assets=assets)
     objects = sum(r["objects"] or 0 for r in result.rows)
     reused = f" ({result.reused} already done)" if result.reused else ""
     click.echo(f"{len(result.rows)} scene(s): {result.done} done{reused}, {result.failed} failed; "

@@ -53,6 +53,7 @@ from terramask.core.errors import InputError, MissingDependencyError
 from terramask.io.atomic import ensure_output_dir, remove_stale_temporaries, write_json, write_text
 from terramask.io.overlay import make_gallery, save_png
 from terramask.io.remote import display_name, is_remote
+from terramask.io.stac import scene_source
 from terramask.pipelines.batch.journal import Journal
 from terramask.pipelines.scene.config import EngineConfig, SceneRunConfig
 from terramask.pipelines.scene.engines import make_engine
@@ -194,15 +195,17 @@ def _one_line(exc: BaseException) -> str:
 class BatchWorker:
     """Loads the model once, then segments whole scenes (tiles in this process)."""
 
-    def __init__(self, segmenter: SegmenterFactory, config: SceneRunConfig) -> None:
+    def __init__(self, segmenter: SegmenterFactory, config: SceneRunConfig, assets: str | None = None) -> None:
         self._segmenter = LoadedSegmenter(segmenter(), describe_segmenter(segmenter),
                                           getattr(segmenter, "device", "cpu"))
         self._config = config
+        self._assets = assets
 
     def __call__(self, item: BatchItem) -> dict:
         started = time.perf_counter()
         try:
-            result = run_scene(item.path, item.out_dir, self._segmenter, self._config)
+            source = scene_source(item.path, self._assets) if self._assets else item.path
+            result = run_scene(source, item.out_dir, self._segmenter, self._config)
         except (MissingDependencyError, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # one bad scene must not stop the batch
@@ -257,13 +260,16 @@ def run_batch(
     gallery_cols: int = 5,
     gallery_thumb: int = 256,
     gallery_max: int = 100,
+    assets: str | None = None,
 ) -> BatchResult:
     """Segment every scene of ``inputs`` into ``out_dir``; resumable (module docstring).
 
     ``segmenter``: a picklable factory (e.g. :class:`~terramask.pipelines.scene.segmenters.AutoSegmenter`
     from a model name); ``config``: tiling, filters and outputs of every scene, as
     :func:`~terramask.pipelines.scene.run.run_scene`; ``engine``: where scenes run (on
-    Ray each actor loads the model once and runs whole scenes). Returns a :class:`BatchResult`.
+    Ray each actor loads the model once and runs whole scenes); ``assets``: the ``--assets``
+    of STAC item inputs (:func:`terramask.io.stac.scene_source`; default: each item's
+    default assets). Returns a :class:`BatchResult`.
     """
     config = config or SceneRunConfig()
     engine = engine or EngineConfig()
@@ -273,7 +279,7 @@ def run_batch(
     if callable(validate):
         validate()
     description = describe_segmenter(segmenter)
-    settings = {"segmenter": description, **config.to_dict()}
+    settings = {"segmenter": description, **config.to_dict(), **({"assets": assets} if assets else {})}
     fingerprint = json.dumps(settings, sort_keys=True, default=str)
     out = ensure_output_dir(out_dir)
     remove_stale_temporaries(out)
@@ -294,7 +300,7 @@ def run_batch(
             if todo:
                 with make_engine(engine.name, address=engine.address, workers=engine.workers,
                                  device=getattr(segmenter, "device", "cpu"), **engine.options) as eng:
-                    for rec in eng.map(partial(BatchWorker, segmenter, scene_config), todo, ordered=False):
+                    for rec in eng.map(partial(BatchWorker, segmenter, scene_config, assets), todo, ordered=False):
                         item = items[rec["index"]]
                         fields = {k: v for k, v in rec.items() if k not in ("key", "status")}
                         journal.record(item.key, rec["status"], name=item.name, input=item.shown, run=run_id, **fields)
