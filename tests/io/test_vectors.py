@@ -292,3 +292,14 @@ def test_geometry_measures_of_merged_polygons_match_mask_measures():
         for key, value in feats[1].properties.items():
             assert measured[key] == pytest.approx(value, rel=1e-9)
     assert geometry_measures(None, UTM) == {"area_m2": 0.0, "perimeter_m": 0.0}
+
+
+def test_geojson_of_a_planetary_crs_keeps_its_coordinates_and_warns(tmp_path, caplog):
+    """Mars has no transformation to the Earth's lon/lat: no ProjError, a warning, the
+    coordinates as they are (like the no-CRS case)."""
+    feats = masks_to_features(MaskSet(_masks()))
+    with caplog.at_level(logging.WARNING, logger="terramask.io.vectors"):
+        path = write_vector(tmp_path / "m.geojson", feats, "IAU_2015:49900")
+    assert "no transformation" in caplog.text and "EPSG:4326" in caplog.text
+    geom = shapely.geometry.shape(json.loads(path.read_text())["features"][0]["geometry"])
+    assert geom.bounds == (10.0, 5.0, 20.0, 11.0)
