@@ -53,17 +53,25 @@ def test_assets_load_nothing_from_the_network():
         assert "@import" not in text and "import(" not in text, f"{path.name} imports a module"
 
 
+def _scripts() -> str:
+    return "\n".join(path.read_text(encoding="utf-8") for path in sorted(STATIC_DIR.glob("*.js")))
+
+
 def test_every_element_the_script_uses_exists(client):
     ids = _page(client).ids
-    script = (STATIC_DIR / "app.js").read_text(encoding="utf-8")
+    script = _scripts()
     used = set(re.findall(r'\$\("([\w-]+)"\)', script)) | set(re.findall(r'getElementById\("([\w-]+)"\)', script))
     assert used and used <= ids, f"missing elements: {sorted(used - ids)}"
 
 
 def test_the_script_calls_only_routes_of_the_app(app):
-    script = (STATIC_DIR / "app.js").read_text(encoding="utf-8")
-    calls = set(re.findall(r'api\("([\w/.-]+)"', script)) | set(re.findall(r'"([a-z][\w/.-]*)\?', script))
-    assert {"scene", "predict", "export", "scene/image.png", "scene/window.png", "prediction.geojson"} <= calls
+    script = _scripts()
+    calls = (set(re.findall(r'(?:api|change)\("([\w/.-]+)"', script)) | set(re.findall(r'"([a-z][\w/.-]*)\?', script))
+             | set(re.findall(r'<a [^>]*href="([a-z][\w/.-]*)"', (STATIC_DIR / "index.html").read_text(encoding="utf-8"))))
+    calls = {re.sub(r"/$", "/{object_id}", call) for call in calls}
+    assert {"scene", "predict", "export", "scene/image.png", "scene/window.png", "prediction.geojson", "objects",
+            "objects/undo", "objects/redo", "classes", "objects/{object_id}", "objects.gpkg", "objects.geojson",
+            "labels.tif"} <= calls
     routes = {getattr(route, "path", "") for route in app.routes}
     for call in calls:
         assert "/" + call in routes, call
@@ -78,8 +86,9 @@ def test_no_cdn_docs_pages(client):
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_script_is_valid_javascript():
-    result = subprocess.run(["node", "--check", str(STATIC_DIR / "app.js")], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    for path in sorted(STATIC_DIR.glob("*.js")):
+        result = subprocess.run(["node", "--check", str(path)], capture_output=True, text=True)
+        assert result.returncode == 0, f"{path.name}: {result.stderr}"
 
 
 def test_long_status_messages_wrap_inside_the_panel():
@@ -94,7 +103,7 @@ def test_long_status_messages_wrap_inside_the_panel():
 
 def test_the_page_loads_the_request_builders_before_the_app():
     refs = [r for r in _page_refs_of_index() if r.endswith(".js")]
-    assert refs == ["static/requests.js", "static/app.js"]
+    assert refs == ["static/requests.js", "static/objects.js", "static/app.js"]
 
 
 def _page_refs_of_index() -> list[str]:

@@ -81,9 +81,9 @@
     if (next) next.run();
   }
 
-  async function api(path, body) {
-    const options = body === undefined ? {} : {
-      method: "POST",
+  async function api(path, body, method) {
+    const options = body === undefined ? { method: method || "GET" } : {
+      method: method || "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
     };
@@ -363,8 +363,9 @@
       }
     }
 
-    // screen pixels: encoded window, prompts, box being dragged
+    // screen pixels: accepted objects, encoded window, prompts, box being dragged
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    if ($("show-objects").checked) window.TerramaskObjects.draw(ctx);
     if (entry) {
       const w = entry.response.window;
       if (w.width < state.scene.width || w.height < state.scene.height) {
@@ -437,6 +438,7 @@
     $("clear").disabled = state.pending || !has;
     $("export").disabled = state.pending || !has;
     $("download").disabled = !has;
+    window.TerramaskObjects.updateButtons();
   }
 
   // ---------------------------------------------------------------- prompts -> server
@@ -712,6 +714,7 @@
     const t = ev.target;
     if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA") && t.type !== "checkbox" && t.type !== "range") return;
     if (ev.key === " ") { state.spaceDown = true; if (t === canvas) ev.preventDefault(); return; }
+    if (!state.pending && window.TerramaskObjects.onKey(ev)) { ev.preventDefault(); return; }
     if ((ev.key === "z" || ev.key === "Z") && !ev.altKey) { ev.preventDefault(); undo(); return; }
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
     const step = 60;
@@ -740,6 +743,7 @@
   $("download").addEventListener("click", downloadGeoJSON);
   $("opacity").addEventListener("input", draw);
   $("show-mask").addEventListener("change", draw);
+  $("show-objects").addEventListener("change", draw);
   window.addEventListener("resize", resizeCanvas);
 
   // ---------------------------------------------------------------- start
@@ -761,6 +765,13 @@
       (scene.crs ? " · pixel " + Number(scene.pixel_size[0].toPrecision(4)) + " " + unitLabel(scene.crs_units) : "");
     if (scene.crs && scene.crs.length > 30) $("scene-meta").title = scene.crs;
     $("model-name").textContent = "model: " + scene.model;
+    window.TerramaskObjects.init({
+      api: api, setStatus: setStatus, draw: draw, toScreen: toScreen,
+      current: () => state.current && !state.pending ? {
+        sessionId: state.sessionId, predictionId: state.current.response.prediction_id, chosen: state.current.chosen,
+      } : null,
+      clearCurrent: clearAll,
+    });
     updateButtons();
     fitView();
     const img = new Image();
