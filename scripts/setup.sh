@@ -26,3 +26,20 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[$extras]"
   touch "$stamp"
 fi
+
+# Browser tests (tests/web/test_browser.py) drive the system chromium through Playwright
+# (Playwright's own browser download is not reachable on these machines). Installed with
+# apt as root when missing; without it those tests skip with a one-line reason.
+case ",$extras," in
+  *,test,*)
+    if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+      if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+            && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } >/dev/null 2>&1 \
+          || echo "setup: chromium could not be installed with apt-get; the browser tests will be skipped" >&2
+      else
+        echo "setup: no chromium (install it as root: apt-get install -y chromium); the browser tests will be skipped" >&2
+      fi
+    fi
+    ;;
+esac
