@@ -56,7 +56,7 @@ def preprocess(rgb8: np.ndarray, size: int, mean, std) -> tuple[np.ndarray, tupl
     from PIL import Image
 
     rows, cols = preprocess_shape(rgb8.shape[0], rgb8.shape[1], size)
-    resized = np.asarray(Image.fromarray(rgb8).resize((cols, rows), Image.BILINEAR), dtype=np.float32)
+    resized = np.asarray(Image.fromarray(rgb8).resize((cols, rows), Image.Resampling.BILINEAR), dtype=np.float32)
     x = (resized - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     out = np.zeros((1, 3, size, size), dtype=np.float32)
     out[0, :, :rows, :cols] = np.moveaxis(x, 2, 0)

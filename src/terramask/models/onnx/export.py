@@ -173,6 +173,8 @@ def export_spec(
     made for a user checkpoint by ``resolve.spec_for_checkpoint``)."""
     torch = require("torch", "onnx")
     from terramask.models import resolve
+    from terramask.models.sam.backend import SamBackend
+    from terramask.models.sam2.backend import Sam2Backend
 
     ckpt = checkpoint
     if spec.family not in EXPORTABLE_FAMILIES:
@@ -191,6 +193,10 @@ def export_spec(
     t0 = time.perf_counter()
     source = resolve.ensure_checkpoint(spec, ckpt, download_missing=download)
     backend = resolve.LOADERS[spec.family](spec, ckpt, "cpu", download)
+    # the exportable families load torch backends (MobileSamBackend is a SamBackend),
+    # whose ``model`` and ``img_size`` the export reads
+    if not isinstance(backend, (SamBackend, Sam2Backend)):
+        raise AssertionError(f"the {spec.family} loader gave {type(backend).__name__}, not a torch SAM backend")
     sam = backend.model.eval()
     img = int(backend.img_size)
     grid, low = img // 16, img // 4
@@ -209,6 +215,7 @@ def export_spec(
         "iou_predictions": {0: "batch"},
     }
     extra_meta: dict[str, Any] = {}
+    dec_args: tuple[Any, ...]
     if spec.family == "sam2":
         feat_sizes = [(grid * 4, grid * 4), (grid * 2, grid * 2), (grid, grid)]
         enc_module = sam2_encoder_graph(sam, feat_sizes)

@@ -5,16 +5,23 @@ Signatures: see :mod:`terramask.models.onnx.export`."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Sequence
+
 from terramask.core.lazy import require
 
+if TYPE_CHECKING:
+    from torch import nn
 
-def sam_decoder_graph(sam):
+# torch is imported lazily (``require``) and bound as ``Any``: the graph classes subclass
+# ``torch.nn.Module`` at call time and work on upstream modules that are untyped anyway.
+
+
+def sam_decoder_graph(sam: Any) -> nn.Module:
     """A ``torch.nn.Module`` computing SAM's prompt encoder + mask decoder with batch and
     point counts as graph inputs (see the module docstring for the signature)."""
-    torch = require("torch", "onnx")
-    nn = torch.nn
+    torch: Any = require("torch", "onnx")
 
-    class SamDecoderGraph(nn.Module):
+    class SamDecoderGraph(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.prompt_encoder = sam.prompt_encoder
@@ -56,13 +63,13 @@ def sam_decoder_graph(sam):
     return SamDecoderGraph().eval()
 
 
-def sam2_encoder_graph(model, feat_sizes):
+def sam2_encoder_graph(model: Any, feat_sizes: Sequence[tuple[int, int]]) -> nn.Module:
     """SAM 2 image encoder up to the decoder's inputs: ``image (1, 3, S, S)`` (the
     official ``SAM2Transforms`` output) -> ``image_embed (1, 256, S/16, S/16)``,
     ``high_res_0 (1, 32, S/4, S/4)``, ``high_res_1 (1, 64, S/8, S/8)``, exactly what
     ``SAM2ImagePredictor.set_image`` stores (``conv_s0``/``conv_s1`` applied, ``no_mem_embed``
     added)."""
-    torch = require("torch", "onnx")
+    torch: Any = require("torch", "onnx")
 
     class Sam2EncoderGraph(torch.nn.Module):
         def __init__(self) -> None:
@@ -80,7 +87,7 @@ def sam2_encoder_graph(model, feat_sizes):
     return Sam2EncoderGraph().eval()
 
 
-def sam2_decoder_graph(model):
+def sam2_decoder_graph(model: Any) -> nn.Module:
     """SAM 2 prompt encoder + mask decoder with dynamic prompt batch and point count.
 
     Inputs: ``image_embed``, ``high_res_0``, ``high_res_1``, ``point_coords (B, N, 2)``
@@ -90,7 +97,7 @@ def sam2_decoder_graph(model):
     as upstream) for all mask tokens; the single-mask stability fallback is applied by
     the caller on these.
     """
-    torch = require("torch", "onnx")
+    torch: Any = require("torch", "onnx")
     pe, dec = model.sam_prompt_encoder, model.sam_mask_decoder
 
     class Sam2DecoderGraph(torch.nn.Module):

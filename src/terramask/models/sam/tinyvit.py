@@ -132,6 +132,8 @@ class Attention(nn.Module):
     per head as ``[q (d), k (d), v (d)]`` with ``d = C / heads``.
     """
 
+    attention_bias_idxs: torch.Tensor  # registered buffer (w*w, w*w) int64
+
     def __init__(self, dim: int, heads: int, window: int) -> None:
         super().__init__()
         self.heads = heads

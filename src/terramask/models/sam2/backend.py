@@ -196,7 +196,8 @@ class Sam2Backend:
         ok = (
             embedding.model == self.name
             and isinstance(feats, dict)
-            and tuple(np.shape(feats.get("image_embed"))) == (1, 256, grid, grid)
+            and feats.get("image_embed") is not None
+            and tuple(np.shape(feats["image_embed"])) == (1, 256, grid, grid)
             and len(feats.get("high_res_feats", ())) == 2
         )
         if not ok:

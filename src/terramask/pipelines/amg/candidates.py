@@ -79,12 +79,20 @@ class Candidates:
                 np.zeros((0, 4)),
                 CompactMasks.empty(shape) if exact else None,
             )
+        masks = None
+        if exact:
+            exact_masks = []
+            for p in parts:
+                if p.masks is None:  # exact_batch and _process_crop always set masks
+                    raise AssertionError("exact-mode candidates without masks")
+                exact_masks.append(p.masks)
+            masks = CompactMasks.concat(exact_masks, shape)
         return cls(
             np.concatenate([p.iou for p in parts]),
             np.concatenate([p.stability for p in parts]),
             np.concatenate([p.points for p in parts]),
             np.concatenate([p.boxes for p in parts]),
-            CompactMasks.concat([p.masks for p in parts], shape) if exact else None,
+            masks,
             [x for p in parts for x in p.low],
             [x for p in parts for x in p.windows],
         )
@@ -110,9 +118,9 @@ def _stability(inter: np.ndarray, union: np.ndarray) -> np.ndarray:
 
 def _ranges(on: np.ndarray) -> list[tuple[int, int, int, int] | None]:
     """Per candidate ``(r0, r1, c0, c1)`` inclusive bounds of True low-res pixels."""
-    rows_any = on.any(axis=2)
-    cols_any = on.any(axis=1)
-    out = []
+    rows_any = np.asarray(on.any(axis=2))
+    cols_any = np.asarray(on.any(axis=1))
+    out: list[tuple[int, int, int, int] | None] = []
     for ra, ca in zip(rows_any, cols_any, strict=True):
         r = np.flatnonzero(ra)
         if r.size == 0:
@@ -207,8 +215,8 @@ def _crossing_boxes(lv: np.ndarray, low: np.ndarray, on: np.ndarray, ranges, t: 
                 v2 = img[idx1, a1 + 1] if axis == 1 else img[a1 + 1, idx1]
                 beyond = v2 > t
                 frac = np.clip((v1 - t) / np.maximum(v1 - v2, 1e-12), 0.0, 1.0)
-                m = g.low_center(a1 + frac)
-                m = np.where(beyond, g.resized - 1.0, m)
+                # low_center is annotated for floats but is plain arithmetic, so works on arrays
+                m = np.where(beyond, g.resized - 1.0, g.low_center(a1 + frac))
                 m_hi = float(np.max(m))
             lo = max(0, math.ceil(g.crossing_to_image(m_lo) - 1e-6))
             hi = min(g.image - 1, math.floor(g.crossing_to_image(m_hi) + 1e-6))
@@ -263,7 +271,8 @@ def fast_batch(ctx: CropContext, low: np.ndarray, iou: np.ndarray, points: np.nd
     ranges = _ranges(on)
     boxes = _crossing_boxes(lv_k, low_k, on, ranges, t, geom)
     edge = np.flatnonzero(_edge_keep(ctx, boxes))
-    lows, windows = [], []
+    lows: list[tuple[tuple[int, int], np.ndarray] | None] = []
+    windows: list[tuple[int, int, int, int] | None] = []
     for j in edge:
         rng = ranges[j]
         w = geom.window(*rng) if rng is not None else None

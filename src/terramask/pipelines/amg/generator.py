@@ -235,6 +235,8 @@ def _process_crop(backend, decoder, rgb, crop_box, grid, orig_size, params: AmgP
         keep = nms(cands.boxes, cands.iou, params.box_nms_thresh)
         cands = cands.subset(keep)
         if mode == "fast":
+            if ctx is None:  # set by the first batch with candidates, and there were some
+                raise AssertionError("candidates without a crop context")
             cands = fast_finish(ctx, cands)
     elif cands.masks is None:
         cands.masks = CompactMasks.empty((h, w))
@@ -243,6 +245,8 @@ def _process_crop(backend, decoder, rgb, crop_box, grid, orig_size, params: AmgP
     offset = np.array([x0, y0, x0, y0], dtype=np.float64)
     cands.boxes = cands.boxes + offset
     cands.points = cands.points + offset[:2]
+    if cands.masks is None:  # exact_batch, fast_finish and the empty case all set masks
+        raise AssertionError("crop candidates without masks")
     cands.masks = cands.masks.shifted(x0, y0, orig_size)
     return cands
 
@@ -308,6 +312,8 @@ def generate_compact(
         area = ((crops[:, 2] - crops[:, 0]) * (crops[:, 3] - crops[:, 1])).astype(np.float32)
         keep = nms(data.boxes, np.float32(1.0) / area, params.crop_nms_thresh)
         data, crops = data.subset(keep), crops[keep]
+    if data.masks is None:  # Candidates.concat(..., exact=True) always builds masks
+        raise AssertionError("merged candidates without masks")
     result = AmgResult(data.masks, data.iou, data.stability, data.points, crops, data.boxes, transform, crs, mode)
     if params.min_mask_region_area > 0 and len(result):
         keep, masks, boxes = postprocess_small_regions(

@@ -113,7 +113,7 @@ class CompactMasks:
             if p.shape != tuple(shape):
                 raise InputError(f"mask collections on different grids: {p.shape} vs {shape}")
         return cls(
-            tuple(shape),
+            parts[0].shape,  # equal to tuple(shape): checked above for every part
             np.concatenate([p.windows for p in parts]).reshape(-1, 4),
             [b for p in parts for b in p.bits],
             np.concatenate([p.areas for p in parts]),
