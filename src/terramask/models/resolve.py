@@ -148,8 +148,8 @@ def load_backend(
     :class:`WeightsNotFoundError` naming ``terramask models download NAME``.
     ``cache=True`` wraps backends that have an image encoder in
     :class:`~terramask.models.embedding_cache.CachedBackend` (the persistent embedding
-    cache shared by every process). The malloc settings of
-    :mod:`terramask.models.allocator` are applied once, before the model loads.
+    cache shared by every process). The opt-in malloc settings of
+    :mod:`terramask.models.allocator` (``TERRAMASK_MALLOC=tuned``) are applied once, before the model loads.
     ``runtime``: ``torch``, ``onnx`` or ``onnx-int8`` (every family with weights; the checkpoint
     is exported once into ``<cache>/onnx/``, or ``checkpoint`` names an export directory;
     ``onnx-int8`` uses the int8-quantised encoder, which changes results).
