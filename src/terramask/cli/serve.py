@@ -54,15 +54,18 @@ def _url(host: str, port: int) -> str:
               "0.0.0.0 opens the app (and exports) to the network.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
 @click.option("--out", "out_dir", default="terramask-exports", show_default=True, type=click.Path(file_okay=False),
-              help="Folder that receives exports (one sub-folder per exported mask).")
+              help="Folder that receives exports (one sub-folder per exported mask) and the scene's object layer "
+              "(layers/<scene>/objects.gpkg, kept across restarts).")
 @click.option("--open", "open_browser", is_flag=True, help="Open the app in the default web browser.")
 def command(scene, bands, model, checkpoint, device, runtime, host, port, out_dir, open_browser):
     """Segment SCENE interactively in a web browser.
 
     Click an object for an object point, right-click (or Shift+click) for a background
     point, drag for a box; choose among the candidate masks, refine with more points,
-    export the chosen mask as mask.tif / mask.gpkg / mask.geojson. The embedding is
-    computed once per encoded window and reused by every click.
+    export the chosen mask as mask.tif / mask.gpkg / mask.geojson, or accept it (Enter)
+    into the scene's object layer with a class, downloadable as GeoPackage, GeoJSON or a
+    labels.tif class raster. The embedding is computed once per encoded window and reused
+    by every click.
     """
     from terramask.core.lazy import require
 
