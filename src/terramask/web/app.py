@@ -79,7 +79,7 @@ from terramask.web.render import (
     scene_prompts,
     window_picture,
 )
-from terramask.web.schemas import ID_PATTERN, ExportRequest, PredictRequest
+from terramask.web.schemas import ID_PATTERN, ExportRequest, PredictRequest, error_responses
 from terramask.web.store import MAX_PREDICTIONS, PredictionStore, new_id
 
 log = logging.getLogger(__name__)
@@ -239,12 +239,12 @@ def create_app(
     def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses=error_responses(500))
     def healthz() -> dict:
         """Liveness: the scene is open and the model loaded."""
         return {"status": "ok", "version": __version__, "model": state.model, "scene": Path(opened.path).name}
 
-    @app.get("/scene")
+    @app.get("/scene", responses=error_responses(500))
     def scene_route() -> dict:
         """The scene (size, CRS, transform, bounds, bands, lon/lat grid) and the app's settings."""
         with state.display_lock:
@@ -256,7 +256,7 @@ def create_app(
             "out_dir": str(state.out_dir),
         }
 
-    @app.get("/scene/image.png", response_class=Response)
+    @app.get("/scene/image.png", response_class=Response, responses=error_responses(400, 422, 500))
     def scene_image(max_size: int = Query(PREVIEW_MAX_SIZE, ge=16, le=MAX_PREVIEW_SIDE)) -> Response:
         """RGBA PNG of the whole scene, long side at most ``max_size`` (never upsampled)."""
         with state.display_lock:
@@ -269,7 +269,7 @@ def create_app(
             state.previews.move_to_end(max_size)
         return _png(data)
 
-    @app.get("/scene/window.png", response_class=Response)
+    @app.get("/scene/window.png", response_class=Response, responses=error_responses(400, 422, 500))
     def scene_window(col_off: int = Query(..., ge=0), row_off: int = Query(..., ge=0),
                      width: int = Query(..., ge=1), height: int = Query(..., ge=1)) -> Response:
         """RGBA PNG of a window at native resolution (at most ``MAX_WINDOW_SIDE`` px a side)."""
@@ -278,7 +278,7 @@ def create_app(
             data = png_bytes(window_picture(state.display, window))
         return _png(data)
 
-    @app.post("/predict")
+    @app.post("/predict", responses=error_responses(400, 404, 413, 422, 500, 503))
     async def predict(req: PredictRequest, request: Request) -> dict:
         """Candidate masks for the prompts, best first.
 
@@ -328,7 +328,7 @@ def create_app(
             "timings": json_timings(prediction.timings),
         }
 
-    @app.get("/prediction.geojson", response_class=JSONResponse)
+    @app.get("/prediction.geojson", response_class=JSONResponse, responses=error_responses(400, 404, 422, 500))
     def prediction_geojson(
         session_id: str = Query(..., pattern=ID_PATTERN),
         prediction_id: str = Query("last", pattern=ID_PATTERN),
@@ -343,7 +343,7 @@ def create_app(
         return JSONResponse(collection, media_type="application/geo+json",
                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
-    @app.post("/export")
+    @app.post("/export", responses=error_responses(400, 404, 409, 413, 422, 500, 503))
     async def export(req: ExportRequest, request: Request) -> dict:
         """Write the chosen candidate (mask.tif, mask.gpkg, mask.geojson, overlay.png,
         logits.npy, result.json) into ``<out>/<name>``; returns the folder and the paths."""

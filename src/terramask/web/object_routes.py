@@ -45,7 +45,7 @@ def add_object_routes(app: FastAPI, layer: ObjectLayer, scene: Scene, store: Pre
         """The object layer: classes, objects (outlines in scene pixels), revision."""
         return layer_payload(layer, scene)
 
-    @app.post("/objects", status_code=201, responses=error_responses(400, 404, 422, 500))
+    @app.post("/objects", status_code=201, responses=error_responses(400, 404, 413, 422, 500))
     def accept_object(req: AcceptRequest) -> dict:
         """Accept a candidate as an object of class ``class_id``; returns the layer and
         the new object's ``id``."""
@@ -54,7 +54,7 @@ def add_object_routes(app: FastAPI, layer: ObjectLayer, scene: Scene, store: Pre
         obj = layer.add(geometry, req.class_id, float(prediction.candidates.scores[req.candidate]), count, area_m2)
         return layer_payload(layer, scene) | {"id": obj.id}
 
-    @app.patch("/objects/{object_id}", responses=error_responses(404, 409, 422, 500))
+    @app.patch("/objects/{object_id}", responses=error_responses(404, 409, 413, 422, 500))
     def reclass_object(object_id: int, req: ReclassRequest) -> dict:
         """Give an object another class; ``version`` must be the object's current one."""
         layer.reclass(object_id, req.class_id, req.version)
@@ -66,19 +66,19 @@ def add_object_routes(app: FastAPI, layer: ObjectLayer, scene: Scene, store: Pre
         layer.delete(object_id, version)
         return layer_payload(layer, scene)
 
-    @app.post("/objects/undo", responses=error_responses(409, 500))
+    @app.post("/objects/undo", responses=error_responses(409, 413, 500))
     def undo_objects() -> dict:
         """Undo the layer's last change (any tab's)."""
         layer.undo()
         return layer_payload(layer, scene)
 
-    @app.post("/objects/redo", responses=error_responses(409, 500))
+    @app.post("/objects/redo", responses=error_responses(409, 413, 500))
     def redo_objects() -> dict:
         """Redo the last undone change."""
         layer.redo()
         return layer_payload(layer, scene)
 
-    @app.post("/classes", status_code=201, responses=error_responses(400, 409, 422, 500))
+    @app.post("/classes", status_code=201, responses=error_responses(400, 409, 413, 422, 500))
     def add_class(req: ClassRequest) -> dict:
         """Add a class to the layer's class list; returns the layer and the class ``id``."""
         new = layer.add_class(req.name, req.color)
