@@ -119,12 +119,14 @@ def test_background_click_and_unticked_refine_sends_only_the_new_point(page):
     _click(page, 140, 100)
     refine = _click(page, 60, 200, shift=True)
     assert refine["points"][0]["label"] == 0 and "refine_from" in refine
+    status = page.locator("#status").inner_text()
+    assert "embedding reused" in status and "embedding 0" not in status, "bug 4: no encoder time repeated"
     page.uncheck("#use-prior")
     fresh = _click(page, 150, 90)
     assert len(fresh["points"]) == 1 and "refine_from" not in fresh, "bug 2: earlier points must not be sent"
 
 
-def test_accept_with_a_class_delete_undo_and_download(page, tmp_path):
+def test_accept_with_a_class_delete_undo_download_and_reload(page, tmp_path):
     _click(page, 140, 100)
     page.fill("#class-name", "roof")
     page.click("#add-class")
@@ -146,6 +148,9 @@ def test_accept_with_a_class_delete_undo_and_download(page, tmp_path):
     download.value.save_as(path)
     features = json.loads(path.read_text())["features"]
     assert [f["properties"]["class_name"] for f in features] == ["roof"]
+    page.reload()  # the layer lives on the server: a reload (or another tab) shows it again
+    page.wait_for_selector("#objects li.choice:has-text('roof')")
+    assert page.locator("#classes li:has-text('roof')").count() == 1
 
 
 def test_a_long_error_wraps_inside_the_panel(page):
