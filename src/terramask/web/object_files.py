@@ -72,7 +72,7 @@ def object_payload(obj: LayerObject, layer: ObjectLayer, scene: Scene) -> dict:
 
 def layer_payload(layer: ObjectLayer, scene: Scene) -> dict:
     """``{revision, can_undo, can_redo, classes, objects}``: the whole layer for the page."""
-    with layer._lock:
+    with layer.lock:
         return {
             "revision": layer.revision,
             "can_undo": layer.can_undo,

@@ -106,6 +106,11 @@ class ObjectLayer:
 
     # -- reading -----------------------------------------------------------------
     @property
+    def lock(self) -> threading.RLock:
+        """Held while reading several attributes at once (the layer changes from other threads)."""
+        return self._lock
+
+    @property
     def gpkg(self) -> Path:
         return self.folder / "objects.gpkg"
 
