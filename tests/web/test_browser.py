@@ -188,3 +188,35 @@ def test_a_click_during_an_encode_is_queued_and_sent(chromium, web_env, tiny_sam
             assert "refine_from" in bodies[1] and bodies[1]["points"][0]["x"] == pytest.approx(60, abs=1.5)
         finally:
             page.close()
+
+
+def test_a_stale_tab_is_told_and_reloads_instead_of_overwriting(chromium, server, page):
+    """Two tabs share the layer: tab B re-classes an object that tab A changed (409) or
+    deleted (404) meanwhile; B gets a sentence, not a silent overwrite, and reloads the layer."""
+    _click(page, 140, 100)
+    page.locator("#canvas").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#objects li.choice")
+    other = _open(chromium, server.url)
+    try:
+        count = other.locator("#objects li.choice").count()
+        assert count == page.locator("#objects li.choice").count() >= 1
+        other.locator("#objects li.choice").last.click()
+        other.wait_for_selector("#objects li.chosen")
+        page.locator("#objects li.choice").last.click()
+        page.wait_for_selector("#objects li.chosen")
+        with page.expect_response("**/objects/*"):
+            page.click("#reclass-object")  # a new version of the object, unseen by tab B
+        with other.expect_response("**/objects/*") as stale:
+            other.click("#reclass-object")
+        assert stale.value.status == 409
+        other.wait_for_selector("#status.error")
+        assert "changed since" in other.locator("#status").inner_text()
+        page.click("#delete-object")
+        page.wait_for_function(f"() => document.querySelectorAll('#objects li.choice').length === {count - 1}")
+        other.click("#reclass-object")
+        other.wait_for_selector("#status.error")
+        assert "does not exist" in other.locator("#status").inner_text()
+        other.wait_for_function(f"() => document.querySelectorAll('#objects li.choice').length === {count - 1}")
+    finally:
+        other.close()
