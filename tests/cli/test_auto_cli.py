@@ -130,6 +130,10 @@ def test_one_line_errors_for_engine_runtime_and_tile_size(run_cli, blob_tif, tmp
     lines = [ln for ln in stderr.strip().splitlines() if ln]
     assert code == 2 and len(lines) == 1 and "--tile-size 32 is too small" in lines[0], stderr
     assert not (tmp_path / "o").exists()
+    code, _, stderr = run_cli("batch", blob_tif, "--model", "classic", "--engine", "ray", "--runtime", "onnx",
+                              "--out", tmp_path / "b")
+    lines = [ln for ln in stderr.strip().splitlines() if ln]
+    assert code == 2 and len(lines) == 1 and "--engine ray runs the torch runtime" in lines[0], stderr
 
 
 def test_auto_and_batch_share_option_spellings(run_cli):
@@ -137,7 +141,7 @@ def test_auto_and_batch_share_option_spellings(run_cli):
 
     _, auto_help, _ = run_cli("auto", "--help")
     _, batch_help, _ = run_cli("batch", "--help")
-    shared = ["--preset", "--mode", "--bands", "--min-area", "--max-area", "--tile-size", "--overlap", "--engine",
+    shared = ["--runtime", "--preset", "--mode", "--bands", "--min-area", "--max-area", "--tile-size", "--overlap", "--engine",
               "--address", "--workers", "--quiet", "--output-mode", "--point-grids", "--points-per-side",
               "--pred-iou-thresh", "--min-mask-region-area"]
     for opt in shared:

@@ -13,6 +13,7 @@ from terramask.cli.options import (
     generation_from_options,
     generation_options,
     model_options,
+    runtime_option,
     scene_config_from_options,
     scene_options,
 )
@@ -38,6 +39,7 @@ def parse_param(text: str) -> tuple[str, object]:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder: one sub-folder per scene, gallery.png, index.csv/json, journal.jsonl.")
 @model_options
+@runtime_option
 @generation_options
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="One more generation parameter, e.g. points_per_side=64 (repeatable; overrides the preset). "
@@ -45,7 +47,7 @@ def parse_param(text: str) -> tuple[str, object]:
 @scene_options
 @engine_options
 @assets_option
-def command(inputs, out_dir, model, checkpoint, device, params, assets, **opts):
+def command(inputs, out_dir, model, checkpoint, device, runtime, params, assets, **opts):
     """Segment every object in each scene of INPUTS (files, folders, glob patterns,
     URLs, STAC items: see `terramask auto`).
 
@@ -62,8 +64,11 @@ def command(inputs, out_dir, model, checkpoint, device, params, assets, **opts):
     mode = opts.pop("mode")
     config = scene_config_from_options(opts, preset)
     engine = engine_config_from_options(opts)
+    if engine.name == "ray" and runtime != "torch":
+        raise InputError("--engine ray runs the torch runtime; drop --runtime or use --engine local")
     as_dict = values.to_dict() if hasattr(values, "to_dict") else dict(values)
-    segmenter = AutoSegmenter(model, None if checkpoint is None else str(checkpoint), device, as_dict, mode)
+    segmenter = AutoSegmenter(model, None if checkpoint is None else str(checkpoint), device, as_dict, mode,
+                              runtime=runtime)
     result = run_batch(inputs, out_dir, segmenter, config, engine, assets=assets)
     objects = sum(r["objects"] or 0 for r in result.rows)
     reused = f" ({result.reused} already done)" if result.reused else ""
