@@ -147,7 +147,7 @@ def _display_handle(scene: Scene) -> Scene | None:
     """A second handle on ``scene``'s file with the same bands and stretch, for display
     reads; ``None`` (share the first) when the file cannot be opened twice."""
     try:
-        return open_scene(scene.path, bands=tuple(b + 1 for b in scene.bands), percentiles=scene.percentiles,
+        return open_scene(scene.source, bands=tuple(b + 1 for b in scene.bands), percentiles=scene.percentiles,
                           stretch=scene.stretch)
     except TerramaskError as exc:
         log.info("%s: display reads share the model's handle (%s)", scene.path, exc)
