@@ -18,7 +18,7 @@ import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Self
 
 from terramask.core.errors import OutputError
 
@@ -124,6 +124,31 @@ class AtomicPath:
         """Remove the temporary file and its sidecars; the final path is untouched."""
         self.done = True
         _remove_quietly(self.tmp)
+
+
+class StagedWriter:
+    """Base of the writers that build a file under a temporary name: ``open()`` starts
+    it, ``close()`` renames the finished file into place (returns its path), ``abort()``
+    drops it and leaves the final path untouched. As a context manager it opens, then
+    closes on success or aborts on an exception."""
+
+    def open(self) -> Self:
+        raise NotImplementedError
+
+    def close(self) -> Any:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.open()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 @contextmanager

@@ -30,7 +30,7 @@ from terramask.core.boxes import xyxy_to_xywh
 from terramask.core.errors import InputError, OutputError
 from terramask.core.maskset import MaskSet
 from terramask.core.rle import mask_to_coco_rle, mask_to_rle, rle_area, rle_to_mask, to_coco_rle
-from terramask.io.atomic import AtomicPath, json_default, write_json
+from terramask.io.atomic import AtomicPath, StagedWriter, json_default, write_json
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ def write_coco_rle(path: str | os.PathLike, data: MaskSet | Iterable[Mapping], i
     return write_json(path, records_to_coco_json(records, info), indent=indent)
 
 
-class RecordWriter:
+class RecordWriter(StagedWriter):
     """Stream reference records into a JSON list, renamed into place on :meth:`close`.
 
     ``with RecordWriter(path) as w: w.write(record)`` — each record is serialised as it
@@ -285,15 +285,6 @@ class RecordWriter:
             self.abort()
             raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         return self
-
-    def __enter__(self) -> "RecordWriter":
-        return self.open()
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
     def write(self, record: Mapping[str, Any]) -> None:
         """Append one record (JSON-able values; numpy scalars and arrays are converted)."""

@@ -31,7 +31,7 @@ from rasterio.windows import Window as RioWindow
 
 from terramask.core.errors import InputError, OutputError
 from terramask.core.geometry import Window
-from terramask.io.atomic import AtomicPath
+from terramask.io.atomic import AtomicPath, StagedWriter
 from terramask.io.rasters import _BLOCK, _check_transform, _gdal_errors, _profile
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def _mask_bands(masks: np.ndarray, nodata_mask: np.ndarray | None, name: str) ->
     return bands
 
 
-class WindowMaskWriter:
+class WindowMaskWriter(StagedWriter):
     """A ``count``-band ``uint8`` mask GeoTIFF of ``width`` x ``height`` px, written by windows.
 
     ``with WindowMaskWriter(path, width, height, count, transform, crs) as w:
@@ -102,15 +102,6 @@ class WindowMaskWriter:
         with _gdal_errors(self.path), rasterio.Env(GDAL_CACHEMAX=_CACHE_BYTES):
             self._dst = rasterio.open(self._target.tmp, "w+", **self._profile)
         return self
-
-    def __enter__(self) -> "WindowMaskWriter":
-        return self.open()
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
     def write_window(self, window: Window, masks: np.ndarray, nodata_mask: np.ndarray | None = None) -> None:
         """Write ``(count, h, w)`` masks into ``window``, combined with what is already there."""

@@ -32,7 +32,7 @@ from rasterio.windows import Window as RioWindow
 from terramask.core.errors import InputError, OutputError
 from terramask.core.geometry import Window
 from terramask.core.maskset import MaskSet
-from terramask.io.atomic import atomic_output, temporary_path
+from terramask.io.atomic import StagedWriter, atomic_output, temporary_path
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def _as_window(window) -> Window:
     return Window(col_off, row_off, width, height)
 
 
-class LabelRasterWriter:
+class LabelRasterWriter(StagedWriter):
     """Write a label raster window by window; finish as a Cloud-Optimized GeoTIFF.
 
     ``with LabelRasterWriter(path, width, height, transform, crs) as w:
@@ -175,15 +175,6 @@ class LabelRasterWriter:
         with _gdal_errors(self.path), rasterio.Env(**self._env):
             self._dst = rasterio.open(self._staging, "w+", **profile)
         return self
-
-    def __enter__(self) -> "LabelRasterWriter":
-        return self.open()
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
     def write_window(self, window, labels: np.ndarray, *, only_nonzero: bool = False) -> None:
         """Write ``labels`` (``(window.height, window.width)`` integers) into ``window``.

@@ -27,7 +27,7 @@ import numpy as np
 import shapely
 
 from terramask.core.errors import InputError, OutputError
-from terramask.io.atomic import AtomicPath
+from terramask.io.atomic import AtomicPath, StagedWriter
 from terramask.io.features import (  # noqa: F401  (re-exported)
     Feature,
     _crs_for_ogr,
@@ -101,7 +101,7 @@ def _driver_for(path: Path) -> str:
 
 
 # -- writers ---------------------------------------------------------------------------
-class VectorWriter:
+class VectorWriter(StagedWriter):
     """Stream features into a GeoPackage or GeoJSON file, renamed into place on close.
 
     ``with VectorWriter(path, crs, schema) as w: w.write(features)`` — call ``write`` any
@@ -125,15 +125,6 @@ class VectorWriter:
         self._fh: Any = None
         self._gpkg_created = False
         self._transformer: Any = None
-
-    def __enter__(self) -> "VectorWriter":
-        return self.open()
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
     def open(self) -> "VectorWriter":
         if self._target is not None:
