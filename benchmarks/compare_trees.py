@@ -8,7 +8,10 @@ per tree the medians over rounds and the ratio head / base:
 - ``click_ms``: one ``backend.predict`` (3 candidates at full resolution) on a cached
   ViT-B embedding of a 1024 x 1024 NAIP image, median over ``--clicks`` random object points;
 - ``amg_fast_s`` / ``amg_exact_s``: ``terramask.pipelines.amg.generate_compact`` on the
-  same image in ``fast`` and ``exact`` mode (``--points-per-side``), excluding the encoder;
+  same image in ``fast`` and ``exact`` mode (``--points-per-side``), excluding the encoder
+  (random weights: no candidate passes the default thresholds, so this is decoding and
+  filtering); ``amg_*_all_s`` with ``--all-candidates N``: thresholds 0 at N points per
+  side, so every candidate is upsampled, deduplicated and encoded;
 - ``peak_rss_mb``: the child's RSS high-water mark (``VmHWM``; includes the encoder).
 
 ViT-B has random weights (seeded, written once into ``--cache``); speed does not depend on
@@ -59,14 +62,17 @@ for i, p in enumerate(pts):
     if i >= 3:
         times.append(time.perf_counter() - t)
 out["click_ms"] = 1000 * float(np.median(times))
-params = AmgParams(points_per_side=args["points_per_side"])
-for mode in ("fast", "exact"):
-    t = time.perf_counter()
-    res = generate_compact(backend, image, params, mode)
-    total = time.perf_counter() - t
-    enc = float(res.timings.get("encode", res.timings.get("encoder", 0.0)))
-    out[f"amg_{mode}_s"] = total - enc
-    out[f"amg_{mode}_masks"] = len(res)
+cases = {"": AmgParams(points_per_side=args["points_per_side"])}
+if args["all_candidates"]:  # thresholds 0: every candidate survives (upsampling, NMS, RLE all work)
+    cases["_all"] = AmgParams(points_per_side=args["all_candidates"], pred_iou_thresh=0.0, stability_score_thresh=0.0)
+for suffix, params in cases.items():
+    for mode in ("fast", "exact"):
+        t = time.perf_counter()
+        res = generate_compact(backend, image, params, mode)
+        total = time.perf_counter() - t
+        enc = float(res.timings.get("encode", res.timings.get("encoder", 0.0)))
+        out[f"amg_{mode}{suffix}_s"] = total - enc
+        out[f"amg_{mode}{suffix}_masks"] = len(res)
 with open("/proc/self/status") as fh:
     out["peak_rss_mb"] = next(int(l.split()[1]) for l in fh if l.startswith("VmHWM")) / 1024
 print("RESULT " + json.dumps(out))
@@ -104,13 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--clicks", type=int, default=50)
     ap.add_argument("--points-per-side", type=int, default=16)
+    ap.add_argument("--all-candidates", type=int, default=0, metavar="N",
+                    help="also run AMG with thresholds 0 (every candidate survives) at N points per side")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "terramask-bench")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     payload = {"checkpoint": str(make_checkpoint(args.cache)), "image": str(args.image), "clicks": args.clicks,
-               "points_per_side": args.points_per_side, "threads": args.threads}
+               "points_per_side": args.points_per_side, "threads": args.threads,
+               "all_candidates": args.all_candidates}
     runs: dict[str, list[dict]] = {"base": [], "head": []}
     for r in range(args.rounds):
         for name, tree in (("base", args.base), ("head", args.head)):
