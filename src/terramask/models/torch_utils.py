@@ -115,3 +115,20 @@ def load_state_dict(path: str | Path, what: str = "checkpoint", family: str | No
     if all(k.startswith("module.") for k in tensors):
         tensors = {k[len("module."):]: v for k, v in tensors.items()}
     return tensors
+
+
+def load_weights(module: Any, state: dict, source: object, fits: str, *, assign: bool = False) -> None:
+    """Load ``state`` into ``module`` strictly, floating tensors as float32.
+
+    A missing, unexpected or wrongly shaped tensor raises :class:`CheckpointMismatchError`
+    "``source`` does not fit ``fits``: <first lines of torch's reason>" (``fits`` names
+    the architecture, e.g. ``"the MobileSAM vit_t architecture"``). ``assign`` as
+    ``Module.load_state_dict`` (needed for modules built on the meta device).
+    """
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+    try:
+        module.load_state_dict(state, strict=True, assign=assign)
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = "; ".join(lines[1:3]) if len(lines) > 1 else (lines[0] if lines else "")
+        raise CheckpointMismatchError(f"{source} does not fit {fits}: {detail[:300]}") from None

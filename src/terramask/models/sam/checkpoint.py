@@ -13,7 +13,7 @@ from typing import Protocol
 
 from terramask.core.errors import CheckpointMismatchError, InputError
 from terramask.core.lazy import require
-from terramask.models.torch_utils import torch_module
+from terramask.models.torch_utils import load_weights, torch_module
 
 #: Official image encoder configurations: (embed_dim, depth, num_heads, global_attn_indexes).
 OFFICIAL_ARCHS: dict[str, tuple[int, int, int, tuple[int, ...]]] = {
@@ -216,15 +216,7 @@ def build_sam_model(arch: SamArch, state: dict | None = None, source: str = "che
         return make().eval()
     with torch.device("meta"):
         sam = make()
-    state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
-    try:
-        sam.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        detail = "; ".join(lines[1:3]) if len(lines) > 1 else (lines[0] if lines else "")
-        raise CheckpointMismatchError(
-            f"{source} does not fit the SAM {arch.describe()} architecture: {detail[:300]}"
-        ) from None
+    load_weights(sam, state, source, f"the SAM {arch.describe()} architecture", assign=True)
     # buffers that are not part of a state dict are rebuilt on the CPU
     sam.pixel_mean = torch.tensor(_PIXEL_MEAN, dtype=torch.float32).view(-1, 1, 1)
     sam.pixel_std = torch.tensor(_PIXEL_STD, dtype=torch.float32).view(-1, 1, 1)

@@ -19,7 +19,7 @@ from pathlib import Path
 from terramask.core.errors import CheckpointMismatchError
 from terramask.core.lazy import require
 from terramask.models.sam.backend import SamBackend
-from terramask.models.torch_utils import load_state_dict, torch_module
+from terramask.models.torch_utils import load_state_dict, load_weights, torch_module
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +77,7 @@ def build_mobilesam_model(state: dict | None = None, source: str = "checkpoint")
     if state is not None:
         if not any(k.startswith("image_encoder.layers.") for k in state):
             raise CheckpointMismatchError(f"{source} is not a MobileSAM checkpoint: no TinyViT encoder tensors")
-        state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
-        try:
-            sam.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-            detail = "; ".join(lines[1:3]) if len(lines) > 1 else (lines[0] if lines else "")
-            raise CheckpointMismatchError(f"{source} does not fit the MobileSAM vit_t architecture: {detail[:300]}") from None
+        load_weights(sam, state, source, "the MobileSAM vit_t architecture")
     return sam.eval()
 
 

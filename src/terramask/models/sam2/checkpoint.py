@@ -7,7 +7,7 @@ from pathlib import Path
 
 from terramask.core.errors import CheckpointMismatchError, InputError, ModelError
 from terramask.core.lazy import require
-from terramask.models.torch_utils import torch_load, torch_module
+from terramask.models.torch_utils import load_weights, torch_load, torch_module
 
 #: Official configurations: key -> (config path inside the sam2 package, trunk embed dim, trunk depth).
 OFFICIAL_CONFIGS: dict[str, tuple[str, int, int]] = {
@@ -111,11 +111,5 @@ def build_sam2_model(yaml_text: str, state: dict | None = None, source: str = "c
     except Exception as exc:
         raise ModelError(f"cannot build the SAM 2 model for {source}: {str(exc).splitlines()[0][:300]}") from None
     if state is not None:
-        state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-            detail = "; ".join(lines[1:3]) if len(lines) > 1 else (lines[0] if lines else "")
-            raise CheckpointMismatchError(f"{source} does not fit its SAM 2 configuration: {detail[:300]}") from None
+        load_weights(model, state, source, "its SAM 2 configuration")
     return model.eval()
