@@ -26,6 +26,10 @@ scenes go through the same steps and give the same files:
 - ``summary.json``: ``objects``, ``scene``, ``model``, ``segmenter``, ``mode``, ``preset``,
   ``parameters``, ``filters``, ``counts``, ``tiles``, ``merge``, ``engine``, ``timings_s``,
   ``throughput``, ``peak_rss_mb``, ``outputs`` — the same keys at every size.
+  ``timings_s``: ``total``, ``tiles`` (the tile loop, wall), ``segment`` (worker seconds
+  per tile, summed), where the time went (``read``, ``encode``, ``decode``,
+  ``postprocess``, ``parts``: worker seconds summed over tiles; ``merge``, ``write``:
+  this process; ``quicklook``).
 
 IDs are 1..N, deterministic: in the order the merge finalises objects, each finalised
 batch largest first (a one-tile scene: the generator's masks sorted by area).
@@ -70,7 +74,7 @@ from terramask.pipelines.scene.merge import TileMerger
 from terramask.pipelines.scene.merge_geometry import to_world
 from terramask.pipelines.scene.segmenters import SegmentTile, describe_segmenter
 from terramask.pipelines.scene.sink import LABELS_NAME, MASKS_NAME, OBJECTS_NAME, ObjectSink
-from terramask.pipelines.scene.tiled import SceneSpec, TileJob, TileWorker, gdal_cache
+from terramask.pipelines.scene.tiled import STAGES, SceneSpec, TileJob, TileWorker, gdal_cache
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +183,7 @@ def run_scene(path: str | os.PathLike, out_dir: str | os.PathLike, segmenter: Se
             stats = _segment_tiles(scene, spec, grid, segmenter, config, engine, staging, min_px, max_px)
             stats["tiles_s"] = time.perf_counter() - started
             write_quicklook(scene, staging / LABELS_NAME, staging / OVERLAY_NAME, config.quicklook_size)
+            stats["stages"]["quicklook"] = time.perf_counter() - started - stats["tiles_s"]
             stats["total_s"] = time.perf_counter() - started
             summary = _summary(scene, spec, grid, segmenter, config, engine, stats, min_px, max_px)
             write_json(staging / SUMMARY_NAME, summary)
@@ -209,11 +214,20 @@ def _segment_tiles(scene: Scene, spec: SceneSpec, grid: TileGrid, segmenter: Seg
                       objects_name=config.objects_name).open()
     bar = _progress(len(grid), Path(scene.path).name, config.progress)
     stats: dict[str, Any] = {"segmented": 0, "skipped": 0, "masks": 0, "segment_s": 0.0, "workers": 0}
+    stages = dict.fromkeys((*STAGES, "merge", "write"), 0.0)
     names: set[str] = set()
+
+    def merge_and_write(seq: int, parts: list) -> None:
+        t0 = time.perf_counter()
+        finished = merger.add_tile(seq, parts)
+        t1 = time.perf_counter()
+        sink.add(finished)
+        stages["merge"] += t1 - t0
+        stages["write"] += time.perf_counter() - t1
 
     def skip_until(seq: int) -> None:
         while merger.next_seq < seq:
-            sink.add(merger.add_tile(merger.next_seq, []))
+            merge_and_write(merger.next_seq, [])
             stats["skipped"] += 1
             if bar is not None:
                 bar.update(1)
@@ -224,7 +238,9 @@ def _segment_tiles(scene: Scene, spec: SceneSpec, grid: TileGrid, segmenter: Seg
                              device=getattr(segmenter, "device", "cpu"), **engine.options) as eng:
                 for result in eng.map(partial(TileWorker, segmenter), jobs):
                     skip_until(result.seq)
-                    sink.add(merger.add_tile(result.seq, result.parts))
+                    merge_and_write(result.seq, result.parts)
+                    for name, seconds in result.stages.items():
+                        stages[name] = stages.get(name, 0.0) + seconds
                     stats["skipped"] += result.skipped
                     stats["segmented"] += not result.skipped
                     stats["masks"] += result.masks
@@ -234,15 +250,21 @@ def _segment_tiles(scene: Scene, spec: SceneSpec, grid: TileGrid, segmenter: Seg
                         bar.update(1)
                 stats["workers"] = eng.workers
         skip_until(len(grid))
-        sink.add(merger.finish())
+        t0 = time.perf_counter()
+        finished = merger.finish()
+        t1 = time.perf_counter()
+        sink.add(finished)
         sink.close()
+        stages["merge"] += t1 - t0
+        stages["write"] += time.perf_counter() - t1
     except BaseException:
         sink.abort()
         raise
     finally:
         if bar is not None:
             bar.close()
-    stats.update(objects=sink.count, dropped=sink.dropped, processes=len(names), merge=dict(merger.stats))
+    stats.update(objects=sink.count, dropped=sink.dropped, processes=len(names), merge=dict(merger.stats),
+                 stages=stages)
     return stats
 
 
@@ -282,7 +304,8 @@ def _summary(scene: Scene, spec: SceneSpec, grid: TileGrid, segmenter: Segmenter
         "merge": {**config.merge.to_dict(), **stats["merge"]},
         "engine": {**engine.to_dict(), "workers": stats.get("workers"), "processes_used": stats["processes"]},
         "timings_s": {"tiles": round(tiles_s, 3), "segment": round(stats["segment_s"], 3),
-                      "total": round(stats["total_s"], 3)},
+                      "total": round(stats["total_s"], 3),
+                      **{name: round(seconds, 3) for name, seconds in stats["stages"].items()}},
         "throughput": {"tiles_per_s": round(len(grid) / tiles_s, 4) if tiles_s > 0 else None,
                        "km2_per_h": (round(info["area_km2"] / tiles_s * 3600, 3)
                                      if info["area_km2"] is not None and tiles_s > 0 else None)},

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -57,7 +57,10 @@ class TileJob:
 
 @dataclass
 class TileResult:
-    """What a worker sends back for one tile: compact parts, not masks."""
+    """What a worker sends back for one tile: compact parts, not masks; ``stages``:
+    seconds spent reading, encoding, decoding, post-processing and making parts
+    (:data:`STAGES`; encode/decode/postprocess as the segmenter reports them in its
+    result's ``timings``, else all of its time under ``decode``)."""
 
     seq: int
     parts: list[Part]
@@ -65,6 +68,7 @@ class TileResult:
     skipped: bool
     seconds: float
     worker: str
+    stages: dict[str, float] = field(default_factory=dict)
 
 
 @contextmanager
@@ -117,19 +121,43 @@ class TileWorker:
             scene = self._open(job.scene)
             window = job.tile.window
             if scene.window_is_empty(window):
-                return TileResult(job.seq, [], 0, True, time.perf_counter() - started, worker_name())
+                return self._skipped(job, started)
             image = scene.read(window)
             valid = tile_valid_mask(scene, image)
         if is_empty_tile(image.pixels, valid):
-            return TileResult(job.seq, [], 0, True, time.perf_counter() - started, worker_name())
+            return self._skipped(job, started)
+        read_done = time.perf_counter()
         masks = self._segment(image)
+        segment_done = time.perf_counter()
         parts = tile_parts(masks, job, None if valid.all() else valid)
-        return TileResult(job.seq, parts, len(masks), False, time.perf_counter() - started, worker_name())
+        finished = time.perf_counter()
+        stages = {"read": read_done - started, **segment_stages(masks, segment_done - read_done),
+                  "parts": finished - segment_done}
+        return TileResult(job.seq, parts, len(masks), False, finished - started, worker_name(), stages)
+
+    @staticmethod
+    def _skipped(job: TileJob, started: float) -> TileResult:
+        seconds = time.perf_counter() - started
+        return TileResult(job.seq, [], 0, True, seconds, worker_name(), {"read": seconds})
 
     def close(self) -> None:
         if self._scene is not None:
             self._scene.close()
         self._scene, self._spec = None, None
+
+
+#: Per-tile stages a worker times (seconds, summed over tiles in ``summary.json``).
+STAGES = ("read", "encode", "decode", "postprocess", "parts")
+
+
+def segment_stages(masks: Any, seconds: float) -> dict[str, float]:
+    """Split a segmenter's ``seconds`` into encode/decode/postprocess with the ``timings``
+    its result carries (automatic generation's ``encoder``/``decoder``/``postprocess``);
+    what the result does not account for is counted as decode."""
+    timings = getattr(masks, "timings", None) or {}
+    encode = float(timings.get("encoder", 0.0))
+    post = float(timings.get("postprocess", 0.0))
+    return {"encode": encode, "decode": max(0.0, seconds - encode - post), "postprocess": post}
 
 
 def tile_parts(masks: Any, job: TileJob, valid: np.ndarray | None) -> list[Part]:
