@@ -141,20 +141,32 @@ class Upscaler:
         ``None`` = the whole image.
         """
         rows, cols = (int(v) for v in image_size)
-        x0, y0, x1, y1 = window if window is not None else (0, 0, cols, rows)
+        box = window if window is not None else (0, 0, cols, rows)
         n = low_res.shape[0]
+        if n <= CHUNK:  # the common case (a click, AMG's per-mask finish): no output copy
+            return self._chunk(low_res, (rows, cols), input_size, box)
+        x0, y0, x1, y1 = box
         out = np.empty((n, y1 - y0, x1 - x0), dtype=np.float32)
-        whole = (x1 - x0) * (y1 - y0) > WHOLE_FRACTION * rows * cols
         for s in range(0, n, CHUNK):
-            part = low_res[s : s + CHUNK]
-            if self.engine == "numpy":
-                out[s : s + CHUNK] = self._numpy(part, (rows, cols), input_size, (x0, y0, x1, y1))
-            elif whole:
-                full = self.whole(self._tensor(part), (rows, cols), input_size)
-                out[s : s + CHUNK] = full[:, y0:y1, x0:x1].cpu().numpy()
-            else:
-                out[s : s + CHUNK] = self._taps(self._tensor(part), (rows, cols), input_size, (x0, y0, x1, y1)).cpu().numpy()
+            out[s : s + CHUNK] = self._chunk(low_res[s : s + CHUNK], (rows, cols), input_size, box)
         return out
+
+    def _chunk(self, low_res: np.ndarray, image_size: tuple[int, int], input_size: tuple[int, int],
+               window: tuple[int, int, int, int]) -> np.ndarray:
+        """At most :data:`CHUNK` masks through the engine that suits the window; the result
+        may be a view of a larger array (the whole image cropped to the window)."""
+        if self.engine == "numpy":
+            return self._numpy(low_res, image_size, input_size, window)
+        from terramask.models.torch_utils import torch_module
+
+        rows, cols = image_size
+        x0, y0, x1, y1 = window
+        with torch_module().inference_mode():
+            if (x1 - x0) * (y1 - y0) > WHOLE_FRACTION * rows * cols:
+                res = self.whole(self._tensor(low_res), image_size, input_size)[:, y0:y1, x0:x1]
+            else:
+                res = self._taps(self._tensor(low_res), image_size, input_size, window)
+            return res.cpu().numpy()
 
     def whole(self, low_res: Any, image_size: tuple[int, int], input_size: tuple[int, int]) -> Any:
         """The whole chain on a torch tensor ``(N, L, L)`` -> ``(N, rows, cols)`` exactly as
