@@ -92,6 +92,54 @@ class SelectivePointDecoder(Protocol):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
 
 
+@dataclass(frozen=True)
+class FeatureGrid:
+    """An embedding's feature map on the image grid (see :class:`FeatureMap`).
+
+    - ``features``: ``(C, h, w)`` float32, the cells that cover the image (cells over the
+      model's padding dropped);
+    - ``cell``: ``(rows_px, cols_px)``, image pixels per cell: cell ``(i, j)`` covers image
+      rows ``[i * rows_px, (i + 1) * rows_px)`` and columns ``[j * cols_px, (j + 1) * cols_px)``
+      (frame: pixels of the image given to ``set_image``, corner origin);
+    - ``low_res_per_cell``: pixels of ``decode_points``' low-res logits per cell side, both
+      grids starting at the same corner (SAM, SAM 2: 256 / 64 = 4), so a low-res mask
+      pools onto the cells without upsampling.
+    """
+
+    features: np.ndarray
+    cell: tuple[float, float]
+    low_res_per_cell: int
+
+
+@runtime_checkable
+class FeatureMap(Protocol):
+    """Optional capability used by find-similar (:mod:`terramask.models.concept.similar`):
+    ``feature_map(embedding) -> FeatureGrid``, the encoder's features over the image."""
+
+    def feature_map(self, embedding: Embedding) -> FeatureGrid: ...
+
+
+def grid_feature_map(features: Any, image_size: tuple[int, int], input_size: tuple[int, int],
+                     model_side: int, low_res: int) -> FeatureGrid:
+    """:class:`FeatureGrid` of a square ``(1, C, g, g)`` encoder output.
+
+    The model saw the image resized to ``input_size`` ``(rows, cols)`` and padded at the
+    bottom/right to ``model_side`` pixels (SAM: longest side 1024; SAM 2: stretched to
+    1024 x 1024, no padding); its low-res logits are ``low_res`` pixels on a side over the
+    same padded square. Cells over the padding are dropped.
+    """
+    arr = np.asarray(features, dtype=np.float32)
+    grid = arr.shape[-1]
+    arr = arr.reshape(arr.shape[-3], arr.shape[-2], grid)
+    stride = model_side / grid  # model pixels per cell
+    rows, cols = image_size
+    in_rows, in_cols = input_size
+    h = min(grid, max(1, int(np.ceil(in_rows / stride))))
+    w = min(grid, max(1, int(np.ceil(in_cols / stride))))
+    cell = (stride * rows / in_rows, stride * cols / in_cols)
+    return FeatureGrid(np.ascontiguousarray(arr[:, :h, :w]), cell, max(1, int(low_res) // grid))
+
+
 @runtime_checkable
 class Generator(Protocol):
     """Optional capability of backends that segment a whole image without prompts in

@@ -31,7 +31,14 @@ from terramask.core.image import GeoImage
 from terramask.core.lazy import require
 from terramask.core.maskset import MaskSet
 from terramask.core.prompts import Prompts
-from terramask.models.base import Embedding, as_rgb8, check_pixel_prompts, upscale_arguments
+from terramask.models.base import (
+    Embedding,
+    FeatureGrid,
+    as_rgb8,
+    check_pixel_prompts,
+    grid_feature_map,
+    upscale_arguments,
+)
 from terramask.models.sam import decoder as sam_decoder
 from terramask.models.sam.checkpoint import (  # noqa: F401  (re-exported: the backend's public names)
     OFFICIAL_ARCHS,
@@ -327,6 +334,13 @@ class SamBackend:
         from terramask.models.sam.point_batches import SamPointScorer
 
         return SamPointScorer(self, chunk=self.decode_chunk).decode(embedding, coords, select)
+
+    def feature_map(self, embedding: Embedding) -> FeatureGrid:
+        """The image embedding's cells over the image (:class:`~terramask.models.base.FeatureMap`):
+        ``(256, h, w)`` float32 and the image pixels per cell."""
+        self._check(embedding)
+        return grid_feature_map(embedding.features, embedding.image_size, embedding.input_size, self.img_size,
+                                self.arch.low_res)
 
     def upscale_logits(
         self, embedding: Embedding, low_res: np.ndarray, window: tuple[int, int, int, int] | None = None

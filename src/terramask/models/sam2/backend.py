@@ -33,7 +33,14 @@ from terramask.core.image import GeoImage
 from terramask.core.lazy import require
 from terramask.core.maskset import MaskSet
 from terramask.core.prompts import Prompts
-from terramask.models.base import Embedding, as_rgb8, check_pixel_prompts, upscale_arguments
+from terramask.models.base import (
+    Embedding,
+    FeatureGrid,
+    as_rgb8,
+    check_pixel_prompts,
+    grid_feature_map,
+    upscale_arguments,
+)
 from terramask.models.sam2.checkpoint import (  # noqa: F401  (re-exported: the backend's public names)
     OFFICIAL_CONFIGS,
     build_sam2_model,
@@ -313,6 +320,14 @@ class Sam2Backend:
             lab = torch.as_tensor(labels.astype(np.int32), device=self.device)
             low_res, iou = self._decode(embedding, c, lab, None, True)
             return low_res.float().cpu().numpy(), iou.float().cpu().numpy()
+
+    def feature_map(self, embedding: Embedding) -> FeatureGrid:
+        """The lowest-resolution image embedding over the image
+        (:class:`~terramask.models.base.FeatureMap`): ``(256, 64, 64)`` float32 (SAM 2
+        stretches the image, so cells are ``rows / 64`` by ``cols / 64`` image pixels)."""
+        image_embed, _ = self._features(embedding)
+        return grid_feature_map(image_embed.cpu().numpy(), embedding.image_size, embedding.input_size, self.img_size,
+                                self.low_res)
 
     def upscale_logits(
         self, embedding: Embedding, low_res: np.ndarray, window: tuple[int, int, int, int] | None = None
