@@ -309,6 +309,65 @@ def draw_annotations(rgb8: np.ndarray, masks, alpha: float = ANNOTATION_ALPHA, s
     return img
 
 
+CLASS_COLORS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+                (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40)]
+"""Colours of classes 1, 2, … in class pictures (a qualitative palette; repeats after 12)."""
+
+
+def class_color(index: int) -> tuple[int, int, int]:
+    """RGB colour of 1-based class ``index``."""
+    return CLASS_COLORS[(int(index) - 1) % len(CLASS_COLORS)]
+
+
+def draw_classes(rgb8: np.ndarray, classes: np.ndarray, names: Sequence[str], labels: np.ndarray | None = None,
+                 alpha: float = 0.5) -> np.ndarray:
+    """Objects coloured by class with a legend (``terramask find``'s overlay).
+
+    ``classes``: ``(H, W)`` integer class index (0 = none; ``k`` is ``names[k - 1]``, e.g.
+    a window of ``classes.tif``) tinted in :func:`class_color` at ``alpha``; ``labels``
+    (optional ``(H, W)`` object IDs) draws object edges in their class colour, so touching
+    objects of one class stay apart. The legend (one swatch and name per class, with its
+    pixel count in the picture) is drawn top-left. Returns a new ``(H, W, 3)`` uint8 array.
+    """
+    img = _rgb(rgb8)
+    shape = img.shape[:2]
+    classes = np.asarray(classes)
+    if classes.shape != shape or classes.dtype.kind not in "ui":
+        raise InputError(f"class image must be integers of the picture's shape {shape}, got {classes.dtype} {classes.shape}")
+    palette = np.array([(0, 0, 0)] + [class_color(k) for k in range(1, len(names) + 1)], dtype=np.float32)
+    fg = (classes > 0) & (classes <= len(names))
+    img[fg] = np.clip(img[fg] * (1 - alpha) + palette[classes[fg]] * alpha + 0.5, 0, 255).astype(np.uint8)
+    if labels is not None:
+        lab = np.asarray(labels)
+        edge = np.zeros(shape, dtype=bool)
+        edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
+        edge[1:, :] |= lab[1:, :] != lab[:-1, :]
+        edge &= fg
+        img[edge] = palette[classes[edge]].astype(np.uint8)
+    _legend(img, names)
+    return img
+
+
+def _legend(img: np.ndarray, names: Sequence[str]) -> None:
+    """One row per class (swatch + name) on a dark box at the top-left, in place."""
+    if not names:
+        return
+    cv2 = _cv2()
+    scale, thick = _text_size(img.shape[:2])
+    sizes = [cv2.getTextSize(str(n), cv2.FONT_HERSHEY_SIMPLEX, scale, thick) for n in names]
+    row = max(th + base for (_, th), base in sizes) + 4
+    pad = max(3, row // 4)
+    width = min(img.shape[1], max(tw for (tw, _), _ in sizes) + row + 3 * pad)
+    height = min(img.shape[0], len(names) * row + 2 * pad)
+    region = img[:height, :width]
+    region[:] = (region.astype(np.float32) * 0.35).astype(np.uint8)
+    for k, name in enumerate(names):
+        y = pad + k * row
+        cv2.rectangle(img, (pad, y + 2), (pad + row - 6, y + row - 4), class_color(k + 1), -1)
+        cv2.putText(img, str(name), (2 * pad + row - 4, y + row - sizes[k][1] - 2), cv2.FONT_HERSHEY_SIMPLEX,
+                    scale, EDGE_COLOR, thick, cv2.LINE_AA)
+
+
 # -- galleries and files ----------------------------------------------------------------
 def _thumbnail(item, thumb: int) -> np.ndarray:
     cv2 = _cv2()

@@ -13,7 +13,9 @@ still touch:
    touches no interior edge is *complete*: its tile saw the whole object.
 2. A new tile's parts are compared with the pending parts of earlier tiles whose windows
    overlap it. Their intersection lies in the shared overlap region ``R`` (the region
-   both tiles see). Two parts are the **same object** when
+   both tiles see). Two parts of the same class (``Part.cls``: None for automatic masks,
+   a class name for ``terramask find``, so this per-class merge is also the per-class NMS
+   across tile overlaps) are the **same object** when
 
    - both are complete and their IoU is at least ``iou_thresh`` (duplicates of an object
      lying in the overlap);
@@ -297,6 +299,8 @@ class TileMerger:
             b_boxes = np.array([q.box for q in b_parts], dtype=np.int64)
             for i, j in zip(*np.nonzero(boxes_meet(a_boxes, b_boxes)), strict=True):
                 a, b = a_parts[i], b_parts[j]
+                if a.cls != b.cls:  # parts of different classes are different objects
+                    continue
                 pair = meet(a.box, b.box)
                 inner = None if pair is None else meet(pair, region)
                 if inner is None:

@@ -58,6 +58,16 @@ class MergedObject:
         return self.representative.score
 
     @property
+    def cls(self) -> str | None:
+        """The class of a concept route's object (None for automatic objects)."""
+        return self.representative.cls
+
+    @property
+    def class_score(self) -> float:
+        """Detector/presence/similarity score of a concept route's object (NaN otherwise)."""
+        return self.representative.class_score
+
+    @property
     def stability(self) -> float:
         return self.representative.stability
 

@@ -15,6 +15,7 @@ import numpy as np
 from terramask.core.errors import InputError
 from terramask.core.geometry import Window
 from terramask.core.maskset import MaskSet
+from terramask.models.concept.base import CLASS_COLUMN
 from terramask.pipelines.scene.grid import EDGE_BOTTOM, EDGE_LEFT, EDGE_RIGHT, EDGE_TOP, Box
 
 
@@ -28,6 +29,9 @@ class Part:
     ``id`` is given by :class:`TileMerger` (unique per scene, in tile then index order).
     ``point`` ``(x, y)`` (the prompt) and ``crop_box`` (xyxy, end exclusive: the image
     region the generator looked at) are in scene pixels, None when the segmenter gave none.
+    ``cls``: the class of a concept route's instance (``terramask find``; None for
+    automatic masks: parts of different classes never merge) and ``class_score`` its
+    detector/presence/similarity score (``score`` stays the predicted IoU).
     """
 
     tile: int
@@ -42,6 +46,8 @@ class Part:
     conflicts: set = field(default_factory=set)
     point: tuple[float, float] | None = None
     crop_box: Box | None = None
+    cls: str | None = None
+    class_score: float = float("nan")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -60,18 +66,21 @@ class Part:
     @classmethod
     def from_mask(cls, mask: np.ndarray, tile: int, window: Window, interior_edges: int, edge_margin: int,
                   score: float = 1.0, stability: float = float("nan"), index: int = 0, *,
-                  point=None, crop_box=None) -> "Part | None":
+                  point=None, crop_box=None, label: str | None = None,
+                  class_score: float = float("nan")) -> "Part | None":
         """A part from an ``(H, W)`` bool mask on the grid of ``window``; None if empty."""
         return cls.from_window(mask, (0, 0), tile, window, interior_edges, edge_margin, score, stability, index,
-                               point=point, crop_box=crop_box)
+                               point=point, crop_box=crop_box, label=label, class_score=class_score)
 
     @classmethod
     def from_window(cls, win: np.ndarray, origin: tuple[int, int], tile: int, window: Window, interior_edges: int,
                     edge_margin: int, score: float = 1.0, stability: float = float("nan"),
-                    index: int = 0, *, point=None, crop_box=None) -> "Part | None":
+                    index: int = 0, *, point=None, crop_box=None, label: str | None = None,
+                    class_score: float = float("nan")) -> "Part | None":
         """A part from a bool array ``win`` whose top-left pixel is ``origin`` ``(x, y)`` in
         the grid of ``window`` (a compact mask); None if empty. ``point`` ``(x, y)`` and
-        ``crop_box`` (xyxy) are in the grid of ``window`` (default crop: the whole window)."""
+        ``crop_box`` (xyxy) are in the grid of ``window`` (default crop: the whole window);
+        ``label``/``class_score``: the part's ``cls`` and ``class_score``."""
         win = np.asarray(win, dtype=bool)
         rows = np.flatnonzero(win.any(axis=1))
         if rows.size == 0:
@@ -96,7 +105,7 @@ class Part:
         scene_crop = (cb[0] + dx, cb[1] + dy, cb[2] + dx, cb[3] + dy)
         return cls(tile=tile, box=box, packed=np.packbits(crop, axis=None), area=int(np.count_nonzero(crop)),
                    score=float(score), stability=float(stability), edges=touch & interior_edges, index=index,
-                   point=scene_point, crop_box=scene_crop)
+                   point=scene_point, crop_box=scene_crop, cls=label, class_score=float(class_score))
 
 
 #: A mask losing more than this share of its pixels to nodata is dropped (an artefact of
@@ -123,7 +132,9 @@ def parts_from_maskset(maskset: MaskSet, tile: int, window: Window, interior_edg
     ``valid`` (``(H, W)`` bool) clips masks to pixels holding data (masks mostly in
     nodata are dropped, see :data:`MAX_NODATA_LOSS`). Scores come from ``scores``;
     stability from the ``stability_score`` column when present, else NaN; ``point_coords``
-    and ``crop_box`` columns (tile pixels) are kept when present.
+    and ``crop_box`` columns (tile pixels) are kept when present. A concept route's mask
+    set (a ``class`` column, :data:`CLASS_COLUMN`) gives classed parts: ``scores`` become
+    their ``class_score`` and the ``predicted_iou`` column (else ``scores``) their score.
     """
     if maskset.shape != window.shape:
         raise InputError(f"tile {tile}: masks of shape {maskset.shape} do not match the window {window.to_dict()}")
@@ -132,26 +143,35 @@ def parts_from_maskset(maskset: MaskSet, tile: int, window: Window, interior_edg
     points = (np.asarray(maskset["point_coords"], dtype=np.float64).reshape(n, -1)[:, :2]
               if "point_coords" in maskset and n else None)
     crops = np.asarray(maskset["crop_box"], dtype=np.int64).reshape(n, 4) if "crop_box" in maskset and n else None
-    items = (((0, 0), maskset.masks[i], float(maskset.scores[i]), float(stab[i]),
-              None if points is None else points[i], None if crops is None else crops[i]) for i in range(n))
+    if CLASS_COLUMN in maskset:
+        classes = [str(c) for c in maskset[CLASS_COLUMN]]
+        ious = maskset["predicted_iou"] if "predicted_iou" in maskset else maskset.scores
+        items: Iterable[tuple] = (
+            ((0, 0), maskset.masks[i], float(ious[i]), float(stab[i]), None if points is None else points[i],
+             None if crops is None else crops[i], classes[i], float(maskset.scores[i])) for i in range(n))
+    else:
+        items = (((0, 0), maskset.masks[i], float(maskset.scores[i]), float(stab[i]),
+                  None if points is None else points[i], None if crops is None else crops[i]) for i in range(n))
     return parts_from_windows(items, tile, window, interior_edges, edge_margin, valid)
 
 
 def parts_from_windows(items: Iterable[tuple], tile: int, window: Window, interior_edges: int, edge_margin: int = 2,
                        valid: np.ndarray | None = None) -> list[Part]:
     """Parts of compact masks: ``(origin (x, y), bool window, score, stability[, point,
-    crop_box])`` items in the grid of ``window`` (e.g. automatic generation's packed
-    windows; point ``(x, y)`` and crop box xyxy in that grid too), clipped to ``valid``
-    pixels when given (see :func:`parts_from_maskset`); empty masks are skipped."""
+    crop_box[, class, class_score]])`` items in the grid of ``window`` (e.g. automatic
+    generation's packed windows; point ``(x, y)`` and crop box xyxy in that grid too),
+    clipped to ``valid`` pixels when given (see :func:`parts_from_maskset`); empty masks
+    are skipped."""
     parts = []
     for i, item in enumerate(items):
         origin, win, score, stability = item[:4]
         point, crop_box = (item[4], item[5]) if len(item) > 4 else (None, None)
+        label, class_score = (item[6], item[7]) if len(item) > 6 else (None, float("nan"))
         clipped = _clip(np.asarray(win, dtype=bool), origin, valid)
         if clipped is None:
             continue
         part = Part.from_window(clipped, origin, tile, window, interior_edges, edge_margin, score, stability,
-                                index=i, point=point, crop_box=crop_box)
+                                index=i, point=point, crop_box=crop_box, label=label, class_score=class_score)
         if part is not None:
             parts.append(part)
     return parts

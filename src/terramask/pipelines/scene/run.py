@@ -31,6 +31,13 @@ scenes go through the same steps and give the same files:
   ``postprocess``, ``parts``: worker seconds summed over tiles; ``merge``, ``write``:
   this process; ``quicklook``).
 
+A *classed* segmenter (a ``classes`` attribute: ``terramask find``, whose tile masks carry
+a ``class`` column) adds, with the same steps: ``classes.tif`` (class index per pixel of
+the object ``labels.tif`` shows, ``uint8``/``uint16``, 0 = none), the columns ``class`` and
+``score`` (detector/presence/similarity) in the objects file and ``masks.json``,
+``summary["classes"]`` (the class table: index -> name) and an overlay coloured by class
+with a legend. Only parts of the same class merge across tiles.
+
 IDs are 1..N, deterministic: in the order the merge finalises objects, each finalised
 batch largest first (a one-tile scene: the generator's masks sorted by area).
 
@@ -55,6 +62,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import shapely
 
 from terramask.core.errors import InputError
@@ -62,7 +70,7 @@ from terramask.core.frames import pixel_area
 from terramask.core.geometry import plan_tiles
 from terramask.core.stretch import Stretch
 from terramask.io.atomic import StagingDir, ensure_output_dir, json_default, remove_stale_temporaries, write_json
-from terramask.io.overlay import draw_annotations, save_png
+from terramask.io.overlay import draw_annotations, draw_classes, save_png
 from terramask.io.remote import display_name
 from terramask.io.scene import Scene, open_scene
 from terramask.io.vectors import geometry_measures
@@ -73,7 +81,7 @@ from terramask.pipelines.scene.grid import TileGrid
 from terramask.pipelines.scene.merge import TileMerger
 from terramask.pipelines.scene.merge_geometry import to_world
 from terramask.pipelines.scene.segmenters import SegmentTile, describe_segmenter
-from terramask.pipelines.scene.sink import LABELS_NAME, MASKS_NAME, OBJECTS_NAME, ObjectSink
+from terramask.pipelines.scene.sink import CLASSES_NAME, LABELS_NAME, MASKS_NAME, OBJECTS_NAME, ObjectSink
 from terramask.pipelines.scene.tiled import STAGES, SceneSpec, TileJob, TileWorker, gdal_cache
 
 log = logging.getLogger(__name__)
@@ -85,11 +93,20 @@ SUMMARY_NAME = "summary.json"
 OUTPUTS = (LABELS_NAME, OBJECTS_NAME, MASKS_NAME, OVERLAY_NAME, SUMMARY_NAME)
 
 
-def outputs(config: SceneRunConfig) -> tuple[str, ...]:
-    """The output file names of a run with ``config`` (:data:`OUTPUTS` with its objects file)."""
-    return (LABELS_NAME, config.objects_name, MASKS_NAME, OVERLAY_NAME, SUMMARY_NAME)
+def outputs(config: SceneRunConfig, classed: bool = False) -> tuple[str, ...]:
+    """The output file names of a run with ``config`` (:data:`OUTPUTS` with its objects file;
+    a ``classed`` run, ``terramask find``, adds ``classes.tif``)."""
+    return (LABELS_NAME, *((CLASSES_NAME,) if classed else ()), config.objects_name, MASKS_NAME, OVERLAY_NAME,
+            SUMMARY_NAME)
 
 SegmenterFactory = Callable[[], SegmentTile]
+
+
+def segmenter_classes(segmenter: SegmenterFactory) -> list[str] | None:
+    """The class names of a classed segmenter (its ``classes`` attribute: ``terramask find``),
+    or None for automatic segmentation."""
+    classes = getattr(segmenter, "classes", None)
+    return None if classes is None else [str(c) for c in classes]
 
 
 @dataclass
@@ -121,17 +138,23 @@ def peak_rss_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
-def write_quicklook(scene: Scene, labels_path: Path, out_path: Path, max_size: int) -> Path:
-    """Objects of ``labels_path`` over the scene, longest side at most ``max_size`` pixels.
+def write_quicklook(scene: Scene, labels_path: Path, out_path: Path, max_size: int,
+                    classes: tuple[Path, list[str]] | None = None) -> Path:
+    """Objects of ``labels_path`` over the scene, longest side at most ``max_size`` pixels;
+    with ``classes`` (the class raster and the class names), coloured by class with a legend.
 
-    Both rasters are read decimated (the label COG from its overviews, a sparse scene from
+    The rasters are read decimated (the label COG from its overviews, a sparse scene from
     its stored blocks), never whole.
     """
     rows, cols = scene.stats_shape(max_size)
     rgb = scene.read(out_shape=(rows, cols)).to_rgb8()
     with open_scene(labels_path, stretch=Stretch((0.0,), (1.0,))) as lab_scene:
         labels = lab_scene.read(out_shape=(rows, cols)).pixels[0]
-    return save_png(out_path, draw_annotations(rgb, labels))
+    if classes is None:
+        return save_png(out_path, draw_annotations(rgb, labels))
+    with open_scene(classes[0], stretch=Stretch((0.0,), (1.0,))) as class_scene:
+        class_px = class_scene.read(out_shape=(rows, cols)).pixels[0]
+    return save_png(out_path, draw_classes(rgb, class_px.astype(np.int64), classes[1], labels))
 
 
 def _area_limits(scene: Scene, config: SceneRunConfig) -> tuple[float | None, float | None]:
@@ -182,12 +205,13 @@ def run_scene(path: str | os.PathLike, out_dir: str | os.PathLike, segmenter: Se
         try:
             stats = _segment_tiles(scene, spec, grid, segmenter, config, engine, staging, min_px, max_px)
             stats["tiles_s"] = time.perf_counter() - started
-            write_quicklook(scene, staging / LABELS_NAME, staging / OVERLAY_NAME, config.quicklook_size)
+            classed = None if stats["classes"] is None else (staging / CLASSES_NAME, stats["classes"])
+            write_quicklook(scene, staging / LABELS_NAME, staging / OVERLAY_NAME, config.quicklook_size, classed)
             stats["stages"]["quicklook"] = time.perf_counter() - started - stats["tiles_s"]
             stats["total_s"] = time.perf_counter() - started
             summary = _summary(scene, spec, grid, segmenter, config, engine, stats, min_px, max_px)
             write_json(staging / SUMMARY_NAME, summary)
-            paths = staging.commit(outputs(config))
+            paths = staging.commit(outputs(config, classed is not None))
         except BaseException:
             staging.discard()
             raise
@@ -211,7 +235,7 @@ def _segment_tiles(scene: Scene, spec: SceneSpec, grid: TileGrid, segmenter: Seg
     merger = TileMerger(grid, merge)
     sink = ObjectSink(staging.path, scene.width, scene.height, scene.transform, scene.crs, grid,
                       min_area_px=min_px, max_area_px=max_px, output_mode=config.output_mode,
-                      objects_name=config.objects_name).open()
+                      objects_name=config.objects_name, classes=segmenter_classes(segmenter)).open()
     bar = _progress(len(grid), Path(scene.path).name, config.progress)
     stats: dict[str, Any] = {"segmented": 0, "skipped": 0, "masks": 0, "segment_s": 0.0, "workers": 0}
     stages = dict.fromkeys((*STAGES, "merge", "write"), 0.0)
@@ -249,6 +273,7 @@ def _segment_tiles(scene: Scene, spec: SceneSpec, grid: TileGrid, segmenter: Seg
                     if bar is not None:
                         bar.update(1)
                 stats["workers"] = eng.workers
+                stats["startup_s"] = eng.startup_s
         skip_until(len(grid))
         t0 = time.perf_counter()
         finished = merger.finish()
@@ -264,7 +289,7 @@ def _segment_tiles(scene: Scene, spec: SceneSpec, grid: TileGrid, segmenter: Seg
         if bar is not None:
             bar.close()
     stats.update(objects=sink.count, dropped=sink.dropped, processes=len(names), merge=dict(merger.stats),
-                 stages=stages)
+                 stages=stages, classes=sink.classes)
     return stats
 
 
@@ -302,7 +327,8 @@ def _summary(scene: Scene, spec: SceneSpec, grid: TileGrid, segmenter: Segmenter
         "tiles": {"total": len(grid), "segmented": stats["segmented"], "skipped_empty": stats["skipped"],
                   "grid": [grid.nrows, grid.ncols], "tile_size": config.tile_size, "overlap": config.overlap},
         "merge": {**config.merge.to_dict(), **stats["merge"]},
-        "engine": {**engine.to_dict(), "workers": stats.get("workers"), "processes_used": stats["processes"]},
+        "engine": {**engine.to_dict(), "workers": stats.get("workers"), "processes_used": stats["processes"],
+                   "startup_s": round(stats.get("startup_s", 0.0), 3)},
         "timings_s": {"tiles": round(tiles_s, 3), "segment": round(stats["segment_s"], 3),
                       "total": round(stats["total_s"], 3),
                       **{name: round(seconds, 3) for name, seconds in stats["stages"].items()}},
@@ -310,6 +336,8 @@ def _summary(scene: Scene, spec: SceneSpec, grid: TileGrid, segmenter: Segmenter
                        "km2_per_h": (round(info["area_km2"] / tiles_s * 3600, 3)
                                      if info["area_km2"] is not None and tiles_s > 0 else None)},
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "outputs": list(outputs(config)),
+        "outputs": list(outputs(config, stats["classes"] is not None)),
     }
+    if stats["classes"] is not None:  # a classed run: the class table of classes.tif
+        summary["classes"] = {"0": None, **{str(k + 1): name for k, name in enumerate(stats["classes"])}}
     return json.loads(json.dumps(summary, default=json_default))
