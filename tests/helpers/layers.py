@@ -38,9 +38,10 @@ LAYER_DEPS: dict[str, tuple[str, ...]] = {
 }
 
 # models: the families are sub-packages; only the factory picks one, and ONNX exports SAM and SAM 2
-MODEL_FAMILIES = ("sam", "sam2", "onnx", "classic")
+MODEL_FAMILIES = ("sam", "sam2", "onnx", "openvino", "classic")
 FAMILY_FACTORY = "models.resolve"
-FAMILY_DEPS: dict[str, tuple[str, ...]] = {"sam": (), "sam2": (), "classic": (), "onnx": ("sam", "sam2")}
+FAMILY_DEPS: dict[str, tuple[str, ...]] = {"sam": (), "sam2": (), "classic": (), "onnx": ("sam", "sam2"),
+                                         "openvino": ("onnx",)}
 
 # pipelines: later stages build on earlier ones, never the other way round
 PIPELINE_DEPS: dict[str, tuple[str, ...]] = {
@@ -48,7 +49,9 @@ PIPELINE_DEPS: dict[str, tuple[str, ...]] = {
     "amg": (),
     "scene": ("amg", "prompted"),
     "batch": ("scene", "amg"),
-    "evaluate": ("prompted", "amg", "scene"),
+    # find-similar and text prompts over scenes: the scene pipeline with a classed segmenter
+    "find": ("scene", "amg", "prompted"),
+    "evaluate": ("prompted", "amg", "scene", "find"),
     # fine-tuning measures before/after with evaluate's click protocol
     "finetune": ("evaluate",),
 }
@@ -60,6 +63,7 @@ CONFINED: dict[str, tuple[str, ...]] = {
     "torchvision": ("models",),
     "onnx": ("models",),
     "onnxruntime": ("models",),
+    "openvino": ("models",),
     "segment_anything": ("models",),
     "sam2": ("models",),
     "mobile_sam": ("models",),

@@ -1,0 +1,67 @@
+"""The tile segmenter of ``terramask find``: a concept backend's instances with classes.
+
+:class:`FindSegmenter` has the shape :func:`terramask.pipelines.scene.run.run_scene`
+expects of a segmenter factory, plus ``classes`` (which makes the run *classed*: a class
+raster, ``class``/``score`` columns, an overlay by class). It holds loaded models, so it
+runs on the local engine only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from terramask.core.boxes import nms
+from terramask.core.image import GeoImage
+from terramask.core.maskset import MaskSet
+from terramask.models.concept.base import CLASS_COLUMN, ConceptBackend, ConceptQuery
+
+
+def per_class_nms(found: MaskSet, iou_thresh: float) -> MaskSet:
+    """``found`` without duplicates: greedy box NMS (``scores``) within each class, best first."""
+    if len(found) < 2:
+        return found
+    classes = np.asarray(found[CLASS_COLUMN], dtype=object)
+    kept: list[int] = []
+    for name in dict.fromkeys(classes.tolist()):
+        idx = np.flatnonzero(classes == name)
+        kept.extend(idx[nms(found.boxes[idx], found.scores[idx], iou_thresh)].tolist())
+    order = np.array(sorted(kept, key=lambda i: (-float(found.scores[i]), i)), dtype=np.int64)
+    return found[order]
+
+
+@dataclass(frozen=True)
+class FindSegmenter:
+    """``FindSegmenter(concept, query, classes)()`` -> ``segment_tile(image) -> MaskSet``.
+
+    ``concept``: a :class:`~terramask.models.concept.base.ConceptBackend` (find-similar with
+    its prototypes, or a text route); ``query``: what to find (None for find-similar, whose
+    prototypes are the query); ``classes``: the class names in table order;
+    ``nms_thresh``: box IoU above which masks of one class in one tile are duplicates.
+    """
+
+    shippable: ClassVar[bool] = False
+
+    concept: ConceptBackend
+    query: ConceptQuery | None
+    classes: tuple[str, ...]
+    nms_thresh: float = 0.7
+    route: str = "find-similar"
+
+    def __call__(self):
+        return self.segment
+
+    def segment(self, image: GeoImage) -> MaskSet:
+        found = self.concept.find(image, self.query)  # type: ignore[arg-type]  # find-similar takes None
+        return per_class_nms(found, self.nms_thresh)
+
+    def describe(self) -> dict:
+        own = getattr(self.concept, "describe", None)
+        params: dict[str, Any] = dict(own()) if callable(own) else {}
+        if self.query is not None:
+            params["phrases"] = list(self.query.phrases)
+        params["nms_thresh"] = self.nms_thresh
+        model = params.get("model") or getattr(self.concept, "name", type(self.concept).__name__)
+        return {"model": model, "mode": self.route, "classes": list(self.classes), "params": params}
