@@ -22,6 +22,7 @@ from terramask.core.errors import InputError, TerramaskError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("terramask.cli.predict", "Segment objects from point/box prompts; write georeferenced masks."),
     "auto": ("terramask.cli.auto", "Segment everything (automatic mask generation) in a scene of any size."),
+    "find": ("terramask.cli.find", "Find every object like some examples (or named by text) in a scene, with classes."),
     "batch": ("terramask.cli.batch", "Run automatic segmentation over many scenes, resumably."),
     "embed": ("terramask.cli.embed", "Precompute and cache image embeddings for every tile of a scene."),
     "eval": ("terramask.cli.eval", "Measure quality against labels (IoU, boundary F, NoC@85/90, recall)."),
@@ -29,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("terramask.cli.serve", "Segment a scene interactively in a web browser (points, boxes, refinement, export)."),
     "models": ("terramask.cli.models", "List, download and locate model checkpoints; export ONNX."),
     "stac": ("terramask.cli.stac", "Search a STAC API for items to segment (written as files for batch)."),
+    "doctor": ("terramask.cli.doctor", "This machine, the installed runtimes and which one is fastest here (measured)."),
 }
 
 
