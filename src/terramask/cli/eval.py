@@ -49,7 +49,11 @@ def _parse_params(values: tuple[str, ...]) -> dict:
 @click.argument("dataset", type=click.Path(file_okay=False, path_type=str))
 @click.option("--model", "models", multiple=True, required=True, help="Model name (repeat to compare several, e.g. --model classic --model sam-vit-b).")
 @click.option("--checkpoint", "checkpoints", multiple=True, help="Local checkpoint: PATH with one model, MODEL=PATH with several.")
-@click.option("--mode", type=click.Choice(["clicks", "box", "auto"]), default="clicks", show_default=True, help="Click simulator, tight box prompts, or automatic generation.")
+@click.option("--mode", type=click.Choice(["clicks", "box", "auto", "find"]), default="clicks", show_default=True, help="Click simulator, tight box prompts, automatic generation, or finding every instance (--text or --exemplars-from-labels).")
+@click.option("--text", "find_text", multiple=True, metavar="PHRASE", help="--mode find: the phrase naming --class (text route: --detector finds it).")
+@click.option("--exemplars-from-labels", "exemplars_per_image", type=click.IntRange(min=1), default=None, help="--mode find: N labelled objects per image are find-similar's exemplars, the others are to be found.")
+@click.option("--similarity", type=click.FloatRange(-1.0, 1.0), default=0.6, show_default=True, help="--mode find with exemplars: cosine similarity a found object must reach.")
+@click.option("--detector", default=None, help="--mode find with --text: detector or SAM 3 model name.")
 @click.option("--class", "target_class", type=int, default=1, show_default=True, help="Target class value in the class masks (binary sets: 1).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate N images, evenly spaced over the sorted file names.")
 @click.option("--instances-per-image", type=click.IntRange(min=1), default=None, help="Sample N objects per image (deterministic, see --seed).")
@@ -72,6 +76,10 @@ def command(
     models: tuple[str, ...],
     checkpoints: tuple[str, ...],
     mode: str,
+    find_text: tuple[str, ...],
+    exemplars_per_image: int | None,
+    similarity: float,
+    detector: str | None,
     target_class: int,
     limit: int | None,
     instances_per_image: int | None,
@@ -114,9 +122,19 @@ def command(
         boundary_tolerance=tolerance,
         auto_params=_parse_params(auto_params),
         n_examples=examples,
+        find_text=find_text,
+        exemplars_per_image=exemplars_per_image,
+        similarity=similarity,
     )
+    def text_loader(name: str, checkpoint: str | None):
+        from terramask.cli.find import text_route
+
+        return text_route(name, checkpoint, "cpu", "torch", detector, None, None, None)
+
+    loader = text_loader if find_text else None
     metrics = run_evaluation(
-        ds, list(models), config, out_dir, seeds=seeds_from(seed, n_seeds), checkpoints=ckpts, progress=False if quiet else None, plots=not no_plots
+        ds, list(models), config, out_dir, seeds=seeds_from(seed, n_seeds), checkpoints=ckpts, loader=loader,
+        progress=False if quiet else None, plots=not no_plots
     )
     from terramask.pipelines.evaluate.report import comparison_table
     from terramask.pipelines.evaluate.spread import spread_table

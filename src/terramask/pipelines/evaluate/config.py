@@ -9,7 +9,7 @@ import numpy as np
 from terramask.core.errors import InputError
 from terramask.eval.clicks import MULTIMASK, REGIONS
 
-MODES = ("clicks", "box", "auto")
+MODES = ("clicks", "box", "auto", "find")
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,10 @@ class EvalConfig:
     """How to evaluate. Defaults follow the published protocols (RITM / SimpleClick / SAM):
     20 clicks, NoC@85/90, the previous logits as prior, several candidates for the first
     click only (the best-scoring one kept). ``n_boot``: bootstrap resamples of the
-    intervals (:mod:`terramask.eval.intervals`)."""
+    intervals (:mod:`terramask.eval.intervals`). Mode ``find``
+    (:mod:`terramask.pipelines.evaluate.find`): ``find_text`` phrases for a concept
+    backend, or ``exemplars_per_image`` labelled objects per image as find-similar's
+    exemplars (one of the two), with ``similarity`` and ``max_points``."""
 
     mode: str = "clicks"
     max_clicks: int = 20
@@ -32,6 +35,10 @@ class EvalConfig:
     auto_params: dict = field(default_factory=dict)
     n_examples: int = 3
     n_boot: int = 2000
+    find_text: tuple[str, ...] = ()
+    exemplars_per_image: int | None = None
+    similarity: float = 0.6
+    max_points: int = 64
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -61,6 +68,15 @@ class EvalConfig:
             raise InputError(f"bootstrap resamples must be >= 1, got {self.n_boot}")
         if self.n_examples < 0:
             raise InputError(f"number of examples must be >= 0, got {self.n_examples}")
+        object.__setattr__(self, "find_text", tuple(self.find_text))
+        if self.mode == "find" and bool(self.find_text) == bool(self.exemplars_per_image):
+            raise InputError("--mode find needs --text PHRASE (with --class K) or --exemplars-from-labels N, one of them")
+        if self.mode != "find" and (self.find_text or self.exemplars_per_image):
+            raise InputError("--text and --exemplars-from-labels only apply to --mode find")
+        if self.exemplars_per_image is not None and self.exemplars_per_image < 1:
+            raise InputError(f"--exemplars-from-labels must be >= 1, got {self.exemplars_per_image}")
+        if not -1.0 <= self.similarity <= 1.0 or self.max_points < 1:
+            raise InputError("--similarity must be in [-1, 1] and max points >= 1")
 
     def to_dict(self) -> dict:
         return asdict(self)

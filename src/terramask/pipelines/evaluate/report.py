@@ -63,6 +63,17 @@ COLUMNS: dict[str, list[tuple[str, Any]]] = {
         ("coverage", "coverage"),
         ("s / image", lambda s: None if not s.get("images") else s["seconds_prompts"] / s["images"]),
     ],
+    "find": [
+        ("images", "n_images"),
+        ("objects", "n_objects"),
+        ("returned", "n_predicted"),
+        ("precision@0.5", "precision@0.5"),
+        ("recall@0.5", "recall@0.5"),
+        ("F1@0.5", "f1@0.5"),
+        ("AP50", "ap50"),
+        ("mean matched IoU", "mean_matched_iou"),
+        ("s / image", lambda s: None if not s.get("prompts") else s["seconds_prompts"] / s["prompts"]),
+    ],
 }
 
 
@@ -286,9 +297,12 @@ def write_outputs(out: Path, dataset: dict, config: dict, results: Sequence, *, 
             keys = [("first_iou_histogram", "IoU after the first click"), ("final_iou_histogram", "IoU at the end of the simulation")]
         elif mode == "box":
             keys = [("iou_histogram", "IoU with the tight box as the only prompt")]
-        else:
+        elif mode == "auto":
             keys = [("best_iou_histogram", "best IoU of each labelled object with any predicted mask")]
-        figures.append(("IoU histograms", plot_histograms(pdir / "iou_histograms.png", summaries, keys).relative_to(out).as_posix()))
+        else:  # find: the tables say it all
+            keys = []
+        if keys:
+            figures.append(("IoU histograms", plot_histograms(pdir / "iou_histograms.png", summaries, keys).relative_to(out).as_posix()))
         for r in results:
             p = plot_examples(pdir / f"examples_{_safe(r.model)}.png", r.model, r.best, r.worst)
             if p is not None:
@@ -321,6 +335,17 @@ def _protocol(config: dict) -> list[str]:
         return [
             "The tight box of each labelled object (pixel-edge xyxy) is the only prompt, single-mask output.",
             f"Boundary F uses a tolerance of {config['boundary_tolerance']} px; pooled IoU = all pixels of all objects together.",
+        ]
+    if mode == "find":
+        how = (f"phrases {', '.join(repr(p) for p in config['find_text'])} (a concept backend)" if config["find_text"]
+               else f"find-similar: {config['exemplars_per_image']} labelled object(s) per image (a seeded sample) "
+                    f"as exemplars, similarity {config['similarity']}, at most {config['max_points']} prompts; "
+                    "exemplars are not scored, images with too few objects are skipped")
+        return [
+            f"Every instance found from {how}.",
+            "Instances are matched one-to-one to labelled objects at IoU >= 0.5 (greedy by score, COCO/VOC rule); "
+            "precision, recall and F1 count all returned instances; AP50 is the all-point interpolated area under "
+            "the precision-recall curve over all images; mean matched IoU averages the true positives.",
         ]
     return [
         "Automatic generation on the whole image; for each labelled object, the best IoU with any predicted mask "
@@ -371,7 +396,7 @@ def render_markdown(dataset: dict, config: dict, summaries: Sequence[dict], figu
     lines += ["", "## Comparison", "", comparison_table(mode, summaries), ""]
     for s in summaries:
         dropped = s.get("objects_below_min_area")
-        work = f"{s['prompts']} images generated" if mode == "auto" else f"{s['seconds_embedding']:.1f} s embedding, {s['prompts']} {PLURALS.get(s.get('prompt_unit', ''), 'prompts')}"
+        work = f"{s['prompts']} images generated" if mode in ("auto", "find") else f"{s['seconds_embedding']:.1f} s embedding, {s['prompts']} {PLURALS.get(s.get('prompt_unit', ''), 'prompts')}"
         lines.append(
             f"- `{s['model']}`: {s.get('objects_total', '?')} objects in the selected images, {dropped} below the minimum area; "
             f"{s['seconds_total']:.1f} s in total ({work})."

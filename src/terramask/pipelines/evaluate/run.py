@@ -13,6 +13,8 @@ Modes:
   IoU, precision, recall, F1 and boundary F.
 - ``auto``: automatic generation on the whole image (:mod:`.automatic`); per object the
   best IoU with any predicted mask, recall@0.5/0.75, coverage.
+- ``find``: every instance found from exemplars or phrases (:mod:`.find`), matched one-to-one
+  at IoU 0.5: precision, recall, F1, AP50, mean IoU of matched instances.
 
 Several sampling seeds (``--seeds N``) evaluate one dataset per seed with the same
 accumulators: the summary pools all objects, ``summary["spread"]`` gives mean, standard
@@ -42,6 +44,7 @@ from terramask.models.base import Backend, Embedding
 from terramask.pipelines.evaluate.automatic import auto_image, generate_masks, iter_predicted_masks
 from terramask.pipelines.evaluate.config import MODES, EvalConfig
 from terramask.pipelines.evaluate.examples import EXAMPLE_SIDE, Example, ExampleKeeper, make_example
+from terramask.pipelines.evaluate.find import FindAccumulator, find_image
 
 __all__ = [
     "EXAMPLE_SIDE",
@@ -61,7 +64,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 10  # images between progress lines when stderr is not a terminal
-UNITS = {"clicks": "click", "box": "box", "auto": "image"}
+UNITS = {"clicks": "click", "box": "box", "auto": "image", "find": "image"}
 
 
 @dataclass
@@ -86,6 +89,8 @@ def _headline(config: EvalConfig) -> list[str]:
         return [f"noc@{_pct(t)}" for t in config.noc_thresholds] + [f"miou@{k}" for k in config.miou_ks]
     if config.mode == "box":
         return ["iou", "recall", "precision"]
+    if config.mode == "find":
+        return ["recall@0.5"]
     return [f"recall@{t:g}" for t in config.auto_thresholds] + ["mean_best_iou"]
 
 
@@ -143,6 +148,8 @@ def evaluate_backend(
         acc = ClickAccumulator(config.max_clicks, tuple(config.noc_thresholds), tuple(config.miou_ks))
     elif config.mode == "box":
         acc = MaskAccumulator()
+    elif config.mode == "find":
+        acc = FindAccumulator()
     else:
         acc = AutoAccumulator(tuple(config.auto_thresholds))
     headline = _headline(config)
@@ -160,7 +167,17 @@ def evaluate_backend(
                 n_small += sample.n_small
                 n_total += sample.n_total
             t0 = time.perf_counter()
-            if config.mode == "auto":
+            if config.mode == "find":
+                found = find_image(backend, name, sample, config, acc, ds.seed, keeper)
+                if found is None:
+                    rows.append({"model": name, "seed": ds.seed, "image": sample.stem, "n_objects": sample.n_instances,
+                                 "skipped": "too few objects", "seconds": 0.0})
+                    continue
+                row, dt, found_objects = found
+                per = {"recall@0.5": found_objects.astype(np.float64).tolist()}
+                t_prompt += dt
+                n_prompts += 1
+            elif config.mode == "auto":
                 row, dt, best = auto_image(backend, name, sample, config, acc, keeper)
                 per = {f"recall@{t:g}": (best >= t).astype(np.float64).tolist() for t in config.auto_thresholds}
                 per["mean_best_iou"] = best.tolist()
@@ -183,7 +200,7 @@ def evaluate_backend(
                 row = {k: _mean(v) for k, v in per.items()}
             for k in headline:
                 per_object[k].extend(per.get(k, []))
-            object_seeds.extend([ds.seed] * sample.n_instances)
+            object_seeds.extend([ds.seed] * (len(per["recall@0.5"]) if config.mode == "find" else sample.n_instances))
             rows.append({"model": name, "seed": ds.seed, "image": sample.stem, "n_objects": sample.n_instances, **row, "seconds": round(time.perf_counter() - t0, 4)})
     summary = acc.compute()
     if config.mode == "clicks":
