@@ -3,9 +3,10 @@ already loaded (no extra weights; works with SAM, MobileSAM, SAM 2.1 and their O
 
 1. **Prototypes** (:func:`build_prototypes`, once per scene): each exemplar's mask (a
    polygon rasterised by the caller, or the model's best mask for a point) is laid over
-   the encoder's feature map (:class:`~terramask.models.base.FeatureGrid`); the unit
-   feature vectors of the cells are averaged, weighted by the share of each cell the mask
-   covers, into one unit vector per exemplar. Examples (label 1) are positive prototypes of
+   the encoder's feature map (:class:`~terramask.models.base.FeatureGrid`); the cells'
+   unit feature vectors, minus the mean of the exemplar images (the part every cell
+   shares) and scaled to unit length again, are averaged, weighted by the share of each
+   cell the mask covers, into one unit vector per exemplar. Examples (label 1) are positive prototypes of
    their class; counter-examples (label 0) negative ones; the rest of the exemplar images
    (pixels outside every exemplar) gives one more negative, the *background* prototype.
 2. **Peaks** (:meth:`SimilarFinder.find`, per tile): every cell is scored by its cosine
@@ -97,7 +98,8 @@ class Prototypes:
     ``vectors (P, C)`` float32 unit rows; ``labels (P,)`` int64 (1 positive, 0 negative);
     ``classes``: the class of each vector (``"background"`` for the background
     prototype); ``names``: the positive classes in first-seen order (class index ``k`` of
-    :meth:`SimilarFinder.find` is ``names[k]``).
+    :meth:`SimilarFinder.find` is ``names[k]``); ``center`` ``(C,)``: the mean unit feature
+    of the exemplar images, subtracted from every cell before comparing (:func:`centre`).
     """
 
     model: str
@@ -105,6 +107,7 @@ class Prototypes:
     labels: np.ndarray
     classes: tuple[str, ...]
     names: tuple[str, ...] = field(default=())
+    center: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not self.names:
@@ -201,38 +204,63 @@ def build_prototypes(backend: Backend, images: Iterable[ExemplarImage], *, backg
     feature map.
     """
     check_backend(backend)
-    vectors: list[np.ndarray] = []
-    labels: list[int] = []
-    classes: list[str] = []
-    bg_sum: np.ndarray | None = None
+    seen = []  # (unit features, cell size, exemplar masks, valid pixels not in an exemplar)
     for item in images:
         embedding = backend.set_image(item.image)
         grid = backend.feature_map(embedding)  # type: ignore[attr-defined]
-        unit = unit_features(grid)
-        shape = unit.shape[1:]
-        used = np.zeros(tuple(embedding.image_size), dtype=bool)
+        masks = []
         for ex in item.exemplars:
             mask = exemplar_mask(backend, embedding, ex)
             if not mask.any():
                 raise PromptError(f"{ex.where}: covers no pixel of the scene")
-            used |= mask
-            vectors.append(pool(unit, cell_coverage(mask, shape, grid.cell)[None])[0])
+            masks.append((ex, mask))
+        valid = np.ones(tuple(embedding.image_size), dtype=bool) if item.valid is None else np.asarray(item.valid, bool)
+        rest = valid & ~np.any([m for _, m in masks], axis=0) if masks else valid
+        seen.append((unit_features(grid), grid.cell, masks, valid, rest))
+    center = _center([(unit, cell, valid) for unit, cell, _, valid, _ in seen])
+    vectors: list[np.ndarray] = []
+    labels: list[int] = []
+    classes: list[str] = []
+    bg_sum = np.zeros_like(center, dtype=np.float64)
+    for unit, cell, masks, _, rest in seen:
+        centred = centre(unit, center)
+        for ex, mask in masks:
+            vectors.append(pool(centred, cell_coverage(mask, centred.shape[1:], cell)[None])[0])
             labels.append(ex.label)
             classes.append(ex.cls)
-        if background:
-            rest = ~used if item.valid is None else (~used & np.asarray(item.valid, dtype=bool))
-            if rest.any():
-                cover = cell_coverage(rest, shape, grid.cell)
-                part = (cover.reshape(-1) @ unit.reshape(unit.shape[0], -1).T).astype(np.float64)
-                bg_sum = part if bg_sum is None else bg_sum + part
-    if bg_sum is not None and np.linalg.norm(bg_sum) > 0:
+        if background and rest.any():
+            cover = cell_coverage(rest, centred.shape[1:], cell)
+            bg_sum += cover.reshape(-1) @ centred.reshape(centred.shape[0], -1).T
+    if background and np.linalg.norm(bg_sum) > 0:
         vectors.append((bg_sum / np.linalg.norm(bg_sum)).astype(np.float32))
         labels.append(0)
         classes.append(BACKGROUND)
     if 1 not in labels:
         raise PromptError("no usable example: every exemplar is a counter-example (label 0); give at least one with label 1")
     name = str(getattr(backend, "name", type(backend).__name__))
-    return Prototypes(name, np.stack(vectors).astype(np.float32), np.array(labels, dtype=np.int64), tuple(classes))
+    return Prototypes(name, np.stack(vectors).astype(np.float32), np.array(labels, dtype=np.int64), tuple(classes),
+                      center=center)
+
+
+def _center(items: list[tuple[np.ndarray, tuple[float, float], np.ndarray]]) -> np.ndarray:
+    """``(C,)`` float32 mean unit feature over the valid pixels of the exemplar images."""
+    total, weight = None, 0.0
+    for unit, cell, valid in items:
+        cover = cell_coverage(valid, unit.shape[1:], cell).reshape(-1)
+        part = cover @ unit.reshape(unit.shape[0], -1).T
+        total = part if total is None else total + part
+        weight += float(cover.sum())
+    if total is None or weight <= 0:
+        raise PromptError("no exemplar image holds valid pixels")
+    return (total / weight).astype(np.float32)
+
+
+def centre(unit: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """``(C, h, w)`` unit features minus the scene's ``center`` ``(C,)``, each cell scaled to
+    unit length again: what every cell shares (most of a random or a real encoder's
+    features) no longer makes every cell look alike."""
+    shifted = unit - center.reshape(-1, 1, 1)
+    return (shifted / np.maximum(np.linalg.norm(shifted, axis=0, keepdims=True), 1e-12)).astype(np.float32)
 
 
 # -- finding --------------------------------------------------------------------------------
@@ -331,6 +359,8 @@ class SimilarFinder:
         """:meth:`find` on an embedding already computed by the backend."""
         grid = self.backend.feature_map(embedding)  # type: ignore[attr-defined]
         unit = unit_features(grid)
+        if protos.center is not None and unit.shape[0] == len(protos.center):
+            unit = centre(unit, protos.center)
         if unit.shape[0] != protos.vectors.shape[1]:
             raise ModelError(f"prototypes of model {protos.model!r} have {protos.vectors.shape[1]} channels; "
                              f"this model's features have {unit.shape[0]}")
