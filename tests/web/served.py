@@ -60,10 +60,12 @@ class Served:
     """A ``terramask serve`` subprocess; ``with Served(...) as server: server.url``."""
 
     def __init__(self, scene: Path, checkpoint: Path, out: Path, encoder_delay: float = 0.0,
-                 start_timeout: float = 120.0) -> None:
+                 start_timeout: float = 120.0, more: tuple = ()) -> None:
+        """``more``: further scene paths and options after the first scene."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        args = ["serve", str(scene), "--checkpoint", str(checkpoint), "--port", str(self.port), "--out", str(out)]
+        args = ["serve", str(scene), *map(str, more), "--checkpoint", str(checkpoint), "--port", str(self.port),
+                "--out", str(out)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen([sys.executable, "-c", _SCRIPT, str(encoder_delay), *args], env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(out.parent))

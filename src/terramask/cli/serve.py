@@ -1,4 +1,4 @@
-"""``terramask serve``: the browser app for interactive segmentation of one scene."""
+"""``terramask serve``: the browser app for interactive segmentation of scenes."""
 
 from __future__ import annotations
 
@@ -45,8 +45,9 @@ def _url(host: str, port: int) -> str:
 
 
 @click.command("serve")
-@click.argument("scene", type=click.Path(dir_okay=True))
-@click.option("--bands", help="1-based bands to show and segment, e.g. 4,3,2 (default: first three, or band 1 as grey).")
+@click.argument("scenes", nargs=-1, required=True, type=click.Path(dir_okay=True))
+@click.option("--bands", help="1-based bands to show and segment in the first scene, e.g. 4,3,2 (default: first three, "
+              "or band 1 as grey); the page changes them per scene.")
 @model_options
 @runtime_option
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -56,35 +57,45 @@ def _url(host: str, port: int) -> str:
 @click.option("--out", "out_dir", default="terramask-exports", show_default=True, type=click.Path(file_okay=False),
               help="Folder that receives exports (one sub-folder per exported mask) and the scene's object layer "
               "(layers/<scene>/objects.gpkg, kept across restarts).")
+@click.option("--max-upload-mb", default=500.0, show_default=True, type=click.FloatRange(min=0),
+              help="Largest GeoTIFF/PNG/JPEG the page may upload (saved under OUT/uploads/); 0 turns uploads off.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the app in the default web browser.")
-def command(scene, bands, model, checkpoint, device, runtime, host, port, out_dir, open_browser):
-    """Segment SCENE interactively in a web browser.
+def command(scenes, bands, model, checkpoint, device, runtime, host, port, out_dir, max_upload_mb, open_browser):
+    """Segment SCENES interactively in a web browser.
 
+    SCENES are GeoTIFF/PNG/JPEG files and directories holding them; the page lists them
+    in a picker (the first is shown first) and switches bands and model per scene.
     Click an object for an object point, right-click (or Shift+click) for a background
     point, drag for a box; choose among the candidate masks, refine with more points,
     export the chosen mask as mask.tif / mask.gpkg / mask.geojson, or accept it (Enter)
-    into the scene's object layer with a class, downloadable as GeoPackage, GeoJSON or a
-    labels.tif class raster. The embedding is computed once per encoded window and reused
-    by every click.
+    into the scene's object layer with a class, downloadable as GeoPackage, GeoJSON,
+    FlatGeobuf or a labels.tif class raster; select an object to re-open and refine it.
+    The embedding is computed once per encoded window and reused by every click.
     """
     from terramask.core.lazy import require
 
     require("fastapi", "web")
     uvicorn = require("uvicorn", "web")
-    from terramask.web.app import create_app
     from terramask.web.limits import SHUTDOWN_GRACE_S
+    from terramask.web.server import create_server
 
     check_port_free(host, port)
     loopback = host in LOOPBACK_HOSTS
-    app = create_app(
-        scene, model=model, checkpoint=checkpoint, device=device, runtime=runtime, bands=bands, out_dir=out_dir,
-        allowed_hosts=list(LOOPBACK_HOSTS) if loopback else None,
+    app = create_server(
+        scenes, model=model, checkpoint=checkpoint, device=device, runtime=runtime, bands=bands, out_dir=out_dir,
+        allowed_hosts=list(LOOPBACK_HOSTS) if loopback else None, max_upload_mb=max_upload_mb,
     )
-    state = app.state.terramask
+    views = app.state.views
+    listed = views.catalog.entries()
+    first = views.default_view.state.terramask
     url = _url(host, port)
-    click.echo(f"terramask: serving {state.scene.path} ({state.scene.width}x{state.scene.height} px) "
-               f"with model {state.model} at {url}  (Ctrl+C to stop)", err=True)
-    click.echo(f"terramask: exports go to {state.out_dir}", err=True)
+    more = f" and {len(listed) - 1} more scene(s)" if len(listed) > 1 else ""
+    click.echo(f"terramask: serving {first.scene.path} ({first.scene.width}x{first.scene.height} px){more} "
+               f"with model {first.model} at {url}  (Ctrl+C to stop)", err=True)
+    click.echo(f"terramask: exports and object layers go to {views.out_dir}", err=True)
+    if max_upload_mb > 0:
+        click.echo(f"terramask: the page may upload scenes up to {max_upload_mb:g} MB into {views.out_dir / 'uploads'}",
+                   err=True)
     if not loopback:
         click.echo(f"terramask: warning: listening on {host}: anyone who can reach this machine can use the app "
                    "and write exports", err=True)

@@ -61,6 +61,8 @@ from terramask.models.base import Backend
 from terramask.pipelines.prompted.predict import FULL_SCENE_MAX, WINDOW_SIZE, ScenePrompter
 from terramask.web.clicks import Answer, Click, EmbeddingLedger, answer_click
 from terramask.web.errors import add_exception_handlers
+from terramask.web.everything import EverythingJobs
+from terramask.web.everything_routes import add_everything_routes
 from terramask.web.export import check_name, export_candidate, free_name
 from terramask.web.limits import MAX_BODY_BYTES, REQUEST_BUDGET_S, BodyLimit, Check, ModelWorker, off_loop
 from terramask.web.object_routes import add_object_routes, layer_folder
@@ -70,16 +72,15 @@ from terramask.web.render import (
     MAX_WINDOW_SIDE,
     candidate_collection,
     candidate_title,
-    candidates_payload,
-    json_timings,
     parse_window,
     png_bytes,
+    prediction_payload,
     scene_info,
     scene_preview,
-    scene_prompts,
     window_picture,
 )
 from terramask.web.schemas import ID_PATTERN, ExportRequest, PredictRequest, error_responses
+from terramask.web.sessions import add_session_routes
 from terramask.web.store import MAX_PREDICTIONS, PredictionStore, new_id
 
 log = logging.getLogger(__name__)
@@ -100,23 +101,27 @@ class WebState:
 
     def __init__(self, scene: Scene, backend: Backend, prompter: ScenePrompter, store: PredictionStore,
                  out_dir: Path, owns_scene: bool, display: Scene | None = None,
-                 request_budget: float = REQUEST_BUDGET_S) -> None:
+                 request_budget: float = REQUEST_BUDGET_S, layer: ObjectLayer | None = None,
+                 worker: ModelWorker | None = None) -> None:
         self.scene = scene
         self.backend = backend
         self.prompter = prompter
         self.store = store
         self.out_dir = out_dir
         self.owns_scene = owns_scene
-        self.lock = threading.RLock()
-        # The only long holder of ``lock``: model work, one request at a time, within a budget.
-        self.worker = ModelWorker(self.lock, request_budget)
+        self.lock = worker.lock if worker is not None else threading.RLock()
+        # The only long holder of ``lock``: model work, one request at a time, within a budget
+        # (one worker for every scene of a multi-scene server: terramask.web.server).
+        self.worker = worker or ModelWorker(self.lock, request_budget)
         # Previews and map tiles read through their own handle and lock, so panning stays
         # responsive while the encoder runs (a minute for ViT-H on a CPU).
         self.display = display or scene
         self.display_lock = threading.RLock() if display is not None else self.lock
         self.previews: OrderedDict[int, bytes] = OrderedDict()
         self.ledger = EmbeddingLedger()
-        self.layer = ObjectLayer(layer_folder(out_dir, _safe_stem(scene.path)), scene.crs)
+        self.layer = layer or ObjectLayer(layer_folder(out_dir, _safe_stem(scene.path)), scene.crs)
+        # segment everything: jobs on their own threads, each backend call under ``lock``
+        self.everything = EverythingJobs(scene, backend, self.lock, out_dir / "work" / _safe_stem(scene.path))
 
     @property
     def model(self) -> str:
@@ -125,6 +130,7 @@ class WebState:
     def close(self) -> None:
         """Cancel model work, then close the files; a scene still used by an encoder run
         that does not stop within half a second is left to the process exit."""
+        self.everything.close(wait=0.5)
         idle = self.worker.stop(wait=0.5)
         if self.display is not self.scene and not self.display.closed:
             self.display.close()
@@ -171,6 +177,8 @@ def create_app(
     status_codes: dict | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     request_budget: float = REQUEST_BUDGET_S,
+    layer: ObjectLayer | None = None,
+    worker: ModelWorker | None = None,
 ) -> FastAPI:
     """The web app for interactive segmentation of ``scene``.
 
@@ -187,7 +195,8 @@ def create_app(
     rebinding); ``None`` accepts any. ``status_codes`` extends the error table.
     ``max_body_bytes``: larger request bodies get 413 unread. ``request_budget``: seconds
     one request may take, waiting for the model included (503 past it; see
-    :mod:`terramask.web.limits`).
+    :mod:`terramask.web.limits`). ``layer`` / ``worker``: the scene's object layer and
+    the model worker when a multi-scene server shares them (:mod:`terramask.web.server`).
 
     Raises the terramask errors of opening the scene or loading the model
     (:class:`SceneNotFoundError`, :class:`UnknownModelError`, :class:`WeightsNotFoundError` …).
@@ -211,7 +220,7 @@ def create_app(
     state = WebState(
         opened, backend, prompter, PredictionStore(max_predictions),
         Path(out_dir) if out_dir is not None else Path.cwd() / DEFAULT_OUT_DIR, owns_scene, display,
-        request_budget,
+        request_budget, layer, worker,
     )
 
     @asynccontextmanager
@@ -229,7 +238,9 @@ def create_app(
     )
     app.state.terramask = state
     add_exception_handlers(app, status_codes)
-    add_object_routes(app, state.layer, opened, state.store, _safe_stem(opened.path))
+    add_object_routes(app, state, _safe_stem(opened.path))
+    add_everything_routes(app, state.everything, state.layer, opened)
+    add_session_routes(app, state)
     if allowed_hosts is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # outermost: refuses before anything reads
@@ -256,7 +267,8 @@ def create_app(
             "out_dir": str(state.out_dir),
         }
 
-    @app.get("/scene/image.png", response_class=Response, responses=error_responses(400, 422, 500))
+    @app.get("/scene/image.png", response_class=Response,
+             responses={200: {"description": "RGBA PNG", "content": {"image/png": {}}}, **error_responses(400, 422, 500)})
     def scene_image(max_size: int = Query(PREVIEW_MAX_SIZE, ge=16, le=MAX_PREVIEW_SIDE)) -> Response:
         """RGBA PNG of the whole scene, long side at most ``max_size`` (never upsampled)."""
         with state.display_lock:
@@ -269,7 +281,8 @@ def create_app(
             state.previews.move_to_end(max_size)
         return _png(data)
 
-    @app.get("/scene/window.png", response_class=Response, responses=error_responses(400, 422, 500))
+    @app.get("/scene/window.png", response_class=Response,
+             responses={200: {"description": "RGBA PNG", "content": {"image/png": {}}}, **error_responses(400, 422, 500)})
     def scene_window(col_off: int = Query(..., ge=0), row_off: int = Query(..., ge=0),
                      width: int = Query(..., ge=1), height: int = Query(..., ge=1)) -> Response:
         """RGBA PNG of a window at native resolution (at most ``MAX_WINDOW_SIDE`` px a side)."""
@@ -313,22 +326,13 @@ def create_app(
 
     def _prediction_payload(answer: Answer, session_id: str, include: tuple[str, ...]) -> dict:
         prediction, prediction_id = answer.prediction, answer.prediction_id
-        window = prediction.window or opened.window
         log.info("prediction %s/%s: %d candidate(s), best %.3f", session_id, prediction_id,
                  len(prediction.candidates), float(prediction.candidates.scores[0]))
-        return {
-            "session_id": session_id,
-            "prediction_id": prediction_id,
-            "model": prediction.model,
-            "window": window.to_dict(),
-            "refined": answer.refined,
-            "note": answer.note,
-            "prompts": scene_prompts(prediction, opened),
-            "candidates": candidates_payload(prediction, opened, include),
-            "timings": json_timings(prediction.timings),
-        }
+        return prediction_payload(prediction, prediction_id, session_id, opened, refined=answer.refined,
+                                  note=answer.note, include=include)
 
-    @app.get("/prediction.geojson", response_class=JSONResponse, responses=error_responses(400, 404, 422, 500))
+    @app.get("/prediction.geojson", response_class=JSONResponse,
+             responses={200: {"content": {"application/geo+json": {}}}, **error_responses(400, 404, 422, 500)})
     def prediction_geojson(
         session_id: str = Query(..., pattern=ID_PATTERN),
         prediction_id: str = Query("last", pattern=ID_PATTERN),

@@ -125,6 +125,26 @@ def answer_click(prompter: ScenePrompter, store: PredictionStore, ledger: Embedd
     return _new_object(prompter, store, ledger, session_id, prompter.to_pixels(prompts), click.multimask, check)
 
 
+def reopen_prompts(prompts: dict | None, bbox_px: tuple[float, float, float, float]) -> Prompts:
+    """Scene-pixel prompts that re-make an accepted object: its stored ``prompts``
+    (:func:`terramask.web.objects.check_prompts`), or, for an object stored without
+    (accepted by segment-everything, or from an older layer file), its bounding box."""
+    if prompts and (prompts["points"] or prompts["boxes"]):
+        return Prompts(points=np.array(prompts["points"], dtype=np.float64).reshape(-1, 2),
+                       labels=np.array(prompts["labels"], dtype=np.int64),
+                       boxes=np.array(prompts["boxes"], dtype=np.float64).reshape(-1, 4), frame="scene")
+    return Prompts(boxes=np.array([bbox_px], dtype=np.float64), frame="scene")
+
+
+def reopen_object(prompter: ScenePrompter, store: PredictionStore, ledger: EmbeddingLedger, session_id: str,
+                  pixel_prompts: Prompts, multimask: bool, check: Check) -> Answer:
+    """Predict again from an accepted object's prompts (scene pixels), as a new object of
+    ``session_id``: later clicks refine it like any prediction."""
+    if len(pixel_prompts.boxes) > 1:
+        pixel_prompts = replace(pixel_prompts, boxes=pixel_prompts.boxes[:1])
+    return _new_object(prompter, store, ledger, session_id, pixel_prompts, multimask, check)
+
+
 def _new_object(prompter: ScenePrompter, store: PredictionStore, ledger: EmbeddingLedger, session_id: str,
                 pixel_prompts: Prompts, multimask: bool, check: Check) -> Answer:
     window = prompter.window_for(pixel_prompts)

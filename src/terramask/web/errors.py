@@ -35,10 +35,13 @@ from terramask.core.errors import (
     UnknownModelError,
     WeightsNotFoundError,
 )
+from terramask.web.everything import JobConflict, JobNotFound
 from terramask.web.export import ExportExistsError
 from terramask.web.limits import RequestCancelled, RequestTimeout
 from terramask.web.objects import ObjectNotFound, VersionConflict
+from terramask.web.scenes import SceneNotListed, ViewsBusy
 from terramask.web.store import PredictionGone
+from terramask.web.uploads import NotARaster, UploadsDisabled, UploadTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +53,16 @@ STATUS_CODES: dict[type[BaseException], int] = {
     InputError: 400,  # any other bad parameter
     SceneNotFoundError: 404,
     PredictionGone: 404,  # refine/export from a prediction this server no longer holds
+    SceneNotListed: 404,  # a scene id (or model) the server does not offer: never a path
+    NotARaster: 422,  # an upload that is not a GeoTIFF/PNG/JPEG GDAL reads
+    UploadTooLarge: 413,
+    UploadsDisabled: 403,
+    ViewsBusy: 503,  # every open scene view is serving a request
     ExportExistsError: 409,
     ObjectNotFound: 404,  # an object or class id the layer does not have (deleted in another tab)
     VersionConflict: 409,  # a stale tab changing an object another tab changed; nothing to undo
+    JobNotFound: 404,  # a segment-everything job this server no longer keeps
+    JobConflict: 409,  # the session's job still runs, or its candidates are not ready
     RequestTimeout: 503,  # over the request's time budget (model busy or slow); try again
     RequestCancelled: 499,  # the client went away; nobody reads this answer
     SceneError: 500,  # the raster exists but cannot be read

@@ -1,5 +1,6 @@
 """The object layer as the page sees it and as files: outlines in scene pixels, accepted
-candidates as polygons, GeoJSON (EPSG:4326) and the class raster ``labels.tif``.
+candidates as polygons, GeoJSON (EPSG:4326), FlatGeobuf (scene CRS) and the class raster
+``labels.tif``.
 
 Frames: layer geometries are in the scene CRS (world frame of the scene transform);
 outlines for drawing are in scene pixels ``(x=col, y=row)``; ``labels.tif`` is on the
@@ -70,6 +71,12 @@ def object_payload(obj: LayerObject, layer: ObjectLayer, scene: Scene) -> dict:
     }
 
 
+def object_bbox_px(obj: LayerObject, scene: Scene) -> tuple[float, float, float, float]:
+    """The object's bounding box in scene pixels (xyxy), clipped to the scene."""
+    x0, y0, x1, y1 = shapely.transform(obj.geometry, lambda xy: _apply(~scene.transform, xy)).bounds
+    return (max(0.0, x0), max(0.0, y0), min(float(scene.width), x1), min(float(scene.height), y1))
+
+
 def layer_payload(layer: ObjectLayer, scene: Scene) -> dict:
     """``{revision, can_undo, can_redo, classes, objects}``: the whole layer for the page."""
     with layer.lock:
@@ -94,6 +101,21 @@ def gpkg_bytes(layer: ObjectLayer) -> bytes:
     with tempfile.TemporaryDirectory(dir=_tmp_root(layer)) as tmp:
         path = write_vector(Path(tmp) / "objects.gpkg", layer.features(), layer.crs, layer="objects")
         return path.read_bytes()
+
+
+def fgb_bytes(layer: ObjectLayer) -> bytes:
+    """The layer as FlatGeobuf (scene CRS, spatial index), the GeoPackage's columns."""
+    from terramask.io.vector_formats import FlatGeobufWriter
+    from terramask.web.objects import SCHEMA
+
+    with tempfile.TemporaryDirectory(dir=_tmp_root(layer)) as tmp:
+        writer = FlatGeobufWriter(Path(tmp) / "objects.fgb", layer.crs, SCHEMA, layer="objects").open()
+        try:
+            writer.write(layer.features())
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.close().read_bytes()
 
 
 def _pixel_window(geometry, transform: Affine, width: int, height: int) -> Window | None:

@@ -15,8 +15,13 @@ overwrite; last write wins only for writes made on the current version.
 objects they bring back get new versions. The history is kept in memory (at most
 :data:`MAX_HISTORY` steps) and starts empty after a restart.
 
+**Prompts.** An object keeps the prompts that made it (scene pixels: ``points`` ``[[x, y]]``,
+``labels``, ``boxes`` xyxy), so it can be re-opened for refinement later; accepting a
+refined mask *replaces* the object (:meth:`ObjectLayer.replace`: same id, new version).
+
 **Files.** ``objects.gpkg`` (layer ``objects``, scene CRS; fields ``id``, ``class_id``,
-``class_name``, ``color``, ``version``, ``score``, ``area_px``, ``area_m2``) and
+``class_name``, ``color``, ``version``, ``score``, ``area_px``, ``area_m2``, ``prompts``
+(JSON text, empty when unknown)) and
 ``layer.json`` (classes, revision, next id) in the layer folder, each written atomically
 (:mod:`terramask.io.atomic`) after every change, the GeoPackage first.
 """
@@ -44,7 +49,7 @@ COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 #: The class list of a new layer.
 DEFAULT_CLASSES: tuple[dict[str, Any], ...] = ({"id": 1, "name": "object", "color": "#1e90ff"},)
 SCHEMA = {"id": "int", "class_id": "int", "class_name": "str", "color": "str", "version": "int",
-          "score": "float", "area_px": "int", "area_m2": "float"}
+          "score": "float", "area_px": "int", "area_m2": "float", "prompts": "str"}
 
 
 class ObjectNotFound(TerramaskError, LookupError):
@@ -66,6 +71,7 @@ class LayerObject:
     score: float
     area_px: int
     area_m2: float | None
+    prompts: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,37 @@ class Snapshot:
     classes: tuple[dict, ...]
 
 
+def check_prompts(prompts: dict | None) -> dict | None:
+    """``prompts`` as stored with an object: ``{"points": [[x, y]], "labels": [0|1],
+    "boxes": [[x0, y0, x1, y1]]}`` in scene pixels (plain floats and ints), optionally
+    ``candidate`` (the accepted one, 0-based) and ``multimask``; or ``None``."""
+    if prompts is None:
+        return None
+    try:
+        points = [[float(x), float(y)] for x, y in prompts.get("points", [])]
+        labels = [int(v) for v in prompts.get("labels", [])]
+        boxes = [[float(v) for v in box] for box in prompts.get("boxes", [])]
+    except (TypeError, ValueError, AttributeError):
+        raise InputError("an object's prompts must be points [[x, y]], labels [0|1] and boxes [[x0, y0, x1, y1]]") from None
+    if len(points) != len(labels) or any(len(b) != 4 for b in boxes) or not set(labels) <= {0, 1}:
+        raise InputError("an object's prompts need one label (0 or 1) per point and four numbers per box")
+    checked: dict = {"points": points, "labels": labels, "boxes": boxes}
+    if "candidate" in prompts:  # which of the candidates was accepted, and whether there were several
+        checked["candidate"] = min(max(int(prompts["candidate"]), 0), 255)
+    if "multimask" in prompts:
+        checked["multimask"] = bool(prompts["multimask"])
+    return checked
+
+
+def _prompts_from_text(text) -> dict | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return check_prompts(json.loads(text))
+    except (ValueError, InputError):
+        return None  # a hand-edited file: the object stays, without prompts
+
+
 def check_class(name: str, color: str) -> tuple[str, str]:
     """``(name, color)`` checked: a name of 1-40 printable characters, a ``#rrggbb`` colour."""
     name = " ".join(str(name).split())
@@ -84,6 +121,11 @@ def check_class(name: str, color: str) -> tuple[str, str]:
     if COLOR.fullmatch(color) is None:
         raise InputError(f"a class colour must be #rrggbb, got {color[:20]!r}")
     return name, color.lower()
+
+
+def _check_geometry(geometry) -> None:
+    if geometry is None or geometry.is_empty:
+        raise InputError("the chosen mask is empty; there is nothing to accept")
 
 
 class ObjectLayer:
@@ -137,6 +179,7 @@ class ObjectLayer:
                     version=int(columns["version"][k]), geometry=shapely.from_wkb(wkb),
                     score=float(columns["score"][k]), area_px=int(columns["area_px"][k]),
                     area_m2=None if columns["area_m2"][k] != columns["area_m2"][k] else float(columns["area_m2"][k]),
+                    prompts=_prompts_from_text(columns["prompts"][k]) if "prompts" in columns else None,
                 )
                 self.objects[obj.id] = obj
 
@@ -161,18 +204,58 @@ class ObjectLayer:
         return bool(self._redo)
 
     # -- changing ----------------------------------------------------------------
-    def add(self, geometry, class_id: int, score: float, area_px: int, area_m2: float | None) -> LayerObject:
-        """Accept a polygon (scene CRS) as a new object of class ``class_id``."""
+    def add(self, geometry, class_id: int, score: float, area_px: int, area_m2: float | None,
+            prompts: dict | None = None) -> LayerObject:
+        """Accept a polygon (scene CRS) as a new object of class ``class_id``; ``prompts``
+        (scene pixels, :func:`check_prompts`) are kept for re-opening it."""
+        prompts = check_prompts(prompts)
         with self._lock:
             self.class_of(class_id)
-            if geometry is None or geometry.is_empty:
-                raise InputError("the chosen mask is empty; there is nothing to accept")
+            _check_geometry(geometry)
             self._checkpoint()
-            obj = LayerObject(self._next_id, class_id, self.revision, geometry, float(score), int(area_px), area_m2)
+            obj = LayerObject(self._next_id, class_id, self.revision, geometry, float(score), int(area_px), area_m2,
+                              prompts)
             self._next_id += 1
             self.objects[obj.id] = obj
             self._save()
             return obj
+
+    def replace(self, object_id: int, version: int, geometry, class_id: int, score: float, area_px: int,
+                area_m2: float | None, prompts: dict | None = None) -> LayerObject:
+        """Object ``object_id`` (at ``version``, its current one) re-made from a refined
+        mask: same id, the new geometry, class and prompts, a new version. Undo brings
+        the earlier object back."""
+        prompts = check_prompts(prompts)
+        with self._lock:
+            self._current(object_id, version)
+            self.class_of(class_id)
+            _check_geometry(geometry)
+            self._checkpoint()
+            obj = LayerObject(object_id, class_id, self.revision, geometry, float(score), int(area_px), area_m2,
+                              prompts)
+            self.objects[obj.id] = obj
+            self._save()
+            return obj
+
+    def add_many(self, items: list[tuple[Any, int, float, int, float | None]]) -> list[LayerObject]:
+        """Accept several ``(geometry, class_id, score, area_px, area_m2)`` at once (segment
+        everything's bulk accept): one change, so one undo step and one save."""
+        with self._lock:
+            for geometry, class_id, *_ in items:
+                self.class_of(class_id)
+                if geometry is None or geometry.is_empty:
+                    raise InputError("a chosen mask is empty; there is nothing to accept")
+            if not items:
+                raise InputError("no objects to accept")
+            self._checkpoint()
+            added = []
+            for geometry, class_id, score, area_px, area_m2 in items:
+                obj = LayerObject(self._next_id, class_id, self.revision, geometry, float(score), int(area_px), area_m2)
+                self._next_id += 1
+                self.objects[obj.id] = obj
+                added.append(obj)
+            self._save()
+            return added
 
     def reclass(self, object_id: int, class_id: int, version: int) -> LayerObject:
         """Give object ``object_id`` the class ``class_id``; ``version`` must be its current one."""
@@ -222,6 +305,12 @@ class ObjectLayer:
             self._undo.append(self._snapshot())
             self._restore(self._redo.pop())
 
+    def current(self, object_id: int, version: int) -> LayerObject:
+        """Object ``object_id`` if ``version`` is its current version, else
+        :class:`VersionConflict` (:class:`ObjectNotFound` when it is gone)."""
+        with self._lock:
+            return self._current(object_id, version)
+
     # -- internals ---------------------------------------------------------------
     def _current(self, object_id: int, version: int) -> LayerObject:
         obj = self.get(object_id)
@@ -261,7 +350,8 @@ class ObjectLayer:
                 out.append(Feature(obj.geometry, {
                     "id": obj.id, "class_id": obj.class_id, "class_name": cls["name"], "color": cls["color"],
                     "version": obj.version, "score": obj.score, "area_px": obj.area_px,
-                    "area_m2": obj.area_m2}))
+                    "area_m2": obj.area_m2,
+                    "prompts": "" if obj.prompts is None else json.dumps(obj.prompts, separators=(",", ":"))}))
             return out
 
     def _save(self) -> None:

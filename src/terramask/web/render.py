@@ -262,6 +262,25 @@ def scene_prompts(prediction: Prediction, scene: Scene) -> dict:
     }
 
 
+def prediction_payload(prediction: Prediction, prediction_id: str, session_id: str, scene: Scene, *,
+                       refined: bool = False, note: str | None = None,
+                       include: tuple[str, ...] = ("png",)) -> dict:
+    """What ``/predict`` answers for a stored prediction: ``{session_id, prediction_id,
+    model, window, refined, note, prompts (scene pixels), candidates, timings}``."""
+    window = prediction.window or scene.window
+    return {
+        "session_id": session_id,
+        "prediction_id": prediction_id,
+        "model": prediction.model,
+        "window": window.to_dict(),
+        "refined": refined,
+        "note": note,
+        "prompts": scene_prompts(prediction, scene),
+        "candidates": candidates_payload(prediction, scene, include),
+        "timings": json_timings(prediction.timings),
+    }
+
+
 def json_timings(timings: dict) -> dict:
     """Timings with numbers as floats and anything else as text."""
     out: dict[str, float | str | bool | None] = {}

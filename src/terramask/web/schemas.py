@@ -126,6 +126,18 @@ class AcceptRequest(BaseModel):
     prediction_id: Annotated[str, Field(pattern=ID_PATTERN)] = "last"
     candidate: Annotated[int, Field(ge=0, le=255)] = 0
     class_id: ClassId = 1
+    object_id: ObjectId | None = Field(None, description="Replace this object (re-opened and refined) instead of adding one.")
+    version: Version | None = Field(None, description="The replaced object's current version (with object_id).")
+
+
+class ReopenRequest(BaseModel):
+    """``POST /objects/{id}/reopen``: the session that refines the object and the
+    object version the page last saw."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: SessionId
+    version: Version
 
 
 class ReclassRequest(BaseModel):
