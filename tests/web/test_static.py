@@ -64,15 +64,20 @@ def test_every_element_the_script_uses_exists(client):
     assert used and used <= ids, f"missing elements: {sorted(used - ids)}"
 
 
-def test_the_script_calls_only_routes_of_the_app(app):
+def test_the_script_calls_only_routes_of_the_app(app, web_env, tiny_backend, tmp_path):
     script = _scripts()
     calls = (set(re.findall(r'(?:api|change)\("([\w/.-]+)"', script)) | set(re.findall(r'"([a-z][\w/.-]*)\?', script))
              | set(re.findall(r'<a [^>]*href="([a-z][\w/.-]*)"', (STATIC_DIR / "index.html").read_text(encoding="utf-8"))))
     calls = {re.sub(r"/$", "/{object_id}", call) for call in calls}
     assert {"scene", "predict", "export", "scene/image.png", "scene/window.png", "prediction.geojson", "objects",
             "objects/undo", "objects/redo", "classes", "objects/{object_id}", "objects.gpkg", "objects.geojson",
-            "labels.tif"} <= calls
-    routes = {getattr(route, "path", "") for route in app.routes}
+            "labels.tif", "objects.fgb", "session", "scenes"} <= calls
+    from terramask.web.server import create_server
+
+    server = create_server([web_env["scene"]], tiny_backend, out_dir=tmp_path / "out", models=[])
+    server.state.views.close()
+    # the scene view's routes, and the multi-scene server's own ("scenes")
+    routes = {getattr(route, "path", "") for route in [*app.routes, *server.routes]}
     for call in calls:
         assert "/" + call in routes, call
 
@@ -103,7 +108,8 @@ def test_long_status_messages_wrap_inside_the_panel():
 
 def test_the_page_loads_the_request_builders_before_the_app():
     refs = [r for r in _page_refs_of_index() if r.endswith(".js")]
-    assert refs == ["static/requests.js", "static/objects.js", "static/app.js"]
+    assert refs == ["static/requests.js", "static/objects.js", "static/everything.js", "static/scenes.js",
+                    "static/app.js"]
 
 
 def _page_refs_of_index() -> list[str]:

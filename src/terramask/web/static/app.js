@@ -23,7 +23,7 @@
 
   const state = {
     scene: null,
-    sessionId: null,
+    sessionId: tabSession(),  // this tab's own (sessions.py): kept over reloads and scene switches
     preview: null,          // HTMLImageElement of the whole scene
     previewScale: 1,        // scene px per preview px
     tiles: new Map(),       // "col,row" -> {img, ready, x, y, w, h}
@@ -42,6 +42,29 @@
   };
 
   // ---------------------------------------------------------------- helpers
+  // One session id per browser tab (sessionStorage is per tab): another tab never sees
+  // this one's prompts or current mask.
+  function tabSession() {
+    const key = "terramask-session";
+    let id = null;
+    try { id = window.sessionStorage.getItem(key); } catch (err) { id = null; }
+    if (!id || !/^[A-Za-z0-9_-]{1,64}$/.test(id)) {
+      const bytes = new Uint8Array(12);
+      window.crypto.getRandomValues(bytes);
+      id = Array.from(bytes, (b) => "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[b & 63]).join("");
+      try { window.sessionStorage.setItem(key, id); } catch (err) { /* private mode: one id per page load */ }
+    }
+    return id;
+  }
+
+  // Tell the server this tab's current mask (GET session gives it back after a reload).
+  function syncSession() {
+    const e = state.current;
+    const body = e ? { session_id: state.sessionId, prediction_id: e.response.prediction_id, candidate: e.chosen,
+      reopened: e.reopened || null } : { session_id: state.sessionId, prediction_id: null };
+    api("session", body, "PUT").catch(() => {});
+  }
+
   function setStatus(text, isError) {
     const el = $("status");
     el.textContent = text || "";
@@ -379,6 +402,7 @@
     // screen pixels: accepted objects, encoded window, prompts, box being dragged
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     if ($("show-objects").checked) window.TerramaskObjects.draw(ctx);
+    window.TerramaskEverything.draw(ctx);  // segment-everything candidates, dashed
     if (entry) {
       const w = entry.response.window;
       if (w.width < state.scene.width || w.height < state.scene.height) {
@@ -443,6 +467,7 @@
     entry.chosen = i;
     renderCandidates();
     draw();
+    syncSession();
   }
 
   function updateButtons() {
@@ -469,7 +494,7 @@
     body.session_id = state.sessionId || undefined;
     body.multimask = $("multimask").checked;
     body.include = ["png"];  // polygons are fetched only for download (prediction.geojson)
-    const first = !state.sessionId;
+    const first = !state.embedded;
     setBusy(true, first ? "Computing the embedding" + (state.lastEncoder ? " (last took " + fmt(state.lastEncoder, 1) + " s)" : "") +
       " and segmenting…" : "Segmenting…");
     setStatus("");
@@ -500,19 +525,10 @@
     setBusy(false);
     const t = response.timings || {};
     if (t.embedding === "computed" && t.encoder_s) state.lastEncoder = t.encoder_s;
-    state.sessionId = response.session_id;
-    const entry = {
-      points: response.prompts.points,
-      labels: response.prompts.labels,
-      box: response.prompts.boxes.length ? response.prompts.boxes[0] : null,
-      response: response,
-      chosen: 0,
-      masks: [],
-    };
-    prepareMasks(entry);
-    if (state.current) state.history.push(state.current);
-    state.current = entry;
-    state.hover = null;
+    state.embedded = true;
+    // refining a re-opened object keeps its id (a click that started a new object does not)
+    const reopened = response.refined && state.current ? state.current.reopened : null;
+    showPrediction(response, 0, reopened || null, true);
     const best = response.candidates[0];
     setStatus(response.candidates.length + " candidate(s), best " + best.title.toLowerCase() +
       (response.prompts.prior_mask ? " (refined with the previous mask)" : "") +
@@ -522,6 +538,27 @@
     renderCandidates();
     draw();
     runQueue();
+  }
+
+  // A /predict answer becomes the current mask (the earlier one goes to the undo history).
+  function showPrediction(response, chosen, reopened, keepHistory) {
+    state.sessionId = response.session_id;
+    const entry = {
+      points: response.prompts.points,
+      labels: response.prompts.labels,
+      box: response.prompts.boxes.length ? response.prompts.boxes[0] : null,
+      response: response,
+      chosen: Math.min(chosen, response.candidates.length - 1),
+      masks: [],
+      reopened: reopened,
+    };
+    prepareMasks(entry);
+    if (state.current && keepHistory) state.history.push(state.current);
+    state.current = entry;
+    state.hover = null;
+    renderCandidates();
+    draw();
+    syncSession();
   }
 
   // The current object as requests.js needs it.
@@ -561,11 +598,13 @@
     $("export-result").textContent = "";
     renderCandidates();
     draw();
+    syncSession();
   }
 
   function clearAll() {
     if (state.pending) return;
     state.queue = [];
+    const had = !!state.current;
     state.current = null;
     state.history = [];
     state.hover = null;
@@ -573,6 +612,7 @@
     $("export-result").textContent = "";
     renderCandidates();
     draw();
+    if (had) syncSession();
   }
 
   async function exportChosen() {
@@ -782,9 +822,23 @@
       api: api, setStatus: setStatus, draw: draw, toScreen: toScreen,
       current: () => state.current && !state.pending ? {
         sessionId: state.sessionId, predictionId: state.current.response.prediction_id, chosen: state.current.chosen,
+        reopened: state.current.reopened || null,
       } : null,
       clearCurrent: clearAll,
+      sessionId: () => state.sessionId,
+      busy: () => state.pending,
+      setBusy: setBusy,
+      showReopened: (response) => {
+        state.history = [];
+        showPrediction(response, response.reopened.candidate, response.reopened, false);
+      },
     });
+    if (window.TerramaskScenes) window.TerramaskScenes.init({ api: api, setStatus: setStatus }, scene);
+    window.TerramaskEverything.init({
+      api: api, setStatus: setStatus, draw: draw, toScreen: toScreen, toScene: toScene, canvas: canvas,
+      scene: () => state.scene, sessionId: () => state.sessionId,
+    });
+    restoreSession();
     updateButtons();
     fitView();
     const img = new Image();
@@ -800,6 +854,20 @@
     img.onerror = () => { setBusy(false); setStatus("The scene preview could not be loaded.", true); };
     setBusy(true, "Loading the scene preview…");  // a large scene takes seconds: never a blank canvas without a word
     img.src = "scene/image.png?max_size=" + scene.preview.max_size;
+  }
+
+  // After a reload (or coming back to this scene in this tab): the tab's current mask.
+  async function restoreSession() {
+    let data;
+    try {
+      data = await api("session?session_id=" + encodeURIComponent(state.sessionId));
+    } catch (err) {
+      return;
+    }
+    if (!data || !data.current || state.current) return;
+    const cur = data.current;
+    showPrediction(cur.prediction, cur.candidate, cur.reopened, false);
+    setStatus("Restored this tab's current mask" + (cur.reopened ? " (re-opened object #" + cur.reopened.id + ")" : "") + ".");
   }
 
   start();

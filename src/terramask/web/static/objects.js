@@ -5,7 +5,13 @@
  *
  * app.js calls TerramaskObjects.init(hooks) once with:
  *   api(path, body, method), setStatus(text, isError), draw(), toScreen(x, y),
- *   current() -> {sessionId, predictionId, chosen} | null, clearCurrent()
+ *   current() -> {sessionId, predictionId, chosen, reopened} | null, clearCurrent(),
+ *   sessionId(), busy(), setBusy(on, text), showReopened(response)
+ *
+ * Re-open (button or R on the selected object): the server predicts the object's stored
+ * prompts again in this tab's session; the answer becomes the current mask, clicks refine
+ * it, and Accept then replaces the object (same id, new version; 409 if another tab
+ * changed it meanwhile).
  */
 (function (root) {
   "use strict";
@@ -102,6 +108,8 @@
     $("accept").disabled = !cur;
     $("delete-object").disabled = ui.selected === null;
     $("reclass-object").disabled = ui.selected === null;
+    $("reopen-object").disabled = ui.selected === null || ui.hooks.busy();
+    $("accept").textContent = cur && cur.reopened ? "Accept (replace #" + cur.reopened.id + ")" : "Accept";
     $("layer-undo").disabled = !layer.can_undo;
     $("layer-redo").disabled = !layer.can_redo;
   }
@@ -120,12 +128,37 @@
   function accept() {
     const cur = ui.hooks.current();
     if (!cur) return;
-    change("objects", {
+    const body = {
       session_id: cur.sessionId, prediction_id: cur.predictionId, candidate: cur.chosen, class_id: ui.classId,
-    }, "POST", (data) => {
+    };
+    if (cur.reopened) {
+      body.object_id = cur.reopened.id;
+      body.version = cur.reopened.version;
+    }
+    change("objects", body, "POST", (data) => {
       ui.hooks.clearCurrent();
-      ui.hooks.setStatus("Object #" + data.id + " accepted as " + classById(ui.classId).name + ".");
+      ui.hooks.setStatus("Object #" + data.id + (cur.reopened ? " replaced, " : " accepted ") + "as " +
+        classById(ui.classId).name + ".");
     });
+  }
+
+  async function reopenSelected() {
+    const o = selectedObject();
+    if (!o || ui.hooks.busy()) return;
+    ui.hooks.setBusy(true, "Re-opening object #" + o.id + "…");
+    let response;
+    try {
+      response = await ui.hooks.api("objects/" + o.id + "/reopen", { session_id: ui.hooks.sessionId(), version: o.version });
+    } catch (err) {
+      ui.hooks.setBusy(false);
+      ui.hooks.setStatus((err.status ? err.status + ": " : "") + err.message, true);
+      if (err.status === 409 || err.status === 404) load();
+      return;
+    }
+    ui.hooks.setBusy(false);
+    chooseClass(o.class_id);
+    ui.hooks.showReopened(response);
+    ui.hooks.setStatus("Object #" + o.id + " re-opened: click to refine it, Accept replaces it.");
   }
 
   function selectedObject() {
@@ -184,6 +217,10 @@
   function onKey(ev) {
     if (ev.key === "Enter") { accept(); return true; }
     if ((ev.key === "Delete" || ev.key === "Backspace") && ui.selected !== null) { deleteSelected(); return true; }
+    if ((ev.key === "r" || ev.key === "R") && !ev.ctrlKey && !ev.metaKey && !ev.altKey && ui.selected !== null) {
+      reopenSelected();
+      return true;
+    }
     if (ev.altKey && /^Digit[1-9]$/.test(ev.code)) {
       const c = layer.classes[Number(ev.code.slice(5)) - 1];
       if (c) chooseClass(c.id);
@@ -205,6 +242,7 @@
     $("accept").addEventListener("click", accept);
     $("delete-object").addEventListener("click", deleteSelected);
     $("reclass-object").addEventListener("click", reclassSelected);
+    $("reopen-object").addEventListener("click", reopenSelected);
     $("add-class").addEventListener("click", addClass);
     $("layer-undo").addEventListener("click", () => change("objects/undo", {}, "POST"));
     $("layer-redo").addEventListener("click", () => change("objects/redo", {}, "POST"));
@@ -212,5 +250,6 @@
     load();
   }
 
-  root.TerramaskObjects = { init: init, draw: drawLayer, onKey: onKey, updateButtons: updateButtons, layer: layer };
+  root.TerramaskObjects = { init: init, draw: drawLayer, onKey: onKey, updateButtons: updateButtons, layer: layer,
+    apply: apply, classId: () => ui.classId };
 })(window);
