@@ -121,3 +121,30 @@ def test_help_explains_the_clicks(run_cli):
     assert code == 0
     for words in ("right-click", "--host", "--port", "--checkpoint", "--bands", "--out"):
         assert words in out
+
+
+def test_serve_lists_the_scenes_of_directories_and_files(run_cli, blob_tif, tiny_sam_checkpoint, uvicorn_calls,
+                                                         tmp_path):
+    import numpy as np
+
+    from helpers.scenes import write_geotiff
+
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    write_geotiff(folder / "b.tif", np.ones((3, 32, 40), dtype=np.uint16))
+    write_geotiff(folder / "a.tif", np.ones((3, 32, 40), dtype=np.uint16))
+    code, _, err = run_cli("serve", blob_tif, folder, "--checkpoint", tiny_sam_checkpoint, "--port", _free_port(),
+                           "--out", tmp_path / "exports", "--max-upload-mb", "0")
+    assert code == 0, err
+    assert "and 2 more scene(s)" in err and "upload" not in err
+    with TestClient(uvicorn_calls[0][0], base_url="http://127.0.0.1") as client:
+        listing = client.get("/scenes").json()
+        assert [s["id"] for s in listing["scenes"]] == [blob_tif.stem, "a", "b"] and listing["max_upload_mb"] == 0
+        assert client.get("/scenes/a/default/default/scene").json()["name"] == "a.tif"
+
+
+def test_a_directory_without_scenes_is_one_line(run_cli, tmp_path, uvicorn_calls):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli("serve", tmp_path / "empty", "--model", "classic", "--port", _free_port())
+    assert code != 0 and "no GeoTIFF, PNG or JPEG files" in err and len(err.strip().splitlines()) == 1
+    assert uvicorn_calls == []
