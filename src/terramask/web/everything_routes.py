@@ -1,0 +1,134 @@
+"""Routes of segment everything (:mod:`terramask.web.everything`), added by ``create_app``.
+
+====================================  ==============================================================
+``POST /everything``                  start a job on the shown window or the whole scene (202;
+                                      409 while the session's last job runs)
+``GET /everything/{job_id}``          state, stage, progress (``done``/``total`` ``unit``), error
+``POST /everything/{job_id}/cancel``  stop it between tiles / point batches (nothing is kept)
+``GET /everything/{job_id}/candidates``  the candidates with outlines (409 until done)
+``POST /everything/{job_id}/accept``  accept candidates into the object layer with a class
+                                      (one undo step); answers with the layer
+``POST /everything/{job_id}/discard`` discard candidates
+====================================  ==============================================================
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import FastAPI, Path
+from pydantic import BaseModel, ConfigDict, Field
+
+from terramask.core.geometry import Window
+from terramask.io.scene import Scene
+from terramask.web.everything import ACCEPTED, DISCARDED, EverythingJobs, JobSpec
+from terramask.web.everything_candidates import candidate_payload
+from terramask.web.object_files import layer_payload
+from terramask.web.objects import ObjectLayer
+from terramask.web.schemas import ID_PATTERN, ClassId, SessionId, error_responses
+from terramask.web.store import new_id
+
+#: Most candidate ids in one accept/discard request.
+MAX_IDS = 10_000
+JobId = Annotated[str, Path(pattern=ID_PATTERN, description="Segment-everything job id.")]
+
+
+class WindowBody(BaseModel):
+    """A window of scene pixels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    col_off: Annotated[int, Field(ge=0, le=2**31 - 1)]
+    row_off: Annotated[int, Field(ge=0, le=2**31 - 1)]
+    width: Annotated[int, Field(ge=1, le=2**31 - 1)]
+    height: Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
+class EverythingRequest(BaseModel):
+    """``POST /everything``: segment everything in ``window`` (scope ``window``, the part
+    of the scene the page shows) or the whole scene in tiles of ``tile_size`` px (scope
+    ``scene``). ``points_per_side``, ``pred_iou_thresh``, ``stability_score_thresh``:
+    automatic-generation parameters (default: the reference generator's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: SessionId | None = None
+    scope: Literal["window", "scene"] = "window"
+    window: WindowBody | None = None
+    tile_size: Annotated[int, Field(ge=64, le=4096)] = 1024
+    points_per_side: Annotated[int, Field(ge=1, le=64)] | None = None
+    pred_iou_thresh: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    stability_score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+
+
+class CandidateIds(BaseModel):
+    """``POST /everything/{job_id}/accept`` / ``discard``: candidate ids (1-based) and,
+    to accept, the class they get."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(..., min_length=1, max_length=MAX_IDS)
+    class_id: ClassId = 1
+
+
+def add_everything_routes(app: FastAPI, jobs: EverythingJobs, layer: ObjectLayer, scene: Scene) -> None:
+    """Register the segment-everything routes on ``app``."""
+
+    @app.post("/everything", status_code=202, responses=error_responses(400, 409, 413, 422, 500))
+    def start_everything(req: EverythingRequest) -> dict:
+        """Start segment everything; returns the job (poll ``GET /everything/{job_id}``)."""
+        params = {k: v for k, v in (("points_per_side", req.points_per_side), ("pred_iou_thresh", req.pred_iou_thresh),
+                                    ("stability_score_thresh", req.stability_score_thresh)) if v is not None}
+        window = None if req.window is None else Window(req.window.col_off, req.window.row_off,
+                                                        req.window.width, req.window.height)
+        spec = JobSpec(req.scope, window, params, req.tile_size)
+        return jobs.start(req.session_id or new_id(), spec).snapshot()
+
+    @app.get("/everything/{job_id}", responses=error_responses(404, 422, 500))
+    def everything_status(job_id: JobId) -> dict:
+        """The job: ``state`` (running, done, failed, cancelled), ``stage``, ``done``/``total``
+        in ``unit`` (tiles or points), ``error`` (a sentence), candidate counts."""
+        return jobs.get(job_id).snapshot()
+
+    @app.post("/everything/{job_id}/cancel", responses=error_responses(404, 422, 500))
+    def cancel_everything(job_id: JobId) -> dict:
+        """Ask the job to stop (between tiles or point batches); a finished job is unchanged."""
+        job = jobs.get(job_id)
+        job.cancel()
+        return job.snapshot()
+
+    @app.get("/everything/{job_id}/candidates", responses=error_responses(404, 409, 422, 500))
+    def everything_candidates(job_id: JobId) -> dict:
+        """``{job, candidates: [{id, state, score, stability, area_px, area_m2, bbox_px,
+        outline_px}]}`` (scene pixels), best score first."""
+        job = jobs.get(job_id)
+        candidates = job.results()
+        with job.lock:
+            states = dict(job.states)
+        return {"job": job.snapshot(),
+                "candidates": [candidate_payload(c, states[c.id], scene.transform) for c in candidates]}
+
+    @app.post("/everything/{job_id}/accept", responses=error_responses(400, 404, 409, 413, 422, 500))
+    def accept_candidates(job_id: JobId, req: CandidateIds) -> dict:
+        """Accept the open candidates among ``ids`` as objects of ``class_id`` (one change of
+        the layer: one undo step); returns the layer, ``accepted`` (new object ids) and
+        ``skipped`` (candidate ids already accepted or discarded)."""
+        job = jobs.get(job_id)
+        with job.lock:
+            picked = job.pick(req.ids)
+            objects = layer.add_many([(c.geometry, req.class_id, c.score, c.area_px, c.area_m2) for c in picked]) \
+                if picked else []
+            job.mark([c.id for c in picked], ACCEPTED)
+        chosen = {c.id for c in picked}
+        return layer_payload(layer, scene) | {
+            "accepted": [o.id for o in objects], "skipped": [i for i in req.ids if i not in chosen],
+            "job": job.snapshot()}
+
+    @app.post("/everything/{job_id}/discard", responses=error_responses(400, 404, 409, 413, 422, 500))
+    def discard_candidates(job_id: JobId, req: CandidateIds) -> dict:
+        """Discard the open candidates among ``ids``; returns the job and ``discarded``."""
+        job = jobs.get(job_id)
+        with job.lock:
+            picked = job.pick(req.ids)
+            job.mark([c.id for c in picked], DISCARDED)
+        return {"job": job.snapshot(), "discarded": [c.id for c in picked]}

@@ -1,0 +1,268 @@
+/* Segment everything in the page: start a job on the shown window or the whole scene
+ * (tiled), follow its progress, cancel it; its results are candidate objects drawn as
+ * dashed outlines, filtered by score and area sliders, accepted into the object layer
+ * with the active class or discarded, in bulk ("all shown") or one by one.
+ * Server routes: POST everything, GET everything/{id}, POST everything/{id}/cancel,
+ * GET everything/{id}/candidates, POST everything/{id}/accept | discard
+ * (terramask/web/everything_routes.py). Outlines arrive in scene pixels.
+ *
+ * app.js calls TerramaskEverything.init(hooks) once with:
+ *   api(path, body, method), setStatus(text, isError), draw(), toScreen(x, y), toScene(sx, sy),
+ *   scene() -> the /scene answer, canvas, sessionId() -> the click session id or null
+ */
+(function (root) {
+  "use strict";
+
+  const $ = (id) => document.getElementById(id);
+  const POLL_MS = 250;
+  const CANDIDATE_COLOR = "#ff2bd6";   // magenta, dashed: not an accepted object yet
+  const MAX_LISTED = 100;              // rows in the panel list (the canvas shows every one)
+  const ev = { hooks: null, job: null, candidates: [], timer: null, hover: null, sessionId: null };
+
+  function say(text, isError) { ev.hooks.setStatus(text, isError); }
+
+  function fail(err) { say((err.status ? err.status + ": " : "") + err.message, true); }
+
+  function jobPath(suffix) {
+    return "everything/" + encodeURIComponent(ev.job.job_id) + (suffix ? "/" + suffix : "");
+  }
+
+  // The part of the scene on screen, in whole scene pixels (null when none is visible).
+  function visibleWindow() {
+    const scene = ev.hooks.scene();
+    if (!scene) return null;
+    const c = ev.hooks.canvas;
+    const [x0, y0] = ev.hooks.toScene(0, 0);
+    const [x1, y1] = ev.hooks.toScene(c.clientWidth, c.clientHeight);
+    const c0 = Math.max(0, Math.floor(x0)), r0 = Math.max(0, Math.floor(y0));
+    const c1 = Math.min(scene.width, Math.ceil(x1)), r1 = Math.min(scene.height, Math.ceil(y1));
+    if (c1 <= c0 || r1 <= r0) return null;
+    return { col_off: c0, row_off: r0, width: c1 - c0, height: r1 - r0 };
+  }
+
+  // ------------------------------------------------------------------ the job
+  async function start(scope) {
+    if (ev.job && ev.job.state === "running") return;
+    const body = { scope: scope, session_id: ev.hooks.sessionId() || ev.sessionId || undefined };
+    if (scope === "window") {
+      body.window = visibleWindow();
+      if (!body.window) { say("No part of the scene is on screen.", true); return; }
+    }
+    try {
+      ev.job = await ev.hooks.api("everything", body);
+    } catch (err) {
+      fail(err);
+      return;
+    }
+    ev.sessionId = ev.job.session_id;
+    ev.candidates = [];
+    ev.hover = null;
+    say("Segment everything started (" + (scope === "window" ? "shown window" : "whole scene, tiled") + ").");
+    render();
+    ev.hooks.draw();
+    poll();
+  }
+
+  function poll() {
+    clearTimeout(ev.timer);
+    ev.timer = setTimeout(async () => {
+      const path = jobPath();
+      try {
+        ev.job = await ev.hooks.api(path);
+      } catch (err) {
+        fail(err);
+        ev.job = null;
+        render();
+        return;
+      }
+      render();
+      if (ev.job.state === "running") poll();
+      else if (ev.job.state === "done") loadCandidates();
+      else if (ev.job.state === "failed") say("Segment everything failed: " + ev.job.error, true);
+      else say("Segment everything cancelled; nothing was kept.");
+    }, POLL_MS);
+  }
+
+  async function cancel() {
+    if (!ev.job || ev.job.state !== "running") return;
+    const path = jobPath("cancel");
+    try {
+      ev.job = await ev.hooks.api(path, {});
+      say("Cancelling…");
+      render();
+    } catch (err) {
+      fail(err);
+    }
+  }
+
+  async function loadCandidates() {
+    const path = jobPath("candidates");
+    let data;
+    try {
+      data = await ev.hooks.api(path);
+    } catch (err) {
+      fail(err);
+      return;
+    }
+    ev.candidates = data.candidates;
+    const maxArea = ev.candidates.reduce((m, c) => Math.max(m, c.area_px), 1);
+    $("ev-min-area").max = maxArea;
+    $("ev-max-area").max = maxArea;
+    $("ev-min-area").value = 0;
+    $("ev-max-area").value = maxArea;
+    say(ev.candidates.length + " candidate object(s) in " + Number(data.job.elapsed_s).toFixed(1) +
+      " s: choose with the sliders, then accept or discard.");
+    render();
+    ev.hooks.draw();
+  }
+
+  // ------------------------------------------------------------------ choosing
+  function limits() {
+    return {
+      score: Number($("ev-min-score").value),
+      minArea: Number($("ev-min-area").value),
+      maxArea: Number($("ev-max-area").value),
+    };
+  }
+
+  // Open candidates that pass the sliders.
+  function shown() {
+    const l = limits();
+    return ev.candidates.filter((c) => c.state === "open" && c.score >= l.score &&
+      c.area_px >= l.minArea && c.area_px <= l.maxArea);
+  }
+
+  async function decide(ids, how) {
+    if (!ids.length || !ev.job) return;
+    const path = jobPath(how);
+    const body = { ids: ids };
+    if (how === "accept") body.class_id = root.TerramaskObjects.classId();
+    let data;
+    try {
+      data = await ev.hooks.api(path, body);
+    } catch (err) {
+      fail(err);
+      return;
+    }
+    const skipped = new Set(data.skipped || []);
+    ev.candidates.forEach((c) => {
+      if (ids.includes(c.id) && !skipped.has(c.id)) c.state = how === "accept" ? "accepted" : "discarded";
+    });
+    if (how === "accept") {
+      root.TerramaskObjects.apply(data);
+      say(data.accepted.length + " candidate(s) accepted as objects" + (skipped.size ? " (" + skipped.size +
+        " already decided in another tab)" : "") + ".");
+    } else {
+      say(data.discarded.length + " candidate(s) discarded.");
+    }
+    if (skipped.size) loadCandidates();
+    ev.hover = null;
+    render();
+    ev.hooks.draw();
+  }
+
+  // ------------------------------------------------------------------ panel
+  function formatArea(c) {
+    if (c.area_m2 === null || c.area_m2 === undefined) return c.area_px.toLocaleString() + " px";
+    if (c.area_m2 >= 1e4) return (c.area_m2 / 1e4).toFixed(2) + " ha";
+    return Math.round(c.area_m2).toLocaleString() + " m²";
+  }
+
+  function render() {
+    const job = ev.job;
+    const running = !!job && job.state === "running";
+    $("ev-window").disabled = running;
+    $("ev-scene").disabled = running;
+    $("ev-cancel").disabled = !running;
+    const bar = $("ev-progress");
+    bar.hidden = !job;
+    if (job) {
+      bar.max = Math.max(job.total, 1);
+      if (job.state === "done") bar.value = bar.max;
+      else if (job.total) bar.value = job.done;
+      else bar.removeAttribute("value");  // stages only (a model that segments on its own): indeterminate
+      const count = job.total ? " · " + job.done + " / " + job.total + " " + job.unit : "";
+      $("ev-stage").textContent = job.state === "running" ? job.stage + count : job.stage;
+    } else {
+      $("ev-stage").textContent = "";
+    }
+    const l = limits();
+    $("ev-min-score-value").textContent = l.score.toFixed(3);
+    $("ev-area-values").textContent = l.minArea.toLocaleString() + "–" + l.maxArea.toLocaleString() + " px";
+    const list = shown();
+    $("ev-shown").textContent = ev.candidates.length ?
+      list.length + " shown of " + ev.candidates.filter((c) => c.state === "open").length + " open" : "";
+    $("ev-accept-shown").disabled = !list.length;
+    $("ev-discard-shown").disabled = !list.length;
+    const ol = $("ev-list");
+    ol.textContent = "";
+    list.slice(0, MAX_LISTED).forEach((c) => {
+      const li = document.createElement("li");
+      li.className = "choice" + (c.id === ev.hover ? " chosen" : "");
+      li.dataset.candidateId = c.id;
+      const text = document.createElement("span");
+      text.textContent = "#" + c.id + " · " + c.score.toFixed(3) + " · " + formatArea(c);
+      li.appendChild(text);
+      const yes = document.createElement("button");
+      yes.type = "button";
+      yes.className = "mini";
+      yes.textContent = "✓";
+      yes.title = "Accept with the active class";
+      yes.addEventListener("click", () => decide([c.id], "accept"));
+      const no = document.createElement("button");
+      no.type = "button";
+      no.className = "mini";
+      no.textContent = "✕";
+      no.title = "Discard";
+      no.addEventListener("click", () => decide([c.id], "discard"));
+      li.appendChild(yes);
+      li.appendChild(no);
+      li.addEventListener("mouseenter", () => { ev.hover = c.id; ev.hooks.draw(); });
+      li.addEventListener("mouseleave", () => { ev.hover = null; ev.hooks.draw(); });
+      ol.appendChild(li);
+    });
+  }
+
+  // Shown candidates as dashed outlines (screen pixels); the hovered one filled.
+  function draw(ctx) {
+    if (!ev.candidates.length || !$("show-objects").checked) return;
+    ctx.save();
+    ctx.strokeStyle = CANDIDATE_COLOR;
+    ctx.setLineDash([5, 3]);
+    shown().forEach((c) => {
+      ctx.lineWidth = c.id === ev.hover ? 3 : 1.5;
+      ctx.beginPath();
+      c.outline_px.forEach((ring) => {
+        ring.forEach((p, k) => {
+          const [sx, sy] = ev.hooks.toScreen(p[0], p[1]);
+          if (k === 0) ctx.moveTo(sx, sy); else ctx.lineTo(sx, sy);
+        });
+        ctx.closePath();
+      });
+      if (c.id === ev.hover) {
+        ctx.fillStyle = CANDIDATE_COLOR + "44";
+        ctx.fill("evenodd");
+      }
+      ctx.stroke();
+    });
+    ctx.restore();
+  }
+
+  function onSlider() {
+    render();
+    ev.hooks.draw();
+  }
+
+  function init(hooks) {
+    ev.hooks = hooks;
+    $("ev-window").addEventListener("click", () => start("window"));
+    $("ev-scene").addEventListener("click", () => start("scene"));
+    $("ev-cancel").addEventListener("click", cancel);
+    $("ev-accept-shown").addEventListener("click", () => decide(shown().map((c) => c.id), "accept"));
+    $("ev-discard-shown").addEventListener("click", () => decide(shown().map((c) => c.id), "discard"));
+    ["ev-min-score", "ev-min-area", "ev-max-area"].forEach((id) => $(id).addEventListener("input", onSlider));
+    render();
+  }
+
+  root.TerramaskEverything = { init: init, draw: draw, shown: shown, visibleWindow: visibleWindow };
+})(window);

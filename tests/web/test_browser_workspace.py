@@ -1,0 +1,154 @@
+"""The labelling workflow of issue 10 in a real browser (Playwright + Debian's chromium):
+open a scene -> click 20 objects in 2 classes (accept each) -> segment everything in the
+shown window -> accept 10 candidates chosen with the sliders -> download the GeoPackage
+and check its features (count, classes, CRS).
+
+The app runs in this process (uvicorn on 127.0.0.1) with the weight-free classic engine
+on a generated scene of 24 squares. Set ``TERRAMASK_SCREENSHOTS=DIR`` to save pictures of
+the workspace with objects and of the segment-everything candidates (docs/img/ holds them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyogrio.raw
+import pytest
+
+from helpers.scenes import write_geotiff
+from helpers.squares_scene import CENTRES, SCENE_H, SCENE_W, squares_scene
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None)
+if CHROMIUM is None:
+    pytest.skip("no chromium binary (apt-get install -y chromium, or scripts/setup.sh as root)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+
+WAIT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``create_app`` on the squares scene with the classic engine, served by uvicorn."""
+    import uvicorn
+
+    from terramask.models.resolve import load_backend
+    from terramask.web.app import create_app
+
+    root = tmp_path_factory.mktemp("workspace")
+    scene = write_geotiff(root / "squares.tif", squares_scene())
+    app = create_app(scene, load_backend("classic"), out_dir=root / "out")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not uv.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    uv.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+        page.set_default_timeout(WAIT_MS)
+        page.goto(server)
+        page.wait_for_function("document.getElementById('busy').hidden && "
+                               "!document.getElementById('scene-name').textContent.startsWith('loading')")
+        page.wait_for_selector("#classes li")
+        yield page
+        browser.close()
+
+
+def _screen(page, x: float, y: float) -> tuple[float, float]:
+    """Page coordinates of scene pixel (x, y) in the fitted view (app.js fitView)."""
+    box = page.locator("#canvas").bounding_box()
+    scale = min(box["width"] / SCENE_W, box["height"] / SCENE_H) * 0.96
+    tx = (box["width"] - SCENE_W * scale) / 2
+    ty = (box["height"] - SCENE_H * scale) / 2
+    return box["x"] + tx + x * scale, box["y"] + ty + y * scale
+
+
+def _shot(page, name: str, section: str) -> None:
+    folder = os.environ.get("TERRAMASK_SCREENSHOTS")
+    if folder:
+        page.locator(section).scroll_into_view_if_needed()
+        page.screenshot(path=str(Path(folder) / f"{name}.jpg"), type="jpeg", quality=85)
+
+
+def _objects(page) -> int:
+    return page.locator("#objects li.choice").count()
+
+
+def _set_slider(page, element_id: str, value: float) -> None:
+    page.evaluate("""([id, v]) => { const el = document.getElementById(id); el.value = String(v);
+        el.dispatchEvent(new Event('input', { bubbles: true })); }""", [element_id, value])
+
+
+def test_click_20_objects_segment_everything_accept_10_and_export_the_geopackage(page, tmp_path):
+    page.fill("#class-name", "roof")
+    page.click("#add-class")
+    page.wait_for_selector("#classes li.chosen:has-text('roof')")
+    for k, (x, y) in enumerate(CENTRES[:20]):
+        page.locator("#classes li").nth(0 if k < 10 else 1).click()  # 10 "object", then 10 "roof"
+        with page.expect_response("**/predict") as resp:
+            page.mouse.click(*_screen(page, x, y))
+        assert resp.value.status == 200, resp.value.text()
+        page.wait_for_selector("#candidates li.choice")
+        page.locator("#canvas").focus()
+        page.keyboard.press("Enter")
+        page.wait_for_function(f"() => document.querySelectorAll('#objects li.choice').length === {k + 1}")
+    assert _objects(page) == 20
+    _shot(page, "web-workspace", "#objects")
+
+    with page.expect_response("**/everything") as started:
+        page.click("#ev-window")
+    assert started.value.status == 202
+    window = started.value.json()["window"]
+    assert window == {"col_off": 0, "row_off": 0, "width": SCENE_W, "height": SCENE_H}, "the fitted view shows it all"
+    page.wait_for_function("() => document.getElementById('ev-shown').textContent.includes('shown')")
+    assert page.locator("#ev-progress").evaluate("p => p.value === p.max")
+    candidates = page.evaluate("() => window.TerramaskEverything.shown()")
+    assert len(candidates) >= 20
+    _shot(page, "web-everything", "#everything")
+    # the area sliders keep the squares (896 px each; the ground is one large candidate)
+    _set_slider(page, "ev-max-area", 1000)
+    _set_slider(page, "ev-min-area", 800)
+    squares = page.evaluate("() => window.TerramaskEverything.shown()")
+    assert len(squares) == 24 and all(800 <= c["area_px"] <= 1000 for c in squares)
+    assert page.locator("#ev-shown").inner_text().startswith("24 shown of 25 open")
+    for k in range(10):  # accept 10 one by one (with the active class: roof)
+        with page.expect_response("**/accept") as accepted:
+            page.locator("#ev-list li").first.get_by_role("button", name="✓").click()
+        assert accepted.value.status == 200 and len(accepted.value.json()["accepted"]) == 1
+        page.wait_for_function(f"() => document.querySelectorAll('#objects li.choice').length === {21 + k}")
+    assert page.locator("#ev-shown").inner_text().startswith("14 shown of 15 open")
+    with page.expect_response("**/discard") as discarded:
+        page.click("#ev-discard-shown")
+    assert len(discarded.value.json()["discarded"]) == 14
+    page.wait_for_function("() => document.getElementById('ev-shown').textContent.startsWith('0 shown of 1 open')")
+    assert _objects(page) == 30
+
+    with page.expect_download() as download:
+        page.click("#dl-gpkg")
+    path = tmp_path / "objects.gpkg"
+    download.value.save_as(path)
+    meta, _, wkbs, fields = pyogrio.raw.read(path, layer="objects")
+    columns = dict(zip(meta["fields"], fields))
+    assert len(wkbs) == 30
+    assert Counter(columns["class_name"].tolist()) == {"object": 10, "roof": 20}
+    assert "32633" in meta["crs"]
