@@ -203,3 +203,47 @@ def test_sam2_takes_no_encoder_adapters(tmp_path):
     backend = load_backend("sam2.1-hiera-tiny", checkpoint=write_sam2_checkpoint(tmp_path / "sam2.pt"))
     with pytest.raises(InputError, match="decoder only"):
         load_trainer(backend, mode="decoder+lora")
+
+
+def test_correction_click_goes_where_the_error_is_deepest():
+    from terramask.models.finetune.sam_trainer import correction_click
+
+    target = np.zeros((20, 20), np.int8)
+    target[2:12, 2:12] = 1
+    target[:, 19] = -1  # not counted
+    pred = np.zeros((20, 20), bool)
+    pred[2:12, 2:7] = True  # half the object found
+    x, y, label = correction_click(pred, target)
+    assert (x, label) == (9, 1) and 4 <= y <= 9  # on the middle column of the missed half, 3 px from its edges
+    spilled = (target == 1) | np.pad(np.ones((8, 8), bool), ((12, 0), (12, 0)))[:20, :20]
+    assert correction_click(spilled, target)[2] == 0  # the larger spill is background
+    assert correction_click(target == 1, target) is None
+    assert correction_click((target == 1) | (target == -1), target) is None  # pixels not counted are no error
+
+
+@pytest.mark.slow
+def test_a_refine_prompt_trains_the_second_click_with_the_prior_mask(tiny_sam_checkpoint):
+    import torch
+
+    backend = load_backend(None, checkpoint=tiny_sam_checkpoint)
+    trainer = load_trainer(backend, lr=1e-3)
+    img, items = _items(backend, trainer)
+    click = items[0].prompt
+    refine = TrainItem(items[0].embedding, items[0].target, PromptSample(click.points, click.labels, refine=True))
+    seen = []
+    real = trainer.model.prompt_encoder.forward
+
+    def spy(points, boxes, masks):
+        seen.append((points[0].shape[1], masks is not None, torch.is_grad_enabled()))
+        return real(points, boxes, masks)
+
+    trainer.model.prompt_encoder.forward = spy
+    step = trainer.train_step([refine])
+    assert step.finite and np.isfinite(step.loss)
+    # first round: the click alone, no prior, no gradient; second: click + correction, prior
+    assert seen == [(1, False, False), (2, True, True)]
+    # the mask-prompt path trains
+    assert trainer.model.prompt_encoder.mask_downscaling[0].weight.grad is None  # cleared after the step
+    before = trainer.model.prompt_encoder.mask_downscaling[0].weight.detach().clone()
+    trainer.train_step([refine])
+    assert not torch.equal(before, trainer.model.prompt_encoder.mask_downscaling[0].weight)

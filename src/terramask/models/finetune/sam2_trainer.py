@@ -59,7 +59,7 @@ class Sam2Trainer(SamTrainer):
         high = [torch.as_tensor(np.asarray(f, dtype=np.float32), device=self.device) for f in feats["high_res_feats"]]
         return embed, high
 
-    def _decode(self, feats: Any, points: Any, boxes: Any) -> tuple[Any, Any]:
+    def _decode(self, feats: Any, points: Any, boxes: Any, prior: Any = None) -> tuple[Any, Any]:
         torch = self._torch
         embed, high = feats
         if boxes is not None:
@@ -69,7 +69,7 @@ class Sam2Trainer(SamTrainer):
                 points = (corners, corner_labels)
             else:
                 points = (torch.cat([corners, points[0]], dim=1), torch.cat([corner_labels, points[1]], dim=1))
-        sparse, dense = self.model.sam_prompt_encoder(points=points, boxes=None, masks=None)
+        sparse, dense = self.model.sam_prompt_encoder(points=points, boxes=None, masks=prior)
         masks, iou, _, _ = self.model.sam_mask_decoder.predict_masks(
             image_embeddings=embed, image_pe=self._dense_pe, sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense, repeat_image=False, high_res_features=high,

@@ -10,7 +10,9 @@ does (``ResizeLongestSide``: ``x * input_cols / cols``); targets are built once 
 object in the low-res frame (``(low, low)``, 4x coarser than the padded 1024 input).
 Training uses the official ``PromptEncoder`` and ``MaskDecoder.predict_masks`` (all four
 mask tokens): a single click takes SAM's multimask rule (tokens 1..3, smallest loss),
-any other prompt token 0. The image encoder is frozen (``decoder``) or gets LoRA
+any other prompt token 0. A ``refine`` prompt trains the second round of an
+interactive session: own first prediction as prior mask plus a correction click,
+single output, as ``terramask eval``'s later clicks ask. The image encoder is frozen (``decoder``) or gets LoRA
 adapters on its attention (``decoder+lora``), which then runs per step.
 """
 
@@ -28,7 +30,7 @@ from terramask.io.atomic import atomic_output
 from terramask.models.base import Backend, Embedding
 from terramask.models.finetune import lora
 from terramask.models.finetune.losses import sam_loss
-from terramask.models.finetune.trainable import TRAIN_MODES, StepLosses, TrainItem
+from terramask.models.finetune.trainable import TRAIN_MODES, Collective, StepLosses, TrainItem
 from terramask.models.torch_utils import torch_module
 
 log = logging.getLogger(__name__)
@@ -130,10 +132,14 @@ class SamTrainer:
         out[invalid] = -1
         return out
 
-    def train_step(self, items: Sequence[TrainItem]) -> StepLosses:
-        """One AdamW step on the mean loss of ``items`` (each one forward pass)."""
+    def train_step(self, items: Sequence[TrainItem], total: int | None = None,
+                   collective: Collective | None = None) -> StepLosses:
+        """One AdamW step (see :meth:`Trainer.train_step`): each item one forward pass, its
+        loss divided by ``total`` (default ``len(items)``); with ``collective`` the
+        gradients are summed over the workers before clipping, so the replicas stay equal."""
         torch = self._torch
-        if not items:
+        n = len(items) if total is None else int(total)
+        if n < 1 or (not items and collective is None):
             raise InputError("a training step needs at least one item")
         # the model stays in eval mode: SAM's decoder has no dropout or batch norm, and a
         # frozen encoder (TinyViT's cached attention biases) must not change behaviour
@@ -141,9 +147,11 @@ class SamTrainer:
         sums = np.zeros(4)
         for item in items:
             loss, focal, dice, iou_mse = self._item_loss(item)
-            (loss / len(items)).backward()
+            (loss / n).backward()
             sums += [float(v.detach()) for v in (loss, focal, dice, iou_mse)]
-        means = sums / len(items)
+        if collective is not None:
+            sums = self._sum_over_workers(sums, collective)
+        means = sums / n
         finite = bool(np.isfinite(means).all())
         if finite:
             grads = [p.grad for p in self._params if p.grad is not None]
@@ -207,6 +215,22 @@ class SamTrainer:
         return dict(extra)
 
     # -- internals --------------------------------------------------------------------
+    def _sum_over_workers(self, sums: np.ndarray, collective: Collective) -> np.ndarray:
+        """Sum the gradients and ``sums`` over the workers. A parameter that no worker's
+        items reached keeps no gradient (AdamW then leaves it alone, as alone); one that
+        only some reached gets zeros from the others."""
+        torch = self._torch
+        touched = np.array([p.grad is not None for p in self._params], dtype=np.float64)
+        reduced = collective.sum_array(np.concatenate([sums, touched]))
+        for p in self._params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        collective.sum_gradients([p.grad for p in self._params])
+        for p, hit in zip(self._params, reduced[len(sums):], strict=True):
+            if hit == 0:
+                p.grad = None
+        return np.asarray(reduced[: len(sums)])
+
     def _save(self, path: Path, obj: Any, what: str) -> None:
         try:
             with atomic_output(path) as tmp:
@@ -267,15 +291,61 @@ class SamTrainer:
         boxes = None
         if prompt.box is not None:
             boxes = torch.as_tensor(self._model_frame(np.asarray(prompt.box).reshape(2, 2), emb).reshape(1, 4), device=self.device)
-        logits, iou = self._decode(feats, points, boxes)
-        multimask = prompt.single_click
-        sel = slice(1, None) if multimask else slice(0, 1)
         target = torch.as_tensor(item.target, device=self.device)
+        multimask, prior = prompt.single_click, None
+        if prompt.refine and points is not None:
+            points, prior = self._correction_round(feats, points, boxes, multimask, item.target)
+            multimask = False
+        logits, iou = self._decode(feats, points, boxes, prior)
+        sel = slice(1, None) if multimask else slice(0, 1)
         return sam_loss(logits[0, sel], iou[0, sel], (target > 0).float(), target >= 0, multimask)
 
-    def _decode(self, feats: Any, points: Any, boxes: Any) -> tuple[Any, Any]:
-        """Every mask token's low-res logits ``(1, 4, low, low)`` and IoU ``(1, 4)``."""
-        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
+    def _correction_round(self, feats: Any, points: Any, boxes: Any, multimask: bool, target: np.ndarray) -> tuple[Any, Any]:
+        """What an interactive session does after the first prediction, as ``terramask
+        eval`` does it: the prediction (the candidate the IoU head rates best), computed
+        without gradient, becomes the prior mask, and a click goes where the error is
+        deepest (:func:`correction_click`). Returns
+        the points with that click appended and the prior ``(1, 1, low, low)``."""
+        torch = self._torch
+        with torch.no_grad():
+            logits, iou = self._decode(feats, points, boxes, None)
+        sel = slice(1, None) if multimask else slice(0, 1)
+        best = int(iou[0, sel].argmax())
+        prior = logits[0, sel][best][None, None].detach()
+        click = correction_click(prior[0, 0].cpu().numpy() > 0, target)
+        if click is None:
+            return points, prior
+        x, y, label = click
+        scale = self.img_size / self.low_res  # low-res pixel centre -> model frame
+        xy = torch.tensor([[[(x + 0.5) * scale - 0.5, (y + 0.5) * scale - 0.5]]], dtype=points[0].dtype, device=self.device)
+        lab = torch.tensor([[label]], dtype=points[1].dtype, device=self.device)
+        return (torch.cat([points[0], xy], dim=1), torch.cat([points[1], lab], dim=1)), prior
+
+    def _decode(self, feats: Any, points: Any, boxes: Any, prior: Any = None) -> tuple[Any, Any]:
+        """Every mask token's low-res logits ``(1, 4, low, low)`` and IoU ``(1, 4)``;
+        ``prior``: a ``(1, 1, low, low)`` mask prompt (logits) or None."""
+        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=prior)
         return self.model.mask_decoder.predict_masks(
             image_embeddings=feats, image_pe=self._dense_pe, sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense
         )
+
+
+def correction_click(pred: np.ndarray, target: np.ndarray) -> tuple[int, int, int] | None:
+    """``(x, y, label)`` on the low-res grid: the click simulator's rule on ``pred``
+    ``(low, low)`` bool against ``target`` (int8: 1 object, 0 background, -1 not counted):
+    the pixel deepest inside an error, label 1 in missed object, 0 in spilled background;
+    None when the prediction has no error."""
+    import cv2
+
+    missed = (target == 1) & ~pred
+    spilled = (target == 0) & pred
+    best: tuple[float, int, int, int] | None = None
+    for region, label in ((missed, 1), (spilled, 0)):
+        if not region.any():
+            continue
+        depth = cv2.distanceTransform(np.pad(region.astype(np.uint8), 1), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+        flat = int(np.argmax(depth))
+        y, x = divmod(flat, depth.shape[1])
+        if best is None or depth[y, x] > best[0]:
+            best = (float(depth[y, x]), x, y, label)
+    return None if best is None else best[1:]

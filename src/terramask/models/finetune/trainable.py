@@ -26,11 +26,17 @@ TRAIN_MODES = ("decoder", "decoder+lora")
 @dataclass(frozen=True)
 class PromptSample:
     """One training prompt in image pixels: ``points (P, 2)`` float ``(x, y)``,
-    ``labels (P,)`` int (1 object, 0 background) and/or ``box (4,)`` xyxy."""
+    ``labels (P,)`` int (1 object, 0 background) and/or ``box (4,)`` xyxy.
+
+    ``refine``: train the second click of an interactive session instead (SAM's
+    iterative recipe, what ``terramask eval``'s later clicks ask): the trainer first
+    predicts from these prompts without gradient, adds a correction click in the largest
+    error region and trains on both clicks with the first prediction as prior mask."""
 
     points: np.ndarray
     labels: np.ndarray
     box: np.ndarray | None = None
+    refine: bool = False
 
     @property
     def single_click(self) -> bool:
@@ -65,6 +71,46 @@ class StepLosses:
     finite: bool = True
 
 
+class Collective(Protocol):
+    """The workers of a data-parallel run, as a training step and the pipeline see them.
+
+    ``rank``/``world``: this worker's index and the number of workers (one replica of the
+    model each). ``sum_gradients`` adds a list of gradient tensors over the workers in
+    place; ``sum_array`` does the same for a float array (loss sums); ``broadcast`` returns
+    rank 0's ``obj`` on every worker; ``barrier`` waits for all.
+    """
+
+    rank: int
+    world: int
+
+    def sum_gradients(self, grads: list[Any]) -> None: ...
+
+    def sum_array(self, values: np.ndarray) -> np.ndarray: ...
+
+    def broadcast(self, obj: Any) -> Any: ...
+
+    def barrier(self) -> None: ...
+
+
+class SingleProcess:
+    """The :class:`Collective` of a run with one worker: every operation is the identity."""
+
+    rank = 0
+    world = 1
+
+    def sum_gradients(self, grads: list[Any]) -> None:
+        return None
+
+    def sum_array(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(values, dtype=np.float64)
+
+    def broadcast(self, obj: Any) -> Any:
+        return obj
+
+    def barrier(self) -> None:
+        return None
+
+
 @runtime_checkable
 class Trainer(Protocol):
     """A backend whose prompt encoder and mask decoder (and optionally encoder adapters)
@@ -85,7 +131,14 @@ class Trainer(Protocol):
         and the padding right/below the resized image)."""
         ...
 
-    def train_step(self, items: Sequence[TrainItem]) -> StepLosses: ...
+    def train_step(self, items: Sequence[TrainItem], total: int | None = None,
+                   collective: Collective | None = None) -> StepLosses:
+        """One optimiser step. Alone: on the mean loss of ``items``. Data-parallel: ``items``
+        is this worker's share of a global batch of ``total`` items; each item's loss is
+        divided by ``total`` and the gradients (and loss sums) are summed over
+        ``collective``, so every replica makes the step one worker would make on the whole
+        batch. The returned losses are the global batch's means."""
+        ...
 
     def save_checkpoint(self, path: Path) -> None:
         """The whole model in the family's official checkpoint format, written atomically."""

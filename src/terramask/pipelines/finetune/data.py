@@ -50,7 +50,7 @@ class TrainImage:
         p = sample_prompt(mask, ignore if ignore.any() else None, kind, rng)
         offset = np.array([x0, y0], dtype=np.float64)
         box = None if p.box is None else p.box + np.tile(offset, 2)
-        return PromptSample(p.points + offset, p.labels, box)
+        return PromptSample(p.points + offset, p.labels, box, refine=p.refine)
 
 
 def split_images(n: int, val: float, seed: int) -> tuple[list[int], list[int]]:

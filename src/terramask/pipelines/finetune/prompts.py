@@ -4,7 +4,9 @@
   on an empty prediction: the interior point farthest from the object's edge) half of
   the time, else a random object pixel at least half as deep; then, with probability
   :data:`EXTRA_CLICK_P`, one or two more clicks: positive inside the object or negative
-  in a band around it (what the simulator's correction clicks look like).
+  in a band around it (what the simulator's correction clicks look like). A first
+  click alone is, with probability :data:`REFINE_P`, marked ``refine``: the trainer
+  then trains the model's own correction round on it (prior mask + second click).
 - ``boxes``: the tight box with SAM's jitter: each side moved by noise of standard
   deviation 10 % of the box side, at most :data:`MAX_BOX_NOISE` pixels, clipped to the image.
 - ``both``: one or the other with equal probability.
@@ -23,6 +25,7 @@ from terramask.models.finetune.trainable import PromptSample
 
 PROMPT_KINDS = ("clicks", "boxes", "both")
 EXTRA_CLICK_P = 0.3
+REFINE_P = 0.3
 MAX_BOX_NOISE = 20.0
 BAND_PX = 8
 
@@ -57,7 +60,8 @@ def click_prompt(mask: np.ndarray, ignore: np.ndarray | None, rng: np.random.Gen
             if region.any():
                 points.append(_random_pixel(region, rng))
                 labels.append(1 if positive else 0)
-    return PromptSample(np.asarray(points, dtype=np.float64), np.asarray(labels, dtype=np.int64))
+    refine = len(points) == 1 and rng.random() < REFINE_P
+    return PromptSample(np.asarray(points, dtype=np.float64), np.asarray(labels, dtype=np.int64), refine=refine)
 
 
 def jittered_box(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
