@@ -30,10 +30,14 @@ import click
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use N images, evenly spaced over the sorted names.")
 @click.option("--eval-clicks", type=click.IntRange(1, 20), default=5, show_default=True, help="Click budget of the before/after evaluation.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process; ray: data-parallel on Ray Train workers (CPU, gradients summed over the workers).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Ray workers (with --engine ray; default 2).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def command(dataset: str, model: str | None, checkpoint: str | None, out_dir: str, train: str, prompts: str, epochs: int,
             val: float, target_class: int, seed: int, lr: float, batch_size: int, patience: int,
-            instances_per_image: int | None, min_area: int, limit: int | None, eval_clicks: int, device: str, quiet: bool) -> None:
+            instances_per_image: int | None, min_area: int, limit: int | None, eval_clicks: int, device: str, engine: str,
+            workers: int | None, quiet: bool) -> None:
     """Fine-tune SAM's mask decoder on a labelled DATASET folder (images/ + masks/, as `terramask eval`).
 
     The image encoder is frozen and every image embedded once (embedding cache), so an
@@ -48,6 +52,7 @@ def command(dataset: str, model: str | None, checkpoint: str | None, out_dir: st
         dataset=dataset, model=model, checkpoint=checkpoint, train=train, prompts=prompts, epochs=epochs, val=val,
         target_class=target_class, seed=seed, lr=lr, batch_size=batch_size, patience=patience,
         instances_per_image=instances_per_image, min_area=min_area, limit=limit, eval_clicks=eval_clicks, device=device,
+        engine=engine, workers=workers,
     )
     info = run_finetune(config, out_dir, progress=False if quiet else None)
     if info["metrics"]["after"] is not None:

@@ -8,6 +8,11 @@ from terramask.core.errors import InputError
 from terramask.models.finetune.trainable import TRAIN_MODES
 from terramask.pipelines.finetune.prompts import PROMPT_KINDS
 
+#: ``--engine`` values: this process, or data-parallel Ray Train workers
+ENGINES = ("local", "ray")
+#: Ray workers when ``--workers`` is not given
+DEFAULT_RAY_WORKERS = 2
+
 #: fields that must match for a run directory to be resumed
 RESUME_KEYS = (
     "dataset", "model", "checkpoint", "train", "prompts", "val", "target_class", "seed", "lr",
@@ -23,7 +28,9 @@ class FinetuneConfig:
     ``model``/``checkpoint``: the base model (a registry name, a SAM checkpoint file, or a
     run directory); ``train``: ``decoder`` or ``decoder+lora``; ``prompts``: ``clicks``,
     ``boxes`` or ``both``; ``val``: fraction of images held back (0: none, no early
-    stopping); ``patience``: epochs without a better val mIoU@1 before stopping;
+    stopping); ``engine``: ``local`` (this process) or ``ray`` (data-parallel over
+    ``workers`` Ray Train workers, CPU; same global batch, same result within float
+    tolerance); ``patience``: epochs without a better val mIoU@1 before stopping;
     ``batch_size``: objects per optimiser step; ``instances_per_image``: objects used per
     image (None: all); ``eval_clicks``: click budget of the before/after evaluation.
     """
@@ -46,6 +53,8 @@ class FinetuneConfig:
     limit: int | None = None
     eval_clicks: int = 5
     device: str = "cpu"
+    engine: str = "local"
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         if self.train not in TRAIN_MODES:
@@ -60,6 +69,12 @@ class FinetuneConfig:
             raise InputError(f"learning rate must be > 0 and weight decay >= 0, got {self.lr}, {self.weight_decay}")
         if self.batch_size < 1 or self.patience < 1 or self.min_area < 1 or self.eval_clicks < 1:
             raise InputError("batch size, patience, minimum area and evaluation clicks must be >= 1")
+        if self.engine not in ENGINES:
+            raise InputError(f"unknown --engine {self.engine!r}; use one of {', '.join(ENGINES)}")
+        if self.workers is not None and (self.engine != "ray" or self.workers < 1):
+            raise InputError("--workers N (N >= 1) goes with --engine ray")
+        if self.engine == "ray" and self.device != "cpu":
+            raise InputError("--engine ray trains on CPU workers (gloo); use --device cpu, or the local engine on a GPU")
         if self.instances_per_image is not None and self.instances_per_image < 1:
             raise InputError(f"instances per image must be >= 1, got {self.instances_per_image}")
 

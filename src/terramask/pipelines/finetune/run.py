@@ -20,6 +20,13 @@
    trainer, so the cached embeddings serve; with adapters, loaded as ``--model RUN_DIR``);
    ``report.md`` has the loss curve and the before/after table.
 
+7. ``engine="ray"``: the same loop on several Ray Train workers, one model replica
+   each (:func:`train_worker`). Every worker draws the same order and prompts, steps on
+   its share of each global batch and the gradients are summed over the workers, so
+   the run equals the local one for the same seed and batch size (float tolerance);
+   worker 0 embeds the images first (the others read the cache), evaluates, and writes
+   the run directory, so resuming and the report work as with one worker.
+
 The pipeline holds no torch: the model is reached through
 :func:`terramask.models.resolve.load_backend` / :func:`~terramask.models.resolve.load_trainer`
 and the :class:`~terramask.models.finetune.trainable.Trainer` protocol.
@@ -27,8 +34,10 @@ and the :class:`~terramask.models.finetune.trainable.Trainer` protocol.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,13 +47,13 @@ from terramask.core.errors import InputError, ModelError
 from terramask.eval.datasets import SegmentationDataset
 from terramask.io.atomic import ensure_output_dir
 from terramask.models.base import Backend
-from terramask.models.finetune.run_dir import CHECKPOINT_FILE
-from terramask.models.finetune.trainable import Trainer, TrainItem
+from terramask.models.finetune.run_dir import CHECKPOINT_FILE, RUN_FILE
+from terramask.models.finetune.trainable import Collective, SingleProcess, Trainer, TrainItem
 from terramask.models.resolve import load_backend, load_trainer
 from terramask.pipelines.evaluate.config import EvalConfig
 from terramask.pipelines.evaluate.readers import read_image
 from terramask.pipelines.evaluate.run import evaluate_backend
-from terramask.pipelines.finetune.config import FinetuneConfig
+from terramask.pipelines.finetune.config import DEFAULT_RAY_WORKERS, FinetuneConfig
 from terramask.pipelines.finetune.data import TrainImage, load_train_images, split_images, subset
 from terramask.pipelines.finetune.report import base_model_info, write_report, write_run_json
 
@@ -101,38 +110,67 @@ def run_finetune(
 ) -> dict:
     """Fine-tune as the module docstring says; returns the run description
     (``terramask.json``'s content). ``trainer_factory(backend, config)`` replaces
-    :func:`load_trainer` (tests)."""
+    :func:`load_trainer` (tests). ``config.engine == "ray"`` runs the same loop on
+    ``config.workers`` Ray Train workers (:mod:`terramask.models.finetune.distributed`);
+    worker 0 writes the run directory."""
+    ds = open_dataset(config)  # bad data and a bad split are reported before any model loads or Ray starts
+    split_images(len(ds), config.val, config.seed)
+    out = ensure_output_dir(out_dir)
+    if config.engine == "ray":
+        from terramask.models.finetune.distributed import run_data_parallel
+
+        run_data_parallel(partial(train_worker, config, str(out), trainer_factory),
+                          workers=config.workers or DEFAULT_RAY_WORKERS)
+        return json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
+    return train_worker(config, str(out), trainer_factory, SingleProcess(), progress=progress)
+
+
+def train_worker(config: FinetuneConfig, out_dir: str, trainer_factory: Callable[[Backend, FinetuneConfig], Trainer] | None,
+                 collective: Collective, progress: bool | None = None) -> dict:
+    """One replica's training (all of it when alone). Every worker samples the same
+    prompts and keeps its share of each global batch; worker 0 alone evaluates, writes
+    the run directory and shows progress; decisions (val mIoU@1) are broadcast from it."""
+    lead = collective.rank == 0
     ds = open_dataset(config)
     train_idx, val_idx = split_images(len(ds), config.val, config.seed)
-    out = ensure_output_dir(out_dir)
+    out = Path(out_dir)
     backend = load_backend(config.model, checkpoint=config.checkpoint, device=config.device, cache=True)
     factory = trainer_factory or (lambda b, c: load_trainer(b, c.train, lr=c.lr, weight_decay=c.weight_decay))
     trainer = factory(backend, config)
     base = base_model_info(config, trainer, backend)
     state_path = out / STATE_FILE
     state = _resume(trainer, state_path, config) if state_path.is_file() else _fresh_state(config, train_idx, val_idx, ds)
+    if not lead:
+        collective.barrier()  # worker 0 embeds the images first: the others read its cache entries
     images = load_train_images(subset(ds, train_idx), backend, trainer, keep_images=config.train == "decoder+lora")
+    if lead:
+        collective.barrier()
     val_ds = subset(ds, val_idx) if val_idx else None
-    if state["before"] is None and val_ds is not None:
+    if lead and state["before"] is None and val_ds is not None:
         state["before"] = click_eval(trainer.backend, val_ds, config.eval_clicks, f"{base['name']} (before)")
-    log.info("training %d parameters on %d objects of %d images", trainer.trainable_parameters(),
-             sum(len(im.targets) for im in images), len(images))
+    log.info("training %d parameters on %d objects of %d images (worker %d of %d)", trainer.trainable_parameters(),
+             sum(len(im.targets) for im in images), len(images), collective.rank + 1, collective.world)
     for epoch in range(state["epoch"], config.epochs):
         if state["stopped"]:
             break
-        record = _epoch(trainer, images, config, epoch, progress, out, state)
-        val_miou = _mean_iou1(trainer.backend, val_ds) if val_ds is not None else None
+        record = _epoch(trainer, images, config, epoch, progress if lead else False, out, state, collective)
+        val_miou = _mean_iou1(trainer.backend, val_ds) if lead and val_ds is not None else None
+        val_miou = collective.broadcast(val_miou)
         record["val_miou@1"] = val_miou
         state["history"].append(record)
         best = state["best"]
         if best is None or val_miou is None or val_miou > best["val_miou@1"]:
-            trainer.save_checkpoint(out / CHECKPOINT_FILE)
             state["best"] = {"epoch": epoch + 1, "val_miou@1": val_miou}
-            write_run_json(out, config, base, ds, state, None)
+            if lead:
+                trainer.save_checkpoint(out / CHECKPOINT_FILE)
+                write_run_json(out, config, base, ds, state, None)
         state["epoch"] = epoch + 1
         if val_miou is not None and epoch + 1 - state["best"]["epoch"] >= config.patience:
             state["stopped"] = f"early stopping: no better val mIoU@1 in {config.patience} epoch(s)"
-        trainer.save_state(state_path, state)
+        if lead:
+            trainer.save_state(state_path, state)
+    if not lead:
+        return state
     after = None
     if val_ds is not None:
         after = click_eval(_best_model(trainer, out, config), val_ds, config.eval_clicks, f"{base['name']} fine-tuned")
@@ -151,8 +189,10 @@ def _best_model(trainer: Trainer, out: Path, config: FinetuneConfig) -> Backend:
 
 
 def _epoch(trainer: Trainer, images: list[TrainImage], config: FinetuneConfig, epoch: int,
-           progress: bool | None, out: Path, state: dict) -> dict[str, Any]:
-    """One pass over every training object; the mean losses and the time."""
+           progress: bool | None, out: Path, state: dict, collective: Collective) -> dict[str, Any]:
+    """One pass over every training object; the mean losses and the time. Each global
+    batch of ``batch_size`` objects is drawn whole (same prompts on every worker) and
+    this worker steps on its share ``batch[rank::world]``."""
     from tqdm.auto import tqdm
 
     rng = np.random.default_rng([config.seed, epoch])
@@ -169,7 +209,9 @@ def _epoch(trainer: Trainer, images: list[TrainImage], config: FinetuneConfig, e
             k, i = objects[int(j)]
             im = images[k]
             batch.append(TrainItem(im.embedding, im.targets[i], im.prompt(i, config.prompts, rng), im.image))
-        step = trainer.train_step(batch)
+        share = batch[collective.rank :: collective.world]
+        step = (trainer.train_step(share, total=len(batch), collective=collective) if collective.world > 1
+                else trainer.train_step(batch))
         if not step.finite:
             _stop_on_nan(out, config, state, epoch, n_step)
         sums += [step.loss * len(batch), step.focal * len(batch), step.dice * len(batch), step.iou_mse * len(batch)]
