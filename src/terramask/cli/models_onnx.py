@@ -18,11 +18,13 @@ import click
 @click.option("--force", is_flag=True, help="Replace an existing export in --out.")
 @click.option("--download", is_flag=True, help="Download the checkpoint first when it is not cached.")
 def export_onnx_command(name, out_dir, checkpoint, opset, quantize, force, download) -> None:
-    """Export model NAME (e.g. sam-vit-b, mobilesam; or a SAM checkpoint path) to ONNX.
+    """Export model NAME (e.g. sam-vit-b, mobilesam; a SAM checkpoint path; or a fine-tuning
+    run directory, `terramask finetune --out RUN_DIR`) to ONNX.
 
     Writes encoder.onnx, decoder.onnx (points, boxes, prior mask; batched prompts),
     optionally encoder.int8.onnx, and terramask-onnx.json (source checkpoint SHA-256,
-    input size, opset). Use the folder with `--runtime onnx --checkpoint DIR`.
+    input size, opset). Use the folder with `--runtime onnx --checkpoint DIR` (a run directory also works
+    directly: `--model RUN_DIR --runtime onnx` exports it once into the cache).
     """
     from terramask.models.onnx.export import export_onnx
 

@@ -143,16 +143,23 @@ def export_onnx(
 
     ``name_or_checkpoint`` is a registry name (its cached official checkpoint, or
     ``checkpoint`` when given) or a checkpoint path (a SAM checkpoint; name MobileSAM
-    files by the registry name ``mobilesam``). ``quantize`` also writes the int8 encoder.
+    files by the registry name ``mobilesam``), or a fine-tuning run directory (its base
+    model's family with the fine-tuned ``model.pth``). ``quantize`` also writes the int8 encoder.
     An existing export is refused unless ``overwrite``.
     """
     require("onnx", "onnx")
     from terramask.models import resolve
+    from terramask.models.finetune.run_dir import run_model
     from terramask.models.registry import get_spec
 
     arg = str(name_or_checkpoint)
     ckpt = Path(checkpoint).expanduser() if checkpoint is not None else None
-    if ckpt is None and (os.sep in arg or Path(arg).suffix in (".pth", ".pt")) and Path(arg).expanduser().exists():
+    run = run_model(arg)  # a fine-tuning run directory: its base model and fine-tuned checkpoint
+    if run is not None:
+        if ckpt is not None:
+            raise InputError(f"{arg} is a fine-tuning run with its own checkpoint; drop --checkpoint")
+        ckpt, spec = run.checkpoint, run.spec
+    elif ckpt is None and (os.sep in arg or Path(arg).suffix in (".pth", ".pt")) and Path(arg).expanduser().exists():
         ckpt = Path(arg).expanduser()
         spec = resolve.spec_for_checkpoint(ckpt)
     else:
