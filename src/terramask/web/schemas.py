@@ -64,7 +64,10 @@ class PredictRequest(BaseModel):
     :data:`~terramask.web.limits.MAX_BOXES` boxes; coordinates must be finite.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"points": [{"x": 10, "y": 10, "label": 1}]},
+        {"boxes": [[5, 5, 40, 30]], "multimask": False, "session_id": "example"},
+    ]})
 
     points: list[Point] = Field(default_factory=list, max_length=MAX_POINTS)
     boxes: list[Annotated[list[Coordinate], Field(min_length=4, max_length=4)]] = Field(
