@@ -242,8 +242,13 @@ class Views:
 
 
 def _close_view(app: FastAPI) -> None:
-    """Close a view's files (its model work, if any is left, fails with a closed-scene error)."""
+    """Cancel a view's segment-everything jobs and close its files (model work still
+    running on them, if any, fails with a closed-scene error). The shared model worker
+    stays: :meth:`WebState.close` would stop it for every view."""
     state = app.state.terramask
+    jobs = getattr(state, "everything", None)
+    if jobs is not None:
+        jobs.close(wait=0.5)
     state.everything.close(wait=0.5)  # segment-everything jobs of the view stop (nothing kept)
     if state.display is not state.scene and not state.display.closed:
         state.display.close()
