@@ -247,3 +247,14 @@ def test_a_refine_prompt_trains_the_second_click_with_the_prior_mask(tiny_sam_ch
     before = trainer.model.prompt_encoder.mask_downscaling[0].weight.detach().clone()
     trainer.train_step([refine])
     assert not torch.equal(before, trainer.model.prompt_encoder.mask_downscaling[0].weight)
+
+
+@pytest.mark.slow
+def test_an_onnx_model_has_no_trainable_decoder(tiny_sam_checkpoint, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from terramask.models.onnx.export import export_onnx
+
+    export = export_onnx(tiny_sam_checkpoint, tmp_path / "onnx")
+    backend = load_backend(checkpoint=export.directory, runtime="onnx", cache=True)
+    with pytest.raises(ModelError, match="no trainable mask decoder.*torch runtime"):
+        load_trainer(backend)
