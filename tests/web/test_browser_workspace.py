@@ -1,7 +1,8 @@
 """The labelling workflow of issue 10 in a real browser (Playwright + Debian's chromium):
 open a scene -> click 20 objects in 2 classes (accept each) -> segment everything in the
-shown window -> accept 10 candidates chosen with the sliders -> download the GeoPackage
-and check its features (count, classes, CRS).
+shown window -> accept 10 candidates (area sliders, then one by one), discard the rest in
+bulk -> download the GeoPackage and check its features (count, classes, CRS); and the
+"find similar to the selected object" button's answer on a model without embeddings.
 
 The app runs in this process (uvicorn on 127.0.0.1) with the weight-free classic engine
 on a generated scene of 24 squares. Set ``TERRAMASK_SCREENSHOTS=DIR`` to save pictures of
@@ -142,6 +143,14 @@ def test_click_20_objects_segment_everything_accept_10_and_export_the_geopackage
     assert len(discarded.value.json()["discarded"]) == 14
     page.wait_for_function("() => document.getElementById('ev-shown').textContent.startsWith('0 shown of 1 open')")
     assert _objects(page) == 30
+
+    # find similar to a selected object: the classic engine has no embedding to compare, and says so
+    page.locator("#objects li.choice").first.click()
+    page.wait_for_selector("#objects li.chosen")
+    with page.expect_response("**/everything") as similar:
+        page.click("#ev-similar")
+    assert similar.value.status == 202 and similar.value.request.post_data_json["object_ids"] == [1]
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('needs a SAM-family model')")
 
     with page.expect_download() as download:
         page.click("#dl-gpkg")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pyogrio.raw
 import pytest
 from fastapi.testclient import TestClient
@@ -246,3 +247,43 @@ def test_errors_are_sentences_with_documented_statuses(make_client, classic):
     check("POST", f"/everything/{job['job_id']}/accept", "/everything/{job_id}/accept", 404,
           json={"ids": [1], "class_id": 7})
     check("POST", f"/everything/{job['job_id']}/discard", "/everything/{job_id}/discard", 422, json={"ids": []})
+
+
+def test_find_similar_to_an_object_of_the_layer_gives_its_kind_as_candidates(tmp_path):
+    """Issue 11's find-similar from the page: one red object of the layer finds the other
+    red objects of the scene (and no blue one) as candidates."""
+    import shapely
+
+    from helpers.feature_backends import BLUE, GREY, RED, ColourFeatureBackend
+    from helpers.scenes import UTM33_TRANSFORM
+    from terramask.web.app import create_app
+
+    red = [(24, 24, 72, 64), (150, 40, 198, 80), (60, 180, 108, 220)]
+    blue = [(150, 150, 198, 190)]
+    img = np.empty((3, 256, 256), dtype=np.uint8)
+    img[:] = np.array(GREY, np.uint8)[:, None, None]
+    for boxes, colour in ((red, RED), (blue, BLUE)):
+        for x0, y0, x1, y1 in boxes:
+            img[:, y0:y1, x0:x1] = np.array(colour, np.uint8)[:, None, None]
+    img = np.clip(img.astype(int) + np.random.default_rng(0).integers(-5, 6, img.shape), 1, 255).astype(np.uint8)
+    scene = write_geotiff(tmp_path / "colours.tif", img)
+    app = create_app(scene, ColourFeatureBackend(), out_dir=tmp_path / "out")
+    try:
+        c = TestClient(app)
+        (x0, y0), (x1, y1) = UTM33_TRANSFORM @ red[0][:2], UTM33_TRANSFORM @ red[0][2:]
+        app.state.terramask.layer.add(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), 1, 0.9,
+                                      48 * 40, None)
+        assert c.post("/everything", json={"scope": "similar", "object_ids": [7]}).status_code == 404
+        assert c.post("/everything", json={"scope": "similar"}).status_code == 400
+        job = _start(c, scope="similar", object_ids=[1], tile_size=256)
+        done = _wait(c, job["job_id"])
+        assert done["state"] == "done" and (done["unit"], done["done"], done["total"]) == ("tiles", 1, 1), done
+        boxes = [x["bbox_px"] for x in c.get(f"/everything/{job['job_id']}/candidates").json()["candidates"]]
+
+        def found(box):
+            return any(max(abs(a - b) for a, b in zip(got, box)) <= 2 for got in boxes)
+
+        assert found(red[1]) and found(red[2]), boxes
+        assert not found(blue[0]), "a blue object is not like the red example"
+    finally:
+        app.state.terramask.close()

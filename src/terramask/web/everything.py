@@ -49,7 +49,7 @@ from terramask.web.store import new_id
 
 log = logging.getLogger(__name__)
 
-SCOPES = ("window", "scene")
+SCOPES = ("window", "scene", "similar")
 #: Largest side (scene pixels) of a window segmented in one piece; larger: the tiled scene run.
 MAX_WINDOW_SIDE = 2048
 #: Jobs remembered per app (running ones included).
@@ -76,18 +76,24 @@ class JobCancelled(TerramaskError):
 class JobSpec:
     """What to segment: ``scope`` (``window`` or ``scene``), ``window`` (scene pixels,
     window scope), ``params`` (automatic-generation parameters: ``AmgParams`` fields) and
-    ``tile_size`` (scene scope)."""
+    ``tile_size`` (scene and similar scopes); scope ``similar``: ``exemplars`` (``(polygon in
+    the scene CRS, class name)`` of the objects to find more of) and ``similarity`` (the
+    cosine similarity a found object needs, :mod:`terramask.models.concept.similar`)."""
 
     scope: str
     window: Window | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     tile_size: int = 1024
+    exemplars: tuple[tuple[Any, str], ...] = ()
+    similarity: float = 0.6
 
     def check(self, scene: Scene) -> "JobSpec":
         """This spec, checked against ``scene`` (:class:`InputError` with the reason)."""
         if self.scope not in SCOPES:
             raise InputError(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
-        if self.scope == "scene":
+        if self.scope == "similar" and not self.exemplars:
+            raise InputError("find similar needs at least one object of the layer as an example")
+        if self.scope != "window":
             return self
         if self.window is None:
             raise InputError("a window-scope job needs the window (col_off, row_off, width, height)")
@@ -116,7 +122,7 @@ class Job:
         self.stage = "waiting for the model"
         self.done = 0
         self.total = 0
-        self.unit = "tiles" if spec.scope == "scene" else "points"
+        self.unit = "points" if spec.scope == "window" else "tiles"
         self.error: str | None = None
         self.started = time.monotonic()
         self.finished: float | None = None
@@ -236,16 +242,22 @@ class GuardedBackend:
 
 @dataclass(frozen=True)
 class CountingSegmenter:
-    """A scene run's segmenter factory around :class:`BackendSegmenter` that calls
-    ``after_tile()`` when a tile is segmented (the job's progress and cancel check)."""
+    """A scene run's segmenter factory around another (:class:`BackendSegmenter`,
+    :class:`~terramask.pipelines.find.segmenter.FindSegmenter`) that calls ``after_tile()``
+    when a tile is segmented (the job's progress and cancel check); a classed inner
+    segmenter keeps the run classed."""
 
     shippable: ClassVar[bool] = False
 
-    inner: BackendSegmenter
+    inner: Any
     after_tile: Callable[[], None]
 
     def __call__(self) -> SegmentTile:
         return partial(_segment_and_count, self.inner(), self.after_tile)
+
+    @property
+    def classes(self) -> tuple[str, ...] | None:
+        return getattr(self.inner, "classes", None)
 
     def describe(self) -> dict:
         return self.inner.describe()
@@ -295,7 +307,7 @@ class EverythingJobs:
             if busy is not None:
                 raise JobConflict(f"job {busy.id} of this session is still running; cancel it or wait for it")
             job = Job(session_id, spec, None)
-            if spec.scope == "scene":
+            if spec.scope != "window":
                 job.folder = self.work_dir / f"everything-{job.id}"
             self._jobs[job.id] = job
             self._evict()
@@ -335,6 +347,8 @@ class EverythingJobs:
         try:
             if job.spec.scope == "window":
                 candidates = self._run_window(job)
+            elif job.spec.scope == "similar":
+                candidates = self._run_similar(job)
             else:
                 candidates = self._run_scene(job)
         except JobCancelled:
@@ -387,6 +401,39 @@ class EverythingJobs:
         job.check()
         job.progress("reading the objects", len(tiles))
         return from_scene_run(run)
+
+
+    def _run_similar(self, job: Job) -> list[Candidate]:
+        """Find objects like the exemplars over the whole scene (issue 11's find-similar,
+        :func:`terramask.pipelines.find.run.scene_prototypes` and
+        :class:`~terramask.models.concept.similar.SimilarFinder`), tile by tile."""
+        from terramask.io.exemplars import ExemplarFeature
+        from terramask.models.concept.similar import SimilarFinder
+        from terramask.pipelines.find.run import scene_prototypes
+        from terramask.pipelines.find.segmenter import FindSegmenter
+        from terramask.pipelines.scene.run import run_scene
+
+        assert job.folder is not None  # set by start() for the similar scope
+        config = self._tiled_config(job)
+        backend = cast(Backend, GuardedBackend(self.backend, self.lock, job.check))
+        job.progress("learning the examples")
+        features = [ExemplarFeature(geometry, 1, cls, f"object {k + 1} of the layer")
+                    for k, (geometry, cls) in enumerate(job.spec.exemplars)]
+        protos = scene_prototypes(self.scene.source, backend, features, config)
+        finder = SimilarFinder(backend, protos, similarity=job.spec.similarity)
+        tiles = plan_tiles(self.scene.path, self.scene.width, self.scene.height, config.tile_size, config.overlap)
+        job.progress("finding similar objects", 0, len(tiles))
+        segmenter = CountingSegmenter(FindSegmenter(finder, None, protos.names), partial(_tile_done, job))
+        run = run_scene(self.scene.source, job.folder, segmenter, config)
+        job.check()
+        job.progress("reading the objects", len(tiles))
+        return from_scene_run(run)
+
+    def _tiled_config(self, job: Job) -> Any:
+        from terramask.pipelines.scene.config import SceneRunConfig, default_overlap
+
+        return SceneRunConfig(bands=tuple(b + 1 for b in self.scene.bands), tile_size=job.spec.tile_size,
+                              overlap=default_overlap(job.spec.tile_size), progress=False)
 
 
 def _tile_done(job: Job) -> None:

@@ -1,8 +1,9 @@
 """Routes of segment everything (:mod:`terramask.web.everything`), added by ``create_app``.
 
 ====================================  ==============================================================
-``POST /everything``                  start a job on the shown window or the whole scene (202;
-                                      409 while the session's last job runs)
+``POST /everything``                  start a job on the shown window or the whole scene, or find
+                                      objects similar to objects of the layer (202; 409 while
+                                      the session's last job runs)
 ``GET /everything/{job_id}``          state, stage, progress (``done``/``total`` ``unit``), error
 ``POST /everything/{job_id}/cancel``  stop it between tiles / point batches (nothing is kept)
 ``GET /everything/{job_id}/candidates``  the candidates with outlines (409 until done)
@@ -48,17 +49,21 @@ class EverythingRequest(BaseModel):
     """``POST /everything``: segment everything in ``window`` (scope ``window``, the part
     of the scene the page shows) or the whole scene in tiles of ``tile_size`` px (scope
     ``scene``). ``points_per_side``, ``pred_iou_thresh``, ``stability_score_thresh``:
-    automatic-generation parameters (default: the reference generator's)."""
+    automatic-generation parameters (default: the reference generator's). Scope
+    ``similar``: find objects like the layer's objects ``object_ids`` (each an example of
+    its class) over the whole scene, keeping those at least ``similarity`` alike (cosine)."""
 
     model_config = ConfigDict(extra="forbid")
 
     session_id: SessionId | None = None
-    scope: Literal["window", "scene"] = "window"
+    scope: Literal["window", "scene", "similar"] = "window"
     window: WindowBody | None = None
     tile_size: Annotated[int, Field(ge=64, le=4096)] = 1024
     points_per_side: Annotated[int, Field(ge=1, le=64)] | None = None
     pred_iou_thresh: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     stability_score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    object_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(default_factory=list, max_length=100)
+    similarity: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.6
 
 
 class CandidateIds(BaseModel):
@@ -74,14 +79,15 @@ class CandidateIds(BaseModel):
 def add_everything_routes(app: FastAPI, jobs: EverythingJobs, layer: ObjectLayer, scene: Scene) -> None:
     """Register the segment-everything routes on ``app``."""
 
-    @app.post("/everything", status_code=202, responses=error_responses(400, 409, 413, 422, 500))
+    @app.post("/everything", status_code=202, responses=error_responses(400, 404, 409, 413, 422, 500))
     def start_everything(req: EverythingRequest) -> dict:
         """Start segment everything; returns the job (poll ``GET /everything/{job_id}``)."""
         params = {k: v for k, v in (("points_per_side", req.points_per_side), ("pred_iou_thresh", req.pred_iou_thresh),
                                     ("stability_score_thresh", req.stability_score_thresh)) if v is not None}
         window = None if req.window is None else Window(req.window.col_off, req.window.row_off,
                                                         req.window.width, req.window.height)
-        spec = JobSpec(req.scope, window, params, req.tile_size)
+        exemplars = tuple(_example(layer, object_id) for object_id in dict.fromkeys(req.object_ids))
+        spec = JobSpec(req.scope, window, params, req.tile_size, exemplars, req.similarity)
         return jobs.start(req.session_id or new_id(), spec).snapshot()
 
     @app.get("/everything/{job_id}", responses=error_responses(404, 422, 500))
@@ -132,3 +138,10 @@ def add_everything_routes(app: FastAPI, jobs: EverythingJobs, layer: ObjectLayer
             picked = job.pick(req.ids)
             job.mark([c.id for c in picked], DISCARDED)
         return {"job": job.snapshot(), "discarded": [c.id for c in picked]}
+
+
+def _example(layer: ObjectLayer, object_id: int) -> tuple[object, str]:
+    """``(polygon in the scene CRS, class name)`` of object ``object_id`` (404 when gone)."""
+    with layer.lock:
+        obj = layer.get(object_id)
+        return obj.geometry, str(layer.class_of(obj.class_id)["name"])

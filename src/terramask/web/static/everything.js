@@ -1,5 +1,6 @@
 /* Segment everything in the page: start a job on the shown window or the whole scene
- * (tiled), follow its progress, cancel it; its results are candidate objects drawn as
+ * (tiled), or find objects similar to the selected object (issue 11's find-similar, whole
+ * scene), follow its progress, cancel it; its results are candidate objects drawn as
  * dashed outlines, filtered by score and area sliders, accepted into the object layer
  * with the active class or discarded, in bulk ("all shown") or one by one.
  * Server routes: POST everything, GET everything/{id}, POST everything/{id}/cancel,
@@ -44,6 +45,11 @@
   async function start(scope) {
     if (ev.job && ev.job.state === "running") return;
     const body = { scope: scope, session_id: ev.hooks.sessionId() || ev.sessionId || undefined };
+    if (scope === "similar") {
+      const selected = root.TerramaskObjects.selected();
+      if (selected === null) { say("Select an object in the list first: it is the example to find more of.", true); return; }
+      body.object_ids = [selected];
+    }
     if (scope === "window") {
       body.window = visibleWindow();
       if (!body.window) { say("No part of the scene is on screen.", true); return; }
@@ -57,7 +63,9 @@
     ev.sessionId = ev.job.session_id;
     ev.candidates = [];
     ev.hover = null;
-    say("Segment everything started (" + (scope === "window" ? "shown window" : "whole scene, tiled") + ").");
+    const what = { window: "segment everything in the shown window", scene: "segment everything in the whole scene",
+      similar: "find similar to object #" + (body.object_ids || [""])[0] + " in the whole scene" }[scope];
+    say(what.charAt(0).toUpperCase() + what.slice(1) + ": started.");
     render();
     ev.hooks.draw();
     poll();
@@ -173,6 +181,7 @@
     const running = !!job && job.state === "running";
     $("ev-window").disabled = running;
     $("ev-scene").disabled = running;
+    $("ev-similar").disabled = running;
     $("ev-cancel").disabled = !running;
     const bar = $("ev-progress");
     bar.hidden = !job;
@@ -257,6 +266,7 @@
     ev.hooks = hooks;
     $("ev-window").addEventListener("click", () => start("window"));
     $("ev-scene").addEventListener("click", () => start("scene"));
+    $("ev-similar").addEventListener("click", () => start("similar"));
     $("ev-cancel").addEventListener("click", cancel);
     $("ev-accept-shown").addEventListener("click", () => decide(shown().map((c) => c.id), "accept"));
     $("ev-discard-shown").addEventListener("click", () => decide(shown().map((c) => c.id), "discard"));

@@ -251,5 +251,5 @@
   }
 
   root.TerramaskObjects = { init: init, draw: drawLayer, onKey: onKey, updateButtons: updateButtons, layer: layer,
-    apply: apply, classId: () => ui.classId };
+    apply: apply, classId: () => ui.classId, selected: () => ui.selected };
 })(window);
