@@ -64,7 +64,8 @@ def test_list_shows_every_model(capsys):
     assert rows["sam-vit-b"][:6] == ["sam-vit-b", "sam", "93.7M", "375.0 MB", "Apache-2.0", "no"]
     assert rows["sam-vit-h"][2:4] == ["641.1M", "2.6 GB"]
     assert rows["classic"][1:6] == ["classic", "-", "-", "n/a (no weights)", "-"]
-    assert rows["classic"][6] == registry.get_spec("classic").when_to_use
+    assert rows["classic"][6:] == ["-", registry.get_spec("classic").when_to_use]  # RUNTIME: weight-free
+    assert rows["sam-vit-b"][6] == "unmeasured"  # until `terramask doctor --measure` (tests/cli/test_doctor.py)
 
 
 def test_list_json_reports_cached_models(capsys):

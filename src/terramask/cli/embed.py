@@ -15,15 +15,14 @@ import time
 
 import click
 
-from terramask.cli.options import assets_option, model_options
+from terramask.cli.options import assets_option, model_options, runtime_option
 
 
 @click.command("embed")
 @click.argument("scene", type=click.Path(dir_okay=False))
 @assets_option
 @model_options
-@click.option("--runtime", type=click.Choice(["torch", "onnx", "onnx-int8"]), default="torch", show_default=True,
-              help="Inference runtime (onnx-int8 changes results).")
+@runtime_option
 @click.option("--bands", help="1-based bands to show the model, e.g. 4,3,2 (must match later runs).")
 @click.option("--tile-size", default=1024, show_default=True, type=int, help="Tile size of the grid (as `terramask auto`).")
 @click.option("--overlap", default=128, show_default=True, type=int, help="Tile overlap (as `terramask auto`).")

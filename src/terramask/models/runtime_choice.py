@@ -142,7 +142,7 @@ class ChoiceCache:
         if path is None:
             from terramask.models.cachedir import cache_dir
 
-            path = cache_dir() / CHOICE_FILE
+            path = cache_dir(create=False) / CHOICE_FILE  # reading creates nothing
         self.path = Path(path)
         self.machine = describe_machine()
         self.key = key or str(self.machine["key"])
