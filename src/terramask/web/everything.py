@@ -9,7 +9,11 @@ A job runs automatic generation with the app's loaded backend on
 - the **whole scene** (scope ``scene``): :func:`~terramask.pipelines.scene.run.run_scene`
   through a :class:`~terramask.pipelines.scene.segmenters.BackendSegmenter` into
   ``<work>/everything-<job>/`` (labels.tif, objects.gpkg, masks.json, overlay.png,
-  summary.json); progress counts tiles.
+  summary.json); progress counts tiles;
+- objects **similar** to objects of the layer (scope ``similar``, issue 11's find-similar):
+  the same tiled run with :class:`~terramask.pipelines.find.segmenter.FindSegmenter`
+  around a :class:`~terramask.models.concept.similar.SimilarFinder` whose prototypes are
+  learnt from the objects' polygons (SAM-family models only).
 
 Jobs run on their own daemon thread. Every call into the backend goes through
 :class:`GuardedBackend`: it takes the model lock (the lock clicks take on the model
