@@ -24,7 +24,24 @@ def _params(p: float | None) -> str:
     return "-" if p is None else f"{p:.1f}M"
 
 
-def _row(spec: ModelSpec) -> dict:
+def _fastest_runtimes() -> dict[str, str]:
+    """family -> the runtime measured fastest on this machine (``terramask doctor``)."""
+    from terramask.models.runtime_choice import ChoiceCache
+
+    return {family: m.fastest for family, m in ChoiceCache().measurements().items()}
+
+
+def _runtime(spec: ModelSpec, fastest: dict[str, str]) -> str | None:
+    """What ``--runtime auto`` runs ``spec`` on here: the measured choice, ``torch`` for a
+    family with no other runtime, None when not measured yet or weight-free."""
+    if not spec.needs_weights:
+        return None
+    if spec.family not in ("sam", "mobilesam", "sam2"):  # no ONNX / OpenVINO runtime
+        return "torch"
+    return fastest.get(spec.family)
+
+
+def _row(spec: ModelSpec, fastest: dict[str, str] | None = None) -> dict:
     cached = is_cached(spec) if spec.needs_weights else None
     return {
         "name": spec.name,
@@ -37,6 +54,7 @@ def _row(spec: ModelSpec) -> dict:
         "path": str(checkpoint_path(spec)) if spec.needs_weights else None,
         "url": spec.url,
         "sha256": spec.sha256,
+        "fastest_runtime": _runtime(spec, fastest or {}),
         "when_to_use": spec.when_to_use,
     }
 
@@ -50,12 +68,14 @@ def command() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the registry as JSON.")
 def list_command(as_json: bool) -> None:
     """Show every known model: family, parameters, file size, licence, whether it is
-    in the cache, and when to use it."""
-    rows = [_row(spec) for spec in list_specs()]
+    in the cache, the runtime measured fastest here for its family (`terramask doctor`),
+    and when to use it."""
+    fastest = _fastest_runtimes()
+    rows = [_row(spec, fastest) for spec in list_specs()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    header = ("NAME", "FAMILY", "PARAMS", "SIZE", "LICENCE", "CACHED", "WHEN TO USE")
+    header = ("NAME", "FAMILY", "PARAMS", "SIZE", "LICENCE", "CACHED", "RUNTIME", "WHEN TO USE")
     table = [
         (
             r["name"],
@@ -64,6 +84,7 @@ def list_command(as_json: bool) -> None:
             _size(r["size_bytes"]),
             r["licence"],
             "-" if r["cached"] is None else ("yes" if r["cached"] else "no"),
+            r["fastest_runtime"] or ("-" if r["cached"] is None else "unmeasured"),
             r["when_to_use"],
         )
         for r in rows
