@@ -49,14 +49,19 @@ def parse_box(text: str) -> list[float]:
     return parse_numbers(text, "--box", (4,))
 
 
+RUNTIME_CHOICES = ("torch", "onnx", "onnx-int8", "openvino", "auto")  # terramask.models.resolve.RUNTIMES
+
+
 def runtime_option(f):
-    """``--runtime torch|onnx|onnx-int8`` (ONNX Runtime exports the checkpoint once into the cache)."""
+    """``--runtime torch|onnx|onnx-int8|openvino|auto`` (the ONNX-based runtimes export the
+    checkpoint once into the cache)."""
     return click.option(
         "--runtime",
-        type=click.Choice(["torch", "onnx", "onnx-int8"]),
+        type=click.Choice(RUNTIME_CHOICES),
         default="torch",
         show_default=True,
-        help="Inference runtime: PyTorch, ONNX Runtime, or ONNX Runtime with an int8 encoder (changes results).",
+        help="Inference runtime: PyTorch; ONNX Runtime; ONNX Runtime with an int8 encoder (changes results); "
+             "OpenVINO; auto: the fastest measured on this machine (`terramask doctor`).",
     )(f)
 
 

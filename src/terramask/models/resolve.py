@@ -18,13 +18,18 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from terramask.core.errors import InputError, ModelError, UnknownModelError
+from terramask.core.lazy import require
 from terramask.models.base import Backend
 from terramask.models.download import ensure_checkpoint, is_cached
 from terramask.models.finetune.run_dir import looks_like_run_dir, run_model
 from terramask.models.finetune.trainable import Trainer
 from terramask.models.registry import ModelSpec, get_spec, spec_for_filename
+
+if TYPE_CHECKING:
+    from terramask.models.runtime_choice import Measurement
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +37,10 @@ ENV_MODEL = "TERRAMASK_MODEL"
 FALLBACK = "classic"
 # Best first: the model used when nothing is named and several are in the cache.
 CACHE_PREFERENCE = ("sam-vit-h", "sam-vit-l", "sam-vit-b")
-RUNTIMES = ("torch", "onnx", "onnx-int8")
+# inference runtimes: PyTorch; ONNX Runtime (float, int8 encoder) and OpenVINO over the ONNX
+# export; ``auto``: the fastest measured on this machine (models.runtime_choice)
+RUNTIMES = ("torch", "onnx", "onnx-int8", "openvino", "auto")
+EXPORT_RUNTIMES = ("onnx", "onnx-int8", "openvino")
 
 
 def best_cached() -> str | None:
@@ -150,9 +158,12 @@ def load_backend(
     :class:`~terramask.models.embedding_cache.CachedBackend` (the persistent embedding
     cache shared by every process). The opt-in malloc settings of
     :mod:`terramask.models.allocator` (``TERRAMASK_MALLOC=tuned``) are applied once, before the model loads.
-    ``runtime``: ``torch``, ``onnx`` or ``onnx-int8`` (every family with weights; the checkpoint
-    is exported once into ``<cache>/onnx/``, or ``checkpoint`` names an export directory;
-    ``onnx-int8`` uses the int8-quantised encoder, which changes results).
+    ``runtime``: ``torch``, ``onnx``, ``onnx-int8`` or ``openvino`` (every family with weights;
+    the checkpoint is exported to ONNX once into ``<cache>/onnx/``, or ``checkpoint`` names an
+    export directory; ``onnx-int8`` uses the int8-quantised encoder, which changes results;
+    ``openvino`` compiles the export for this CPU), or ``auto``: the runtime measured fastest
+    for the model's family on this machine (:mod:`terramask.models.runtime_choice`; measured
+    on first use, then cached; ``torch`` for weight-free models and non-CPU devices).
     ``name`` may be a fine-tuning run directory (``terramask finetune --out RUN_DIR``):
     its checkpoint and family are used.
     """
@@ -166,14 +177,13 @@ def load_backend(
         ckpt = run.checkpoint
     if runtime != "torch" and ckpt is not None and ckpt.is_dir():
         # an ONNX export directory given directly
+        if runtime == "auto":
+            raise InputError(f"--checkpoint {ckpt} is an ONNX export directory: name its runtime "
+                             f"({', '.join(EXPORT_RUNTIMES)}) instead of auto")
         from terramask.models.allocator import configure_allocator
-        from terramask.models.onnx.backend import open_onnx_backend
 
         configure_allocator()
-        onnx_backend = open_onnx_backend(
-            ckpt, name=name.strip() if name and name.strip() else None, quantized=runtime == "onnx-int8"
-        )
-        return _maybe_cached(onnx_backend, cache, None)
+        return _maybe_cached(_open_export(ckpt, name.strip() if name and name.strip() else None, runtime), cache, None)
     if ckpt is not None and (name is None or not name.strip()):
         spec = spec_for_checkpoint(ckpt)
     else:
@@ -185,10 +195,73 @@ def load_backend(
     from terramask.models.allocator import configure_allocator
 
     configure_allocator()
+    if runtime == "auto":
+        runtime = _auto_runtime(spec, ckpt, device, download)
     if runtime == "torch":
         backend = loader(spec, ckpt, device, download)
         return _maybe_cached(backend, cache and spec.needs_weights, spec.sha256 if ckpt is None else None)
-    return _maybe_cached(_load_onnx(spec, ckpt, download, quantized=runtime == "onnx-int8"), cache, None)
+    return _maybe_cached(_load_exported(spec, ckpt, download, runtime), cache, None)
+
+
+def _runtime_loader(spec: ModelSpec, checkpoint: Path | None, device: str, download: bool) -> Callable[[str], Backend]:
+    """``runtime -> backend`` for ``spec``: what a runtime measurement loads."""
+
+    def load(runtime: str) -> Backend:
+        if runtime == "torch":
+            return LOADERS[spec.family](spec, checkpoint, device, download)
+        return _load_exported(spec, checkpoint, download, runtime)
+
+    return load
+
+
+def _auto_runtime(spec: ModelSpec, checkpoint: Path | None, device: str, download: bool) -> str:
+    """``--runtime auto``: the runtime measured fastest for ``spec``'s family here (measured
+    with this model on first use). Weight-free models and GPUs use torch."""
+    from terramask.models.onnx.export import EXPORTABLE_FAMILIES
+
+    if spec.family not in EXPORTABLE_FAMILIES or device != "cpu":
+        return "torch"
+    ensure_checkpoint(spec, checkpoint, download_missing=download)  # a missing file says so, once
+    from terramask.models.runtime_choice import choose_runtime
+
+    choice = choose_runtime(spec.family, spec.name, _runtime_loader(spec, checkpoint, device, download))
+    logger.info("runtime auto: %s for %s", choice, spec.name)
+    return choice
+
+
+def measure_runtimes(
+    name: str, checkpoint: str | os.PathLike[str] | None = None, download: bool = False
+) -> Measurement:
+    """Measure every installed runtime on model ``name`` now (``terramask doctor --measure``),
+    record the result as its family's runtime choice for this machine and return the
+    :class:`~terramask.models.runtime_choice.Measurement`. Raises :class:`ModelError` for a
+    model the ONNX-based runtimes do not cover (the weight-free engine)."""
+    from terramask.models.onnx.export import EXPORTABLE_FAMILIES
+    from terramask.models.runtime_choice import ChoiceCache, available_runtimes, measure_family
+
+    spec = get_spec(resolve_model_name(name))
+    if spec.family not in EXPORTABLE_FAMILIES:
+        raise ModelError(f"model {spec.name!r} ({spec.family}) runs only on torch; nothing to measure "
+                         f"(runtimes are measured for {', '.join(EXPORTABLE_FAMILIES)})")
+    ckpt = Path(checkpoint).expanduser() if checkpoint is not None else None
+    ensure_checkpoint(spec, ckpt, download_missing=download)
+    from terramask.models.allocator import configure_allocator
+
+    configure_allocator()
+    measured = measure_family(spec.family, spec.name, available_runtimes(), _runtime_loader(spec, ckpt, "cpu", download))
+    ChoiceCache().put(measured)
+    return measured
+
+
+def _open_export(directory: Path, name: str | None, runtime: str) -> Backend:
+    """The ``runtime`` (one of :data:`EXPORT_RUNTIMES`) backend over an ONNX export directory."""
+    if runtime == "openvino":
+        from terramask.models.openvino.backend import open_openvino_backend
+
+        return open_openvino_backend(directory, name=name)
+    from terramask.models.onnx.backend import open_onnx_backend
+
+    return open_onnx_backend(directory, name=name, quantized=runtime == "onnx-int8")
 
 
 def _maybe_cached(backend: Backend, cache: bool, weights_id: str | None) -> Backend:
@@ -207,17 +280,21 @@ def onnx_export_dir(spec: ModelSpec, weights_sha256: str) -> Path:
     return cache_dir() / "onnx" / f"{safe}-{weights_sha256[:12]}"
 
 
-def _load_onnx(spec: ModelSpec, checkpoint: Path | None, download: bool, quantized: bool) -> Backend:
-    """The ONNX Runtime backend for ``spec`` (SAM, MobileSAM, SAM 2), exporting the checkpoint
-    into the cache on first use (once per weights file)."""
+def _load_exported(spec: ModelSpec, checkpoint: Path | None, download: bool, runtime: str) -> Backend:
+    """The ONNX Runtime or OpenVINO backend (``runtime`` in :data:`EXPORT_RUNTIMES`) for
+    ``spec`` (SAM, MobileSAM, SAM 2), exporting the checkpoint to ONNX into the cache on
+    first use (once per weights file)."""
     from terramask.models.onnx import export as onnx_export
-    from terramask.models.onnx.backend import open_onnx_backend
 
     if spec.family not in onnx_export.EXPORTABLE_FAMILIES:
+        label = "OpenVINO" if runtime == "openvino" else "ONNX"
         raise ModelError(
-            f"model {spec.name!r} ({spec.family}) has no ONNX runtime; "
-            f"use --runtime torch (ONNX covers {', '.join(onnx_export.EXPORTABLE_FAMILIES)})"
+            f"model {spec.name!r} ({spec.family}) has no {label} runtime; "
+            f"use --runtime torch ({label} covers {', '.join(onnx_export.EXPORTABLE_FAMILIES)})"
         )
+    if runtime == "openvino":
+        require("openvino", "openvino")  # the install hint before a long export
+    quantized = runtime == "onnx-int8"
     path = ensure_checkpoint(spec, checkpoint, download_missing=download)
     if checkpoint is None and spec.sha256:
         sha = spec.sha256  # the cached file was verified against it
@@ -233,7 +310,7 @@ def _load_onnx(spec: ModelSpec, checkpoint: Path | None, download: bool, quantiz
     if meta is None or (quantized and not (meta.get("files") or {}).get("encoder_int8")):
         logger.warning("exporting %s to ONNX in %s (once per weights file; this takes a while)", spec.name, out)
         onnx_export.export_spec(spec, out, checkpoint=path, quantize=quantized, overwrite=True)
-    return open_onnx_backend(out, name=spec.name, quantized=quantized)
+    return _open_export(out, spec.name, runtime)
 
 
 # backend classes with a trainable SAM mask decoder -> (family, how to name the architecture)

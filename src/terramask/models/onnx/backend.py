@@ -12,8 +12,9 @@ engine: one linear map per axis with PyTorch's bilinear weights).
 
 Parity with the PyTorch backend on the same weights (tested): embeddings within
 ``1e-4`` absolute, low-res logits within ``1e-3`` absolute + ``1e-3`` relative, masks
-IoU >= 0.99 (in practice identical). The optional int8 encoder (``quantized=True``)
-changes results and is labelled so in the embedding's ``extras``.
+IoU >= 0.99 (in practice identical). The optional int8 encoder (``quantized=True``,
+static, :mod:`terramask.models.onnx.quantize`) changes results and is labelled so in the
+embedding's ``extras``.
 
 Threads: ``threads`` (or ``TERRAMASK_ONNX_THREADS``), default all cores of the machine.
 """
@@ -33,7 +34,14 @@ from terramask.core.image import GeoImage
 from terramask.core.lazy import require
 from terramask.core.maskset import MaskSet
 from terramask.core.prompts import Prompts
-from terramask.models.base import Embedding, as_rgb8, check_pixel_prompts, upscale_arguments
+from terramask.models.base import (
+    Embedding,
+    FeatureGrid,
+    as_rgb8,
+    check_pixel_prompts,
+    grid_feature_map,
+    upscale_arguments,
+)
 from terramask.models.onnx.export import DECODER, ENCODER, ENCODER_INT8, read_metadata
 from terramask.models.upscale import Upscaler
 
@@ -87,7 +95,6 @@ class OnnxSamBackend:
     mask_threshold: float = 0.0
 
     def __init__(self, directory: str | os.PathLike[str], name: str | None = None, threads: int | None = None, quantized: bool = False, providers: list[str] | None = None) -> None:
-        ort = require("onnxruntime", "onnx")
         self.directory = Path(directory).expanduser()
         self.meta = read_metadata(self.directory)
         self.name = name or self.meta["model"]
@@ -95,6 +102,28 @@ class OnnxSamBackend:
         enc_file = ENCODER_INT8 if quantized else ENCODER
         if quantized and not (self.meta.get("files") or {}).get("encoder_int8"):
             raise ModelError(f"{self.directory} has no int8 encoder; export with --quantize first")
+        self._open_sessions(self.directory / enc_file, self.directory / DECODER, threads, providers)
+        self.img_size = int(self.meta["input_size"])
+        self.low_res = int(self.meta["low_res_size"])
+        self.grid = int(self.meta["embedding_grid"])
+        self._mean = self.meta.get("pixel_mean")
+        self._std = self.meta.get("pixel_std")
+        # the static int8 encoder replaced a dynamic one: its embeddings get their own cache key
+        self.weights_id = f"{self.meta['source_sha256']}:{self.runtime}{'-static' if quantized else ''}"
+        self.source = str(self.directory)
+        self.device = "cpu"
+        model_size = None if self.meta.get("family") == "sam2" else self.img_size
+        self._upscaler = Upscaler(self.low_res, model_size, "numpy")
+
+    @property
+    def runtime(self) -> str:
+        """The runtime's name, in ``weights_id`` and every embedding's ``extras``."""
+        return "onnx-int8" if self.quantized else "onnx"
+
+    def _open_sessions(self, encoder: Path, decoder: Path, threads: int | None, providers: list[str] | None) -> None:
+        """Set ``threads`` and the ``_encoder``/``_decoder`` sessions (``run(None, feeds)`` -> outputs in
+        graph order); the one runtime-specific step, overridden by the OpenVINO backends."""
+        ort = require("onnxruntime", "onnx")
         self.threads = int(threads) if threads else default_threads()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
@@ -103,21 +132,10 @@ class OnnxSamBackend:
         opts.log_severity_level = 3  # errors only: shape-merge notices on valid graphs are noise
         providers = providers or ["CPUExecutionProvider"]
         try:
-            self._encoder = ort.InferenceSession(str(self.directory / enc_file), opts, providers=providers)
-            self._decoder = ort.InferenceSession(str(self.directory / DECODER), opts, providers=providers)
+            self._encoder = ort.InferenceSession(str(encoder), opts, providers=providers)
+            self._decoder = ort.InferenceSession(str(decoder), opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"cannot load ONNX models from {self.directory}: {str(exc).splitlines()[0][:300]}") from None
-        self.img_size = int(self.meta["input_size"])
-        self.low_res = int(self.meta["low_res_size"])
-        self.grid = int(self.meta["embedding_grid"])
-        self._mean = self.meta.get("pixel_mean")
-        self._std = self.meta.get("pixel_std")
-        runtime = "onnx-int8" if quantized else "onnx"
-        self.weights_id = f"{self.meta['source_sha256']}:{runtime}"
-        self.source = str(self.directory)
-        self.device = "cpu"
-        model_size = None if self.meta.get("family") == "sam2" else self.img_size
-        self._upscaler = Upscaler(self.low_res, model_size, "numpy")
 
     @classmethod
     def from_directory(cls, directory: str | os.PathLike[str], name: str | None = None, threads: int | None = None, quantized: bool = False) -> "OnnxSamBackend":
@@ -127,6 +145,10 @@ class OnnxSamBackend:
         return f"OnnxSamBackend(name={self.name!r}, directory={str(self.directory)!r}, threads={self.threads}, quantized={self.quantized})"
 
     # -- image ----------------------------------------------------------------------
+    def model_input(self, rgb8: np.ndarray) -> np.ndarray:
+        """The encoder input ``(1, 3, S, S)`` float32 for an ``(H, W, 3)`` uint8 image."""
+        return preprocess(rgb8, self.img_size, self._mean, self._std)[0]
+
     def set_image(self, image: GeoImage | np.ndarray) -> Embedding:
         """Encode an image: ``features`` is ``(1, 256, 64, 64)`` float32, ``input_size`` the
         resized ``(rows, cols)`` (longest side 1024), like :class:`SamBackend`."""
@@ -136,7 +158,7 @@ class OnnxSamBackend:
         t0 = time.perf_counter()
         x, input_size = preprocess(rgb, self.img_size, self._mean, self._std)
         (features,) = self._encoder.run(None, {"image": x})
-        extras: dict[str, Any] = {"runtime": "onnx-int8" if self.quantized else "onnx"}
+        extras: dict[str, Any] = {"runtime": self.runtime}
         if self.quantized:
             extras["note"] = "int8-quantised encoder: results differ from the float model"
         if isinstance(image, GeoImage):
@@ -188,6 +210,12 @@ class OnnxSamBackend:
             },
         )
         return logits, iou
+
+    def feature_map(self, embedding: Embedding) -> FeatureGrid:
+        """The image embedding's cells over the image (:class:`~terramask.models.base.FeatureMap`):
+        ``(256, h, w)`` float32 and the image pixels per cell."""
+        return grid_feature_map(self._features(embedding), embedding.image_size, embedding.input_size, self.img_size,
+                                self.low_res)
 
     def upscale_logits(self, embedding: Embedding, low_res: np.ndarray, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
         """Low-res logits ``(N, 256, 256)`` -> logits ``(N, H, W)`` float32 on the image grid

@@ -14,7 +14,7 @@ from terramask.core.image import GeoImage
 from terramask.core.lazy import require
 from terramask.core.maskset import MaskSet
 from terramask.core.prompts import Prompts
-from terramask.models.base import Embedding, as_rgb8, check_pixel_prompts
+from terramask.models.base import Embedding, FeatureGrid, as_rgb8, check_pixel_prompts, grid_feature_map
 from terramask.models.onnx.backend import OnnxSamBackend
 
 
@@ -41,17 +41,21 @@ class OnnxSam2Backend(OnnxSamBackend):
             warnings.simplefilter("ignore", FutureWarning)
             self._transforms = transforms.SAM2Transforms(resolution=self.img_size, mask_threshold=self.mask_threshold)
 
+    def model_input(self, rgb8: np.ndarray) -> np.ndarray:
+        """The encoder input ``(1, 3, S, S)`` float32: the official ``SAM2Transforms``."""
+        torch = require("torch", "sam2")
+        with torch.inference_mode():
+            x = self._transforms(rgb8)[None].numpy()
+        return np.ascontiguousarray(x, dtype=np.float32)
+
     def set_image(self, image: GeoImage | np.ndarray) -> Embedding:
         """Encode an image: ``features`` as :class:`Sam2Backend` (``image_embed`` and two
         ``high_res_feats``), ``input_size`` ``(S, S)``."""
         rgb = as_rgb8(image)
         if rgb.shape[0] < 1 or rgb.shape[1] < 1:
             raise InputError(f"cannot encode an empty image of shape {rgb.shape}")
-        torch = require("torch", "sam2")
-        with torch.inference_mode():
-            x = self._transforms(rgb)[None].numpy()
-        embed, h0, h1 = self._encoder.run(None, {"image": np.ascontiguousarray(x, dtype=np.float32)})
-        extras: dict[str, Any] = {"runtime": "onnx-int8" if self.quantized else "onnx", "config": self.meta.get("config")}
+        embed, h0, h1 = self._encoder.run(None, {"image": self.model_input(rgb)})
+        extras: dict[str, Any] = {"runtime": self.runtime, "config": self.meta.get("config")}
         if self.quantized:
             extras["note"] = "int8-quantised encoder: results differ from the float model"
         if isinstance(image, GeoImage):
@@ -125,6 +129,11 @@ class OnnxSam2Backend(OnnxSamBackend):
 
             return fill_holes_and_sprinkles(low_res, self.mask_threshold, self.max_hole_area, self.max_sprinkle_area)
         return low_res
+
+    def feature_map(self, embedding: Embedding) -> FeatureGrid:
+        """The lowest-resolution image embedding over the image, as :meth:`Sam2Backend.feature_map`."""
+        return grid_feature_map(self._features(embedding)[0], embedding.image_size, embedding.input_size, self.img_size,
+                                self.low_res)
 
     def upscale_logits(self, embedding: Embedding, low_res: np.ndarray, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
         """As :meth:`Sam2Backend.upscale_logits` (clean-up if enabled, one bilinear resize)."""
