@@ -111,8 +111,10 @@ def test_ray_engine(local_ray, rs_data, tmp_path):
     config = SceneRunConfig(tile_size=512, overlap=96, progress=False)
     local = run_scene(scene, tmp_path / "local", AutoSegmenter("classic"), config)
     remote = run_scene(scene, tmp_path / "ray", AutoSegmenter("classic"), config, EngineConfig("ray", workers=2))
-    assert remote.summary["engine"] == {"name": "ray", "address": None, "workers": 2, "ray_options": {},
-                                        "processes_used": 2}
+    engine = dict(remote.summary["engine"])
+    assert 0 < engine.pop("startup_s") < remote.summary["timings_s"]["tiles"]  # actors and models ready first
+    assert engine == {"name": "ray", "address": None, "workers": 2, "ray_options": {}, "processes_used": 2}
+    assert local.summary["engine"]["startup_s"] == 0
     assert remote.objects == local.objects > 10
     with rasterio.open(local.paths["labels.tif"]) as a, rasterio.open(remote.paths["labels.tif"]) as b:
         assert np.array_equal(a.read(1), b.read(1))

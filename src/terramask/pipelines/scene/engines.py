@@ -16,7 +16,10 @@ every item it gets, so a model is loaded once per worker, not once per tile or f
   keeping at most ``workers * queue_per_worker`` items submitted but not yet yielded,
   so memory stays bounded whatever the number of items. Without ``address`` it starts a
   local Ray instance (and shuts it down on close); with ``address`` (``"auto"``,
-  ``"ray://host:10001"`` or ``"host:6379"``) it joins an existing cluster.
+  ``"ray://host:10001"`` or ``"host:6379"``) it joins an existing cluster. It waits
+  until every actor has built its worker before sending items, and records that time
+  (connecting, starting actors, loading models) as ``startup_s``, so throughput can be
+  measured without it.
 
 Ray is imported lazily; a missing installation raises
 :class:`~terramask.core.errors.MissingDependencyError` naming ``pip install 'terramask[ray]'``.
@@ -29,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -52,6 +56,7 @@ class LocalEngine:
 
     def __init__(self) -> None:
         self.workers = 1
+        self.startup_s = 0.0
 
     def map(self, make_worker: Callable[[], Callable[[Any], Any]], items: Iterable[Any], *,
             ordered: bool = True) -> Iterator[Any]:
@@ -115,6 +120,7 @@ class RayEngine:
         self.init_kwargs = dict(init_kwargs or {})
         self.queue_per_worker = int(queue_per_worker)
         self.workers = self.requested_workers or 0
+        self.startup_s = 0.0
         self._ray: Any = None
         self._started = False
 
@@ -162,6 +168,7 @@ class RayEngine:
             ordered: bool = True) -> Iterator[Any]:
         """``worker(item)`` for each item on the actors; in item order, or as soon as each
         finishes with ``ordered=False`` (results must then say which item they belong to)."""
+        started = time.perf_counter()
         ray = self._connect()
         actor_cls = ray.remote(num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker)(_ActorBody)
         factory = ray.put(make_worker)
@@ -174,6 +181,9 @@ class RayEngine:
         exhausted = False
         next_out = 0
         try:
+            for actor in actors:  # every worker built (model loaded) before the first item
+                self._get(ray, actor.name.remote(), "start-up")
+            self.startup_s = time.perf_counter() - started
             while True:
                 while idle and not exhausted and len(in_flight) + len(done) < limit:
                     try:
@@ -192,7 +202,7 @@ class RayEngine:
                     for ref in ready:
                         seq, actor = in_flight.pop(ref)
                         idle.append(actor)
-                        done[seq] = self._get(ray, ref, seq)
+                        done[seq] = self._get(ray, ref, f"item {seq}")
                 if not ordered:
                     for seq in sorted(done):
                         yield done.pop(seq)
@@ -207,16 +217,18 @@ class RayEngine:
                     pass
 
     @staticmethod
-    def _get(ray, ref, seq: int) -> Any:
+    def _get(ray, ref, what: str) -> Any:
+        """``ray.get(ref)``; a task's own exception re-raised, a dead actor a :class:`ModelError`
+        naming ``what`` it was doing (``item 3``, ``start-up``)."""
         try:
             return ray.get(ref)
         except ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, BaseException):
                 raise cause from None
-            raise ModelError(f"Ray task for item {seq} failed: {exc}") from exc
+            raise ModelError(f"Ray task for {what} failed: {exc}") from exc
         except ray.exceptions.RayActorError as exc:
-            raise ModelError(f"the Ray worker processing item {seq} died: {exc}") from exc
+            raise ModelError(f"the Ray worker doing {what} died: {exc}") from exc
 
 
 def make_engine(name: str = "local", address: str | None = None, workers: int | None = None,
