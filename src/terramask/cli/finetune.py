@@ -42,7 +42,9 @@ def command(dataset: str, model: str | None, checkpoint: str | None, out_dir: st
 
     The image encoder is frozen and every image embedded once (embedding cache), so an
     epoch costs decoder time only. The best checkpoint on the val split is kept in the
-    family's official format; use the run anywhere as --model RUN_DIR.
+    family's official format; use the run anywhere as --model RUN_DIR. With --engine ray
+    the same training runs data-parallel on Ray Train workers (same result as one process
+    for the same --seed and --batch-size).
     """
     from terramask.pipelines.finetune.config import FinetuneConfig
     from terramask.pipelines.finetune.report import before_after_table
