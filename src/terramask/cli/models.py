@@ -55,6 +55,8 @@ def _row(spec: ModelSpec, fastest: dict[str, str] | None = None) -> dict:
         "url": spec.url,
         "sha256": spec.sha256,
         "fastest_runtime": _runtime(spec, fastest or {}),
+        "repo": spec.repo,
+        "gated": spec.gated,
         "when_to_use": spec.when_to_use,
     }
 
@@ -108,7 +110,11 @@ def download_command(name: str, force: bool, quiet: bool) -> None:
     if not spec.needs_weights:
         click.echo(f"{spec.name} is weight-free; nothing to download.", err=True)
         return
-    if force:
+    if spec.is_snapshot:  # a Hugging Face repository: a folder of files
+        from terramask.models.snapshot import ensure_snapshot
+
+        path = ensure_snapshot(spec, download_missing=True, force=force, progress=not quiet)
+    elif force:
         if spec.url is None:
             raise WeightsNotFoundError(f"model {spec.name} has no download URL")
         path = download(spec.url, checkpoint_path(spec), spec.sha256, spec.size_bytes, not quiet, name=spec.name)

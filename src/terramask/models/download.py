@@ -65,6 +65,10 @@ def is_cached(spec: ModelSpec) -> bool:
     ``stat``; the hash is verified when the checkpoint is loaded)."""
     if spec.filename is None:
         return False
+    if spec.is_snapshot:
+        from terramask.models.snapshot import is_snapshot_cached
+
+        return is_snapshot_cached(spec)
     path = checkpoint_path(spec)
     try:
         size = path.stat().st_size
@@ -153,8 +157,16 @@ def _hint(url: str, dest: Path, name: str | None) -> str:
     )
 
 
-def _open(url: str, offset: int, timeout: float) -> http.client.HTTPResponse:
-    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+class HTTPStatusError(DownloadError):
+    """The server answered with an HTTP error ``status`` (404, 401, 403 …)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _open(url: str, offset: int, timeout: float, extra: dict[str, str] | None = None) -> http.client.HTTPResponse:
+    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **(extra or {})}
     if offset:
         headers["Range"] = f"bytes={offset}-"
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
@@ -169,12 +181,15 @@ def download(
     *,
     name: str | None = None,
     timeout: float = TIMEOUT_S,
+    headers: dict[str, str] | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` atomically and return ``dest``.
 
     ``sha256`` (hex) and ``size`` (bytes), when given, are checked before the rename.
     ``progress`` shows a tqdm bar on stderr when stderr is a terminal. ``name`` (a
     registry name) makes error messages name the ``terramask models path`` command.
+    ``headers`` are sent with every request (e.g. a Hugging Face token). An HTTP error
+    answer raises :class:`HTTPStatusError` (a :class:`DownloadError`) carrying the status.
     """
     dest = Path(dest)
     try:
@@ -196,11 +211,11 @@ def download(
         part.unlink()
         offset = 0
 
-    response = _request(url, offset, timeout, hint, part)
+    response = _request(url, offset, timeout, hint, part, headers)
     if response is None:  # 416: our .part does not fit the server's file; start over
         part.unlink(missing_ok=True)
         offset = 0
-        response = _request(url, 0, timeout, hint, part)
+        response = _request(url, 0, timeout, hint, part, headers)
         if response is None:  # only a Range request can get 416; this one had none
             raise DownloadError(f"cannot download {url}: HTTP 416 without a Range request; {hint}")
     with response:
@@ -275,16 +290,18 @@ def download(
     return _finish(part, dest, actual if sha256 is not None else None)
 
 
-def _request(url: str, offset: int, timeout: float, hint: str, part: Path) -> http.client.HTTPResponse | None:
+def _request(
+    url: str, offset: int, timeout: float, hint: str, part: Path, headers: dict[str, str] | None = None
+) -> http.client.HTTPResponse | None:
     """Open ``url`` from byte ``offset``; ``None`` for 416 (range not satisfiable)."""
     try:
-        return _open(url, offset, timeout)
+        return _open(url, offset, timeout, headers)
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code == 416 and offset:
             logger.info("server refused to resume from byte %d; discarding %s", offset, part)
             return None
-        raise DownloadError(f"cannot download {url}: HTTP {exc.code} {exc.reason}; {hint}") from exc
+        raise HTTPStatusError(f"cannot download {url}: HTTP {exc.code} {exc.reason}; {hint}", exc.code) from exc
     except urllib.error.URLError as exc:
         raise DownloadError(f"cannot download {url}: {exc.reason}; {hint}") from exc
     except (OSError, http.client.HTTPException, ValueError) as exc:
@@ -339,8 +356,13 @@ def ensure_checkpoint(
     - else :class:`WeightsNotFoundError` naming ``terramask models download NAME``.
 
     A damaged cached file raises :class:`ChecksumError`, or is replaced when
-    ``download_missing``.
+    ``download_missing``. A Hugging Face snapshot spec (``spec.is_snapshot``) gives its
+    directory (:func:`terramask.models.snapshot.ensure_snapshot`).
     """
+    if spec.is_snapshot:
+        from terramask.models.snapshot import ensure_snapshot
+
+        return ensure_snapshot(spec, checkpoint, download_missing, progress=progress)
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
         if not path.is_file():

@@ -17,7 +17,27 @@ from dataclasses import dataclass
 
 from terramask.core.errors import UnknownModelError
 
-FAMILIES = ("sam", "sam2", "mobilesam", "classic")
+FAMILIES = ("sam", "sam2", "mobilesam", "classic", "grounding-dino", "owlv2", "sam3")
+DETECTOR_FAMILIES = ("grounding-dino", "owlv2")
+"""Open-vocabulary detectors: boxes per phrase for the detector + SAM concept route."""
+CONCEPT_FAMILIES = (*DETECTOR_FAMILIES, "sam3")
+"""Models of the concept route (:mod:`terramask.models.concept`), loaded by
+``concept.resolve.load_concept_backend``, not by ``resolve.load_backend``."""
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One file of a Hugging Face model repository snapshot.
+
+    ``path`` inside the repository; ``size_bytes`` and ``sha256`` when published and
+    recorded here (``None``: not checked); ``required=False`` for files a repository may
+    lack (e.g. a slow tokenizer's vocabulary beside ``tokenizer.json``): a 404 skips it.
+    """
+
+    path: str
+    size_bytes: int | None = None
+    sha256: str | None = None
+    required: bool = True
 
 
 @dataclass(frozen=True)
@@ -30,6 +50,13 @@ class ModelSpec:
     ``config`` is a family-specific build configuration (e.g. SAM 2's config name).
     ``params_millions`` counts all parameters of the model (encoder + prompt encoder +
     decoder).
+
+    Hugging Face models (the concept route) are *snapshots*: ``repo`` (``org/name``),
+    ``revision`` and ``files`` name what to fetch from ``{endpoint}/{repo}/resolve/
+    {revision}/{path}`` (see :mod:`terramask.models.snapshot`); ``filename`` is then the
+    snapshot's directory in the cache, ``url`` the repository page, ``sha256`` ``None``
+    (each file carries its own) and ``size_bytes`` the approximate download size, for
+    display. ``gated``: the weights need a licence accepted on the hub first.
     """
 
     name: str
@@ -43,11 +70,20 @@ class ModelSpec:
     params_millions: float | None
     when_to_use: str
     config: str | None = None
+    repo: str | None = None
+    revision: str = "main"
+    files: tuple[HubFile, ...] = ()
+    gated: bool = False
 
     @property
     def needs_weights(self) -> bool:
         """True when the model loads a checkpoint file."""
         return self.filename is not None
+
+    @property
+    def is_snapshot(self) -> bool:
+        """True for a Hugging Face repository snapshot (a directory of files)."""
+        return self.repo is not None
 
 
 _SAM_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
@@ -188,6 +224,86 @@ _SPECS: tuple[ModelSpec, ...] = (
     ),
 )
 
+# Concept-route models (issue 11): Hugging Face repositories loaded with `transformers`.
+# Files: what `from_pretrained` reads (config, weights, processor and tokenizer files).
+# Parameter counts: counted here by building the `transformers` architectures on the meta
+# device from the repositories' configurations (Grounding DINO tiny = the default config,
+# base = Swin-B 384 backbone; OWLv2 base/16 at 960 px; SAM 3: the image model `Sam3Model`
+# builds, without the video tracker the checkpoint also holds). Sizes: approximate
+# float32 safetensors downloads (parameters x 4 bytes; SAM 3 with its tracker), for display;
+# no per-file SHA-256 is recorded here (no network to read the hub's published LFS hashes).
+_HF_PAGE = "https://huggingface.co/"
+# repositories saved by older `transformers` hold preprocessor_config.json, newer ones processor_config.json
+_PROCESSOR = (HubFile("preprocessor_config.json", required=False), HubFile("processor_config.json", required=False))
+_BERT_TOKENIZER = (
+    HubFile("tokenizer_config.json"),
+    HubFile("special_tokens_map.json", required=False),
+    HubFile("tokenizer.json", required=False),
+    HubFile("vocab.txt", required=False),
+)
+_CLIP_TOKENIZER = (
+    HubFile("tokenizer_config.json"),
+    HubFile("special_tokens_map.json", required=False),
+    HubFile("tokenizer.json", required=False),
+    HubFile("vocab.json", required=False),
+    HubFile("merges.txt", required=False),
+)
+
+
+def _hub_spec(repo: str, name: str, family: str, **fields) -> ModelSpec:
+    base = repo.split("/")[-1]
+    return ModelSpec(name=name, family=family, url=_HF_PAGE + repo, filename=base, sha256=None, repo=repo, **fields)
+
+
+_SPECS = _SPECS + (
+    _hub_spec(
+        "IDEA-Research/grounding-dino-tiny",
+        "grounding-dino-tiny",
+        "grounding-dino",
+        arch="swin-t",
+        size_bytes=689_000_000,
+        licence="Apache-2.0",
+        params_millions=172.3,
+        when_to_use="Detector for `terramask find --text`: boxes per phrase, then SAM masks each box; CPU-friendly default.",
+        files=(HubFile("config.json"), *_PROCESSOR, *_BERT_TOKENIZER, HubFile("model.safetensors")),
+    ),
+    _hub_spec(
+        "IDEA-Research/grounding-dino-base",
+        "grounding-dino-base",
+        "grounding-dino",
+        arch="swin-b",
+        size_bytes=929_000_000,
+        licence="Apache-2.0",
+        params_millions=232.3,
+        when_to_use="Larger Grounding DINO (Swin-B): better recall on small or rare objects, ~1.5x tiny's cost.",
+        files=(HubFile("config.json"), *_PROCESSOR, *_BERT_TOKENIZER, HubFile("model.safetensors")),
+    ),
+    _hub_spec(
+        "google/owlv2-base-patch16-ensemble",
+        "owlv2-base",
+        "owlv2",
+        arch="vit-b/16",
+        size_bytes=620_000_000,
+        licence="Apache-2.0",
+        params_millions=155.0,
+        when_to_use="OWLv2 detector for `find --text`: scores every phrase separately; good on many classes at once.",
+        files=(HubFile("config.json"), *_PROCESSOR, *_CLIP_TOKENIZER, HubFile("model.safetensors")),
+    ),
+    _hub_spec(
+        "facebook/sam3",
+        "sam3",
+        "sam3",
+        arch="sam3",
+        size_bytes=3_450_000_000,
+        licence="SAM License (gated: accept it on Hugging Face first)",
+        params_millions=840.4,
+        when_to_use="SAM 3: phrases and example boxes give every instance with masks, no detector needed; "
+        "gated weights, heavy on CPU.",
+        files=(HubFile("config.json"), *_PROCESSOR, *_CLIP_TOKENIZER, HubFile("model.safetensors")),
+        gated=True,
+    ),
+)
+
 REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 
 
@@ -223,8 +339,9 @@ def list_specs(family: str | None = None) -> list[ModelSpec]:
 
 
 def spec_for_filename(filename: str) -> ModelSpec | None:
-    """The spec whose official checkpoint file is called ``filename``, if any."""
+    """The spec whose official checkpoint file is called ``filename``, if any (snapshot
+    folders of Hugging Face models are not checkpoint files)."""
     for spec in REGISTRY.values():
-        if spec.filename is not None and spec.filename == filename:
+        if spec.filename is not None and not spec.is_snapshot and spec.filename == filename:
             return spec
     return None
