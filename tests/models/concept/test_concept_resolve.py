@@ -120,6 +120,7 @@ def test_download_fetches_the_snapshot_and_loads_it(hub, snapshots, capsys):
     assert (detector.name, detector.box_threshold, detector.text_threshold) == ("grounding-dino-tiny", 0.3, 0.2)
 
 
+@pytest.mark.slow
 def test_load_concept_backend_downloads_the_detector_and_pairs_it_with_sam(hub, tiny_sam_checkpoint):
     backend = load_concept_backend(detector="owlv2", checkpoint=tiny_sam_checkpoint, download=True)
     assert backend.name.startswith("owlv2-base+")
@@ -131,7 +132,6 @@ def test_load_concept_backend_downloads_the_detector_and_pairs_it_with_sam(hub, 
     assert found["predicted_iou"].dtype == np.float32
 
 
-@pytest.mark.slow
 def test_sam3_from_a_local_folder_and_from_a_hub_cache_folder(snapshots, tmp_path):
     backend = load_concept_backend(checkpoint=snapshots["sam3"])  # model_type sam3 picks the route
     assert type(backend).__name__ == "Sam3ConceptBackend"

@@ -46,6 +46,7 @@ def test_documented_default_thresholds(gdino, owl):
     assert (gdino.box_threshold, gdino.text_threshold, owl.box_threshold) == (0.35, 0.25, 0.1)
 
 
+@pytest.mark.slow
 def test_grounding_dino_boxes_and_scores_equal_the_library(gdino, rgb):
     inputs = gdino.processor(images=rgb, text="building.", return_tensors="pt")
     with torch.inference_mode():

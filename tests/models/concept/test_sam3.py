@@ -42,6 +42,7 @@ def _library(sam3, rgb, text, boxes=None, labels=None):
     return result, torch.sigmoid(out.presence_logits).item()
 
 
+@pytest.mark.slow
 def test_instances_columns_and_values_equal_the_library(sam3, rgb):
     assert isinstance(sam3, ConceptBackend)
     found = sam3.find(rgb, ConceptQuery(phrases=("building", "solar panel"), classes={"solar panel": "pv"}))
