@@ -282,7 +282,7 @@ def child(args) -> None:
     meter = Meter()
     wall0, cpu0 = time.perf_counter(), time.process_time()
     if args.generator == "official":
-        gen = SamAutomaticMaskGenerator(model, **params.to_dict())
+        gen = SamAutomaticMaskGenerator(model, **params.reference_kwargs())
         original = gen.predictor.set_image
 
         def set_image(img, image_format="RGB"):

@@ -82,6 +82,9 @@ AMG_OPTIONS = [
      "Points per side shrink by this factor per crop layer (default 1)."),
     ("--min-mask-region-area", "min_mask_region_area", click.INT,
      "Fill holes and remove islands smaller than this many pixels (default 0 = off)."),
+    ("--prompts", "prompts", click.Choice(["grid", "objects"]),
+     "Point prompts: grid (the reference's, default) or objects (one point per weight-free object proposal, "
+     "at most the grid's count: fewer decoder prompts on a CPU)."),
 ]
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from terramask.core.errors import InputError
 from terramask.pipelines.amg.params import (
+    EXTENSIONS,
     AmgParams,
     build_all_layer_point_grids,
     check_mode,
@@ -28,7 +29,8 @@ def _reference_defaults() -> dict:
 def test_every_reference_parameter_with_the_reference_default():
     ref = _reference_defaults()
     ours = AmgParams()
-    assert set(ref) == set(AmgParams.names())
+    assert set(ref) == set(AmgParams.names()) - set(EXTENSIONS)
+    assert set(AmgParams().reference_kwargs()) == set(ref)
     for name, default in ref.items():
         assert getattr(ours, name) == default, name
 

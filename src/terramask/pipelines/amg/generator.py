@@ -6,6 +6,9 @@ overlapping crops, each encoded on its own), three candidate masks per point, fi
 predicted IoU, stability score and crop edges, box NMS within each crop, NMS between crops
 preferring smaller crops, then optional hole/island removal (``min_mask_region_area``)
 with a last NMS. Parameters: :class:`~terramask.pipelines.amg.params.AmgParams`.
+With ``prompts="objects"`` the grid of each crop is replaced by one point per object
+proposal (:mod:`terramask.pipelines.amg.proposals`, MobileSAMv2's idea without its
+detector); everything after the prompts is unchanged.
 
 Two modes (:func:`generate`):
 
@@ -52,6 +55,7 @@ from terramask.pipelines.amg.geometry import LowResGeometry
 from terramask.pipelines.amg.masks import CompactMasks
 from terramask.pipelines.amg.params import OUTPUT_MODES, AmgParams, check_mode, generate_crop_boxes
 from terramask.pipelines.amg.postprocess import nms, postprocess_small_regions
+from terramask.pipelines.amg.proposals import crop_prompts
 
 log = logging.getLogger(__name__)
 
@@ -292,8 +296,12 @@ def generate_compact(
     grids = params.layer_grids()
     dec = _decoder_for(backend, decoder)
     timings = {"encoder": 0.0, "decoder": 0.0, "postprocess": 0.0}
+    t0 = time.perf_counter()
+    crop_grids = [crop_prompts(params.prompts, rgb, box, grids[layer])
+                  for box, layer in zip(crop_boxes, layer_idxs, strict=True)]
+    timings["prompts"] = time.perf_counter() - t0
     parts, crop_cols = [], []
-    total = sum(len(grids[layer]) for layer in layer_idxs)
+    total = sum(len(g) for g in crop_grids)
     done = [0]
 
     def on_batch(n: int) -> None:
@@ -301,8 +309,8 @@ def generate_compact(
         if progress is not None:
             progress(done[0], total)
 
-    for box, layer in zip(crop_boxes, layer_idxs, strict=True):
-        cands = _process_crop(backend, dec, rgb, box, grids[layer], orig_size, params, mode, timings, on_batch)
+    for box, grid in zip(crop_boxes, crop_grids, strict=True):
+        cands = _process_crop(backend, dec, rgb, box, grid, orig_size, params, mode, timings, on_batch)
         parts.append(cands)
         crop_cols.append(np.tile(np.asarray(box, dtype=np.int64), (len(cands), 1)))
     t0 = time.perf_counter()

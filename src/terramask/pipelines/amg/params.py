@@ -43,6 +43,11 @@ from terramask.core.errors import InputError
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 MODES = ("fast", "exact")
+#: Where point prompts come from: the reference's regular grid, or one point per object
+#: proposal (:mod:`terramask.pipelines.amg.proposals`).
+PROMPT_MODES = ("grid", "objects")
+#: terramask's own parameters, not the reference generator's (left out of :meth:`AmgParams.reference_kwargs`).
+EXTENSIONS = ("prompts",)
 
 #: Upper bounds (see the module docstring for what each one costs).
 MAX_POINTS_PER_SIDE = 256
@@ -79,7 +84,10 @@ class AmgParams:
     - ``point_grids``: explicit normalised ``(N, 2)`` grids, one per crop layer;
     - ``min_mask_region_area`` >= 0: fill holes and remove islands smaller than this
       (pixels) and re-run NMS;
-    - ``output_mode``: ``binary_mask``, ``uncompressed_rle`` or ``coco_rle`` for records.
+    - ``output_mode``: ``binary_mask``, ``uncompressed_rle`` or ``coco_rle`` for records;
+    - ``prompts`` (terramask's own, not the reference's): ``grid`` (the reference's point
+      grid) or ``objects`` (one point per weight-free object proposal of each crop, at
+      most the grid's count: :mod:`terramask.pipelines.amg.proposals`).
     """
 
     points_per_side: int | None = 32
@@ -95,6 +103,7 @@ class AmgParams:
     point_grids: tuple[np.ndarray, ...] | None = field(default=None, compare=False)
     min_mask_region_area: int = 0
     output_mode: str = "binary_mask"
+    prompts: str = "grid"
 
     def __post_init__(self) -> None:
         if self.point_grids is not None:
@@ -129,6 +138,11 @@ class AmgParams:
         if self.point_grids is not None or self.points_per_side is None:  # validation: exactly one is set
             return [np.asarray(g, dtype=np.float64) for g in self.point_grids or ()]
         return build_all_layer_point_grids(self.points_per_side, self.crop_n_layers, self.crop_n_points_downscale_factor)
+
+    def reference_kwargs(self) -> dict[str, Any]:
+        """:meth:`to_dict` without terramask's own parameters (:data:`EXTENSIONS`): the
+        keyword arguments of the reference ``SamAutomaticMaskGenerator``."""
+        return {k: v for k, v in self.to_dict().items() if k not in EXTENSIONS}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (grids as nested lists)."""
@@ -202,6 +216,8 @@ def _validate(p: AmgParams) -> None:
         raise InputError(f"min_mask_region_area must be a non-negative number of pixels, got {p.min_mask_region_area!r}")
     if p.output_mode not in OUTPUT_MODES:
         raise InputError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}, got {p.output_mode!r}")
+    if p.prompts not in PROMPT_MODES:
+        raise InputError(f"prompts must be one of {', '.join(PROMPT_MODES)}, got {p.prompts!r}")
     if p.point_grids is not None:
         if len(p.point_grids) < p.crop_n_layers + 1:
             raise InputError(
