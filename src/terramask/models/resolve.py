@@ -261,6 +261,10 @@ def _open_export(directory: Path, name: str | None, runtime: str) -> Backend:
         return open_openvino_backend(directory, name=name)
     from terramask.models.onnx.backend import open_onnx_backend
 
+    if runtime == "onnx-int8":  # offered only where measured faster and >= 0.98 mean IoU
+        from terramask.models.onnx.quantize import offer_int8
+
+        offer_int8(directory, name or directory.name)
     return open_onnx_backend(directory, name=name, quantized=runtime == "onnx-int8")
 
 
@@ -307,9 +311,13 @@ def _load_exported(spec: ModelSpec, checkpoint: Path | None, download: bool, run
         meta = onnx_export.read_metadata(out)
     except InputError:
         meta = None
-    if meta is None or (quantized and not (meta.get("files") or {}).get("encoder_int8")):
+    if meta is None:
         logger.warning("exporting %s to ONNX in %s (once per weights file; this takes a while)", spec.name, out)
         onnx_export.export_spec(spec, out, checkpoint=path, quantize=quantized, overwrite=True)
+    elif quantized:  # quantise and check an export made without int8 (once; a no-op after)
+        from terramask.models.onnx.quantize import ensure_int8
+
+        ensure_int8(out)
     return _open_export(out, spec.name, runtime)
 
 

@@ -144,6 +144,7 @@ def test_batched_decode_and_windowed_upscale_match_torch(onnx_backend, sam_backe
 
 
 def test_int8_encoder_is_labelled_and_close(export, onnx_backend, sam_test_image):
+    """The static int8 encoder (models/onnx/quantize.py) runs, is labelled, and is checked."""
     q = OnnxSamBackend.from_directory(export.directory, name="sam:tiny_sam", quantized=True)
     eq, ef = q.set_image(sam_test_image), onnx_backend.set_image(sam_test_image)
     assert eq.extras["runtime"] == "onnx-int8" and "differ" in eq.extras["note"]
@@ -193,7 +194,7 @@ def test_errors(export, onnx_backend, sam_backend, sam_test_image, tmp_path, tin
 
 
 @pytest.mark.slow
-def test_load_backend_onnx_runtime_exports_once_into_the_cache(tiny_sam_checkpoint, export, monkeypatch):
+def test_load_backend_onnx_runtime_exports_once_into_the_cache(tiny_sam_checkpoint, export, monkeypatch, tmp_path):
     from terramask.models import resolve
     from terramask.models.embedding_cache import CachedBackend
     from terramask.models.onnx import export as onnx_export
@@ -206,8 +207,17 @@ def test_load_backend_onnx_runtime_exports_once_into_the_cache(tiny_sam_checkpoi
     assert isinstance(first, OnnxSamBackend) and first.name == "sam:tiny_sam"
     assert isinstance(second, CachedBackend) and isinstance(second.backend, OnnxSamBackend)
     assert len(calls) == 1 and first.directory.parent.name == "onnx"
-    # an export directory can be given directly, and the int8 encoder selected
-    direct = resolve.load_backend("sam:tiny_sam", checkpoint=export.directory, runtime="onnx-int8")
+    # an export directory can be given directly, and the int8 encoder selected where its
+    # stored check offers it (the refusal itself: test_quantize.py)
+    import shutil
+
+    from terramask.models.onnx.export import write_metadata
+    from terramask.models.onnx.quantize import int8_check
+
+    assert int8_check(export.metadata) is not None  # export(quantize=True) measured it
+    offered = shutil.copytree(export.directory, tmp_path / "offered")
+    write_metadata(offered, {**export.metadata, "int8_check": {**export.metadata["int8_check"], "speedup": 1.5, "mean_iou": 0.99}})
+    direct = resolve.load_backend("sam:tiny_sam", checkpoint=offered, runtime="onnx-int8")
     assert direct.quantized and direct.name == "sam:tiny_sam"
     with pytest.raises(ModelError, match="no ONNX runtime"):
         resolve.load_backend("classic", runtime="onnx")
