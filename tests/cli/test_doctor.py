@@ -81,7 +81,7 @@ def test_doctor_measure_with_nothing_cached_says_what_to_download(run_cli):
 
 def test_doctor_errors_are_one_line(run_cli):
     code, out, err = run_cli("doctor", "--model", "sam-vit-b")
-    assert code == 2 and err.strip() == "Error: --model chooses what --measure times; add --measure"
+    assert code == 2 and err.strip() == "terramask: error: --model chooses what --measure times; add --measure"
     code, out, err = run_cli("doctor", "--measure", "--model", "classic")
     assert code != 0 and len(err.strip().splitlines()) == 1 and "runs only on torch" in err
 
