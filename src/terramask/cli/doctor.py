@@ -77,7 +77,8 @@ def command(measure: bool, models: tuple[str, ...], as_json: bool) -> None:
     """Show this machine (CPU, usable cores, instruction sets), the installed runtimes and,
     per model family, which runtime encodes fastest here (measured once and cached; what
     `--runtime auto` uses)."""
-    from terramask.core.errors import InputError
+    from terramask.core.errors import InputError, ModelError
+    from terramask.models.registry import get_spec
     from terramask.models.resolve import measure_runtimes
     from terramask.models.runtime_choice import ChoiceCache, available_runtimes, format_seconds
 
@@ -88,6 +89,11 @@ def command(measure: bool, models: tuple[str, ...], as_json: bool) -> None:
     notes: list[str] = []
     if measure:
         targets, notes = _measure_targets(models)
+        for name in targets:  # refuse a model without these runtimes before measuring any
+            spec = get_spec(name)
+            if spec.family not in FAMILIES:
+                raise ModelError(f"model {spec.name!r} ({spec.family}) runs only on torch; nothing to measure "
+                                 f"(runtimes are measured for {', '.join(FAMILIES)})")
         for name in targets:
             if not as_json:
                 click.echo(f"measuring {name} with {', '.join(available)} ...", err=True)
