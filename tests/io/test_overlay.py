@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from terramask.core.errors import InputError, SceneError
+from terramask.core.errors import InputError
 from terramask.core.maskset import MaskSet
 from terramask.core.prompts import Prompts
 from terramask.io.overlay import (
@@ -22,7 +20,6 @@ from terramask.io.overlay import (
     draw_candidates,
     draw_prompted,
     id_colors,
-    make_gallery,
     png_bytes,
     save_png,
 )
@@ -126,7 +123,7 @@ def test_id_colours_are_stable_and_varied():
     assert huge.shape == (1, 3)
 
 
-def test_annotations_of_thousands_of_masks_are_fast():
+def test_annotations_of_thousands_of_masks_tint_exactly_their_union():
     h = w = 256
     rng = np.random.default_rng(0)
     n = 2000
@@ -136,33 +133,11 @@ def test_annotations_of_thousands_of_masks_are_fast():
     for i in range(n):
         masks[i, ys[i] : ys[i] + sizes[i], xs[i] : xs[i] + sizes[i]] = True
     rgb = np.zeros((h, w, 3), dtype=np.uint8)  # black: every tinted pixel changes
-    start = time.perf_counter()
     out = draw_annotations(rgb, MaskSet(masks))
-    elapsed = time.perf_counter() - start
-    assert elapsed < 2.0, f"{n} masks took {elapsed:.2f} s"
     colors = id_colors(np.arange(1, n + 1)).astype(np.float32) * ANNOTATION_ALPHA
     visible = colors.max(axis=1) >= 1  # ids whose 35 % tint is not black
     union = masks[visible].any(axis=0)
     np.testing.assert_array_equal((out != 0).any(axis=2), union)
-
-
-def test_gallery_layout_from_arrays_and_paths(tmp_path):
-    pictures = [np.full((60, 90, 3), 40 * i, np.uint8) for i in range(4)]
-    paths = [save_png(tmp_path / f"p{i}.png", pic) for i, pic in enumerate(pictures)]
-    items = pictures[:2] + paths[2:] + [pictures[0][:30, :30]]
-    sheet = make_gallery(items, cols=2, thumb=64, titles=["a", "b", "c", "d", "a very long title " * 5], pad=4)
-    rows = 3
-    assert sheet.shape[1] == 4 + 2 * (64 + 4)
-    assert (sheet.shape[0] - 4) % rows == 0
-    cell_h = (sheet.shape[0] - 4) // rows
-    # Picture 3 (a file) sits in row 1, column 1, shrunk to 64 x 43 and centred.
-    y = 4 + 1 * cell_h + (64 - 43) // 2
-    x = 4 + 1 * (64 + 4)
-    assert tuple(sheet[y + 20, x + 30]) == (120, 120, 120)
-    with pytest.raises(InputError, match="at least one"):
-        make_gallery([])
-    with pytest.raises(SceneError, match="does not exist"):
-        make_gallery([tmp_path / "missing.png"])
 
 
 def test_save_png_round_trip_and_atomicity(tmp_path):

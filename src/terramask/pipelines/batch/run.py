@@ -51,7 +51,8 @@ from urllib.parse import urlsplit
 
 from terramask.core.errors import InputError, MissingDependencyError
 from terramask.io.atomic import ensure_output_dir, remove_stale_temporaries, write_json, write_text
-from terramask.io.overlay import make_gallery, save_png
+from terramask.io.gallery import make_gallery
+from terramask.io.overlay import save_png
 from terramask.io.remote import display_name, is_remote
 from terramask.io.stac import scene_source
 from terramask.pipelines.batch.journal import Journal

@@ -24,8 +24,9 @@ import numpy as np
 
 from terramask.core.geometry import Window
 from terramask.io.atomic import write_json
+from terramask.io.gallery import make_gallery
 from terramask.io.mask_rasters import candidates_writer, mask_writer
-from terramask.io.overlay import draw_prompted, make_gallery, save_png
+from terramask.io.overlay import draw_prompted, save_png
 from terramask.io.scene import Scene
 from terramask.io.vectors import Feature, geometry_measures, write_vector
 from terramask.pipelines.prompted.folder import output_folder
