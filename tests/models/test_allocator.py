@@ -1,4 +1,4 @@
-"""configure_allocator: glibc malloc tuning off unless asked for, applied once when asked,
+"""configure_allocator: glibc malloc tuning on unless switched off, applied once,
 idempotent, and a no-op elsewhere. Each check runs in a fresh interpreter, because malloc settings are
 process-wide and cannot be undone."""
 
@@ -36,12 +36,13 @@ print(json.dumps({{"mode": a.mode, "settings": a.settings, "failed": list(a.fail
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 
 
-def test_malloc_is_left_alone_by_default():
-    """Opt-in: without TERRAMASK_MALLOC nothing is changed (the tuning did not help on
-    the project's current machines)."""
+@glibc_only
+def test_malloc_is_tuned_by_default():
+    """On unless switched off (it measured faster on the AMD machines and within 2 % on
+    the Intel ones); an unknown value keeps the default."""
     state = _run(PROBE.format(arg="None"))
-    assert state == {"mode": "default", "settings": {}, "failed": [], "same": True}
-    assert _run(PROBE.format(arg="None"), env_mode="fastest")["mode"] == "default"  # unknown value: off
+    assert state["mode"] == "tuned" and state["same"] is True
+    assert _run(PROBE.format(arg="None"), env_mode="fastest")["mode"] == "tuned"
 
 
 @glibc_only
@@ -61,8 +62,9 @@ def test_aggressive_mode_also_disables_mmap():
     assert state["mode"] == "aggressive" and state["settings"]["M_MMAP_MAX"] == 0
 
 
-def test_environment_default_keeps_malloc_alone():
-    state = _run(PROBE.format(arg="None"), env_mode="default")
+@pytest.mark.parametrize("value", ["default", "off"])
+def test_environment_can_switch_the_tuning_off(value):
+    state = _run(PROBE.format(arg="None"), env_mode=value)
     assert state == {"mode": "default", "settings": {}, "failed": [], "same": True}
 
 
