@@ -238,3 +238,13 @@ def test_unfinished_or_foreign_run_directories(tmp_path, tiny_ckpt):
     # a plain folder is no model
     with pytest.raises(UnknownModelError):
         load_backend(str(tmp_path))
+
+
+def test_a_text_model_outside_find_points_to_terramask_find():
+    from terramask.core.errors import ModelError
+    from terramask.models.resolve import load_backend
+
+    with pytest.raises(ModelError, match=r"terramask find SCENE --text PHRASE --model sam3"):
+        load_backend("sam3")
+    with pytest.raises(ModelError, match=r"--detector owlv2-base"):
+        load_backend("owlv2-base")

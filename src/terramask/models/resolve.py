@@ -26,7 +26,7 @@ from terramask.models.base import Backend
 from terramask.models.download import ensure_checkpoint, is_cached
 from terramask.models.finetune.run_dir import looks_like_run_dir, run_model
 from terramask.models.finetune.trainable import Trainer
-from terramask.models.registry import ModelSpec, get_spec, spec_for_filename
+from terramask.models.registry import CONCEPT_FAMILIES, ModelSpec, get_spec, spec_for_filename
 
 if TYPE_CHECKING:
     from terramask.models.runtime_choice import Measurement
@@ -189,6 +189,10 @@ def load_backend(
     else:
         spec = get_spec(resolve_model_name(name))
     loader = LOADERS.get(spec.family)
+    if loader is None and spec.family in CONCEPT_FAMILIES:
+        route = "--model sam3" if spec.family == "sam3" else f"--detector {spec.name}"
+        raise ModelError(f"model {spec.name!r} finds objects from text, not from clicks or a grid of points: "
+                         f"use terramask find SCENE --text PHRASE {route}")
     if loader is None:
         raise ModelError(f"model {spec.name!r} (family {spec.family}) has no backend in this installation")
     logger.info("loading model %s (%s) on %s", spec.name, spec.family, device)
