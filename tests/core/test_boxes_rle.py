@@ -51,3 +51,12 @@ def test_coco_string_round_trip_with_large_and_negative_deltas():
     assert string_to_counts(counts_to_string(counts)) == counts
     # Known pycocotools encoding of counts [1, 3] ("1" encodes as chr(48+1), "3" as chr(48+3)).
     assert counts_to_string([1, 3]) == "13"
+def test_per_class_nms_suppresses_only_within_a_class_and_orders_by_score():
+    from terramask.core.boxes import per_class_nms
+
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]], dtype=float)
+    scores = np.array([0.9, 0.8, 0.7, 0.8])
+    classes = np.array(["roof", "roof", "pond", "roof"], dtype=object)
+    # box 1 overlaps box 0 of its class and goes; box 2 overlaps box 0 too but is a pond
+    assert per_class_nms(boxes, scores, classes, 0.5).tolist() == [0, 3, 2]
+    assert per_class_nms(np.zeros((0, 4)), np.zeros(0), np.zeros(0), 0.5).tolist() == []

@@ -63,6 +63,20 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     return np.asarray(keep, dtype=np.int64)
 
 
+def per_class_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy :func:`nms` within each class: ``classes`` ``(N,)`` labels of any hashable
+    kind (phrase indices, class names); returns the kept indices, highest score first,
+    equal scores in index order."""
+    classes = np.asarray(classes)
+    scores = np.asarray(scores)
+    kept: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+    for label in dict.fromkeys(classes.tolist()):
+        idx = np.flatnonzero(classes == label)
+        kept.append(idx[nms(np.asarray(boxes)[idx], scores[idx], iou_threshold)])
+    order = np.sort(np.concatenate(kept))
+    return order[np.argsort(-scores[order].astype(np.float64), kind="stable")]
+
+
 def mask_to_box(masks: np.ndarray) -> np.ndarray:
     """``(N, H, W)`` bool -> ``(N, 4)`` xyxy float64 boxes, end-inclusive pixel indices
     like the reference (``x1 = last column``); empty masks give ``[0, 0, 0, 0]``."""

@@ -23,7 +23,7 @@ import logging
 
 import numpy as np
 
-from terramask.core.boxes import nms
+from terramask.core.boxes import per_class_nms as nms_by_class
 from terramask.core.errors import InputError, ModelError, PromptError
 from terramask.core.image import GeoImage
 from terramask.core.maskset import MaskSet
@@ -50,13 +50,7 @@ def clip_boxes(det: Detections, image_size: tuple[int, int], min_side: float = 1
 
 def per_class_nms(det: Detections, iou_threshold: float) -> Detections:
     """Greedy NMS within each phrase; kept detections sorted by score (stable)."""
-    kept: list[np.ndarray] = []
-    for phrase in np.unique(det.phrase_index):
-        idx = np.flatnonzero(det.phrase_index == phrase)
-        kept.append(idx[nms(det.boxes[idx], det.scores[idx], iou_threshold)])
-    order = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
-    order = order[np.argsort(-det.scores[order], kind="stable")]
-    return det.take(order)
+    return det.take(nms_by_class(det.boxes, det.scores, det.phrase_index, iou_threshold))
 
 
 def _empty(image_size: tuple[int, int], image: GeoImage | np.ndarray) -> MaskSet:

@@ -36,7 +36,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from terramask.core.boxes import mask_to_box, nms
+from terramask.core.boxes import mask_to_box, per_class_nms
 from terramask.core.errors import InputError, ModelError, PromptError
 from terramask.core.image import GeoImage
 from terramask.core.maskset import MaskSet
@@ -375,7 +375,7 @@ class SimilarFinder:
         nonempty = np.flatnonzero(masks.reshape(len(masks), -1).any(axis=1))
         masks = masks[nonempty]
         boxes = mask_to_box(masks)
-        sel = _per_class_nms(boxes, sims[nonempty], cls[nonempty], self.nms_thresh)
+        sel = per_class_nms(boxes, sims[nonempty], cls[nonempty], self.nms_thresh)
         order, masks, boxes = nonempty[sel], masks[sel], boxes[sel]
         names = [protos.names[int(k)] for k in cls[order]]
         return MaskSet(masks, sims[order], boxes, extras=_columns(names, iou[order], coords[order]), **georef)
@@ -453,16 +453,6 @@ class SimilarFinder:
         out = [self.backend.upscale_logits(embedding, low_res[i : i + UPSCALE_CHUNK]) > threshold  # type: ignore[attr-defined]
                for i in range(0, len(low_res), UPSCALE_CHUNK)]
         return np.concatenate(out, axis=0)
-
-
-def _per_class_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, thresh: float) -> np.ndarray:
-    """Indices kept by box NMS within each class, best score first."""
-    kept = []
-    for k in np.unique(classes):
-        idx = np.flatnonzero(classes == k)
-        kept.extend(idx[nms(boxes[idx], scores[idx], thresh)].tolist())
-    kept_arr = np.array(kept, dtype=np.int64)
-    return kept_arr[np.argsort(-scores[kept_arr], kind="stable")]
 
 
 def _columns(names: Sequence[str], predicted_iou, coords: np.ndarray) -> dict[str, np.ndarray]:

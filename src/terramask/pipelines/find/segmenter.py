@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from terramask.core.boxes import nms
+from terramask.core.boxes import per_class_nms as nms_by_class
 from terramask.core.image import GeoImage
 from terramask.core.maskset import MaskSet
 from terramask.models.concept.base import CLASS_COLUMN, ConceptBackend, ConceptQuery
@@ -24,12 +24,7 @@ def per_class_nms(found: MaskSet, iou_thresh: float) -> MaskSet:
     if len(found) < 2:
         return found
     classes = np.asarray(found[CLASS_COLUMN], dtype=object)
-    kept: list[int] = []
-    for name in dict.fromkeys(classes.tolist()):
-        idx = np.flatnonzero(classes == name)
-        kept.extend(idx[nms(found.boxes[idx], found.scores[idx], iou_thresh)].tolist())
-    order = np.array(sorted(kept, key=lambda i: (-float(found.scores[i]), i)), dtype=np.int64)
-    return found[order]
+    return found[nms_by_class(found.boxes, found.scores, classes, iou_thresh)]
 
 
 @dataclass(frozen=True)
