@@ -67,6 +67,23 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def threads_from_env(variable: str, default: int) -> int:
+    """Thread count from the environment variable ``variable`` (a whole number >= 1), else
+    ``default``; a bad value is an :class:`InputError` naming the variable."""
+    from terramask.core.errors import InputError
+
+    env = os.environ.get(variable, "").strip()
+    if not env:
+        return default
+    try:
+        n = int(env)
+    except ValueError:
+        raise InputError(f"{variable} must be a whole number of threads, got {env!r}") from None
+    if n < 1:
+        raise InputError(f"{variable} must be >= 1, got {n}")
+    return n
+
+
 def package_versions(names: tuple[str, ...] = RUNTIME_PACKAGES) -> dict[str, str | None]:
     """Installed version of each distribution in ``names`` (None: not installed)."""
     versions: dict[str, str | None] = {}

@@ -72,16 +72,10 @@ def preprocess(rgb8: np.ndarray, size: int, mean, std) -> tuple[np.ndarray, tupl
 
 
 def default_threads() -> int:
-    env = os.environ.get(ENV_THREADS, "").strip()
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise InputError(f"{ENV_THREADS} must be a whole number of threads, got {env!r}") from None
-        if n < 1:
-            raise InputError(f"{ENV_THREADS} must be >= 1, got {n}")
-        return n
-    return os.cpu_count() or 1
+    """ONNX Runtime's intra-op threads: ``TERRAMASK_ONNX_THREADS``, else every core."""
+    from terramask.models.machine import threads_from_env
+
+    return threads_from_env(ENV_THREADS, os.cpu_count() or 1)
 
 
 class OnnxSamBackend:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from terramask.core.errors import InputError
-from terramask.models.machine import usable_cores
+from terramask.models.machine import threads_from_env, usable_cores
 
 ENV_THREADS = "TERRAMASK_OPENVINO_THREADS"
 ENV_PRECISION = "TERRAMASK_OPENVINO_PRECISION"
@@ -68,16 +68,7 @@ def _threads(threads: int | None) -> int:
         if int(threads) < 1:
             raise InputError(f"OpenVINO needs at least 1 thread, got {threads}")
         return int(threads)
-    env = os.environ.get(ENV_THREADS, "").strip()
-    if not env:
-        return usable_cores()
-    try:
-        n = int(env)
-    except ValueError:
-        raise InputError(f"{ENV_THREADS} must be a whole number of threads, got {env!r}") from None
-    if n < 1:
-        raise InputError(f"{ENV_THREADS} must be >= 1, got {n}")
-    return n
+    return threads_from_env(ENV_THREADS, usable_cores())
 
 
 def _precision(precision: str | None, capabilities: list[str] | tuple[str, ...], cpu: str) -> str:
