@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
+from browsers import CHROMIUM, sync_api  # skips this module without a browser
 from served import Served
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None)
-if CHROMIUM is None:
-    pytest.skip("no chromium binary (apt-get install -y chromium, or scripts/setup.sh as root)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 
 #: Every wait in these tests is bounded by this many milliseconds.
 WAIT_MS = 20_000

@@ -4,21 +4,16 @@ browser (Playwright + Debian chromium, as tests/web/test_browser.py) against
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pyogrio
 import pytest
+from browsers import CHROMIUM, sync_api  # skips this module without a browser
 from served import Served
 
 from helpers.scenes import blob_scene, write_geotiff
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None)
-if CHROMIUM is None:
-    pytest.skip("no chromium binary (apt-get install -y chromium, or scripts/setup.sh as root)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 
 WAIT_MS = 20_000
 SCENE_W, SCENE_H = 320, 256

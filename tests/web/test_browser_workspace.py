@@ -12,7 +12,6 @@ the workspace with objects and of the segment-everything candidates (docs/img/ h
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import threading
 import time
@@ -21,16 +20,13 @@ from pathlib import Path
 
 import pyogrio.raw
 import pytest
+from browsers import CHROMIUM, sync_api  # skips this module without a browser
 
 from helpers.scenes import write_geotiff
 from helpers.squares_scene import CENTRES, SCENE_H, SCENE_W, squares_scene
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None)
-if CHROMIUM is None:
-    pytest.skip("no chromium binary (apt-get install -y chromium, or scripts/setup.sh as root)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 
 WAIT_MS = 60_000
 
