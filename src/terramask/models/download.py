@@ -172,6 +172,26 @@ def _open(url: str, offset: int, timeout: float, extra: dict[str, str] | None = 
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
 
 
+def fetch_json(url: str, headers: dict[str, str] | None = None, *, timeout: float = TIMEOUT_S) -> object:
+    """The JSON document at ``url`` (a small metadata answer, e.g. the Hugging Face model
+    API). An HTTP error answer raises :class:`HTTPStatusError`; an unreachable server or
+    an answer that is not JSON raises :class:`DownloadError` naming ``url``."""
+    try:
+        with _open(url, 0, timeout, {"Accept": "application/json", **(headers or {})}) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        raise HTTPStatusError(f"{url} answered HTTP {exc.code} {exc.reason}", exc.code) from exc
+    except urllib.error.URLError as exc:
+        raise DownloadError(f"cannot reach {url}: {exc.reason}") from exc
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise DownloadError(f"cannot read {url}: {exc}") from exc
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise DownloadError(f"{url} did not answer JSON ({exc})") from exc
+
+
 def download(
     url: str,
     dest: Path,

@@ -4,6 +4,7 @@ its one-line errors (unknown detector, a checkpoint that is not one, gated weigh
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from helpers.http_server import FileServer
+from helpers.hub_api import publish_repo
 from helpers.tiny_concept import write_grounding_dino, write_owlv2, write_sam3
 from terramask.cli.main import main
 from terramask.core.errors import DownloadError, InputError, ModelError, UnknownModelError, WeightsNotFoundError
@@ -20,7 +22,7 @@ from terramask.models import registry
 from terramask.models.concept.base import CLASS_COLUMN, ConceptQuery
 from terramask.models.concept.resolve import detector_spec, load_concept_backend, load_detector
 from terramask.models.download import checkpoint_path, is_cached
-from terramask.models.snapshot import ENV_ENDPOINT, file_url, hub_endpoint
+from terramask.models.snapshot import ENV_ENDPOINT, file_url, hub_endpoint, read_manifest
 
 pytest.importorskip("transformers")
 
@@ -46,10 +48,11 @@ def snapshots(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def hub(tmp_path, snapshots, monkeypatch):
     """A Hugging Face style endpoint on 127.0.0.1 serving the tiny snapshots under the
-    registry's repositories (``/{repo}/resolve/main/{file}``)."""
+    registry's repositories (``/{repo}/resolve/main/{file}``) and the Hub's model API
+    (file list with the LFS files' SHA-256)."""
     for name, (family, repo, _) in CONCEPT.items():
         if name != "grounding-dino-base":
-            shutil.copytree(snapshots[family], tmp_path / "hub" / repo / "resolve" / "main")
+            publish_repo(tmp_path / "hub", repo, snapshots[family])
     with FileServer(tmp_path / "hub") as server:
         monkeypatch.setenv(ENV_ENDPOINT, f"http://127.0.0.1:{server.port}")
         yield server
@@ -113,7 +116,10 @@ def test_download_fetches_the_snapshot_and_loads_it(hub, snapshots, capsys):
     assert (target / "model.safetensors").read_bytes() == (snapshots["grounding-dino"] / "model.safetensors").read_bytes()
     # optional files the repository lacks (special_tokens_map.json here) were skipped, not fatal
     assert not (target / "special_tokens_map.json").exists() and (target / "tokenizer.json").is_file()
-    assert any(r.status == 404 and r.path.endswith("special_tokens_map.json") for r in hub.requests)
+    assert not any(r.path.endswith("special_tokens_map.json") for r in hub.requests), "the file list says it is absent"
+    weights = hashlib.sha256((snapshots["grounding-dino"] / "model.safetensors").read_bytes()).hexdigest()
+    verified = {f["path"]: (f["sha256"], f["verified"]) for f in read_manifest(target)["files"]}
+    assert verified["model.safetensors"] == (weights, "sha256 (published by the hub)")
     served = len(hub.requests)
     detector = load_detector("grounding-dino", box_threshold=0.3, text_threshold=0.2)
     assert len(hub.requests) == served  # loaded from the cache
@@ -201,7 +207,7 @@ def test_route_options_that_do_not_fit_are_refused(snapshots):
 
 def test_a_failed_download_leaves_no_snapshot_under_its_final_name(hub):
     hub.status = 503
-    with pytest.raises(DownloadError, match=r"owlv2-base: .*config.json answered HTTP 503"):
+    with pytest.raises(DownloadError, match=r"cannot download owlv2-base: .*/api/models/google/owlv2-base-patch16-ensemble/.*HTTP 503"):
         load_detector("owlv2", download=True)
     assert not checkpoint_path(registry.get_spec("owlv2-base")).exists()
 
