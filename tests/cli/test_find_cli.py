@@ -106,3 +106,33 @@ def test_text_route_on_a_tiled_scene(run_cli, scene, tmp_path, tiny_sam_checkpoi
     assert set(summary["classes"].values()) <= {None, "building", "pond"} and summary["objects"] > 0
     info = pyogrio.read_info(str(out / "objects.gpkg"))
     assert info["features"] == summary["objects"] and "score" in info["fields"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("route", ["owlv2", "sam3"])
+def test_text_and_exemplars_together_on_the_tiny_real_models(run_cli, scene, tmp_path, tiny_sam_checkpoint, route):
+    """--text with --exemplars through the real loaders: OWLv2 + tiny SAM combines the
+    detector's objects with find-similar's (mode text+similar), SAM 3 reads the phrase and
+    the example box as one query (mode text+exemplars); the class table holds the phrase
+    and the exemplars' class, and every object has one of them."""
+    concept = pytest.importorskip("helpers.tiny_concept")
+    (x0, y0), (x1, y1) = _world(100, 80), _world(180, 120)
+    ex = tmp_path / "ex.gpkg"
+    pyogrio.raw.write(str(ex), np.array([shapely.to_wkb(shapely.box(x0, y1, x1, y0))], dtype=object),
+                      [np.array([1], np.int32), np.array(["roof"], dtype=object)], ["label", "class"],
+                      geometry_type="Unknown", crs="EPSG:32633", driver="GPKG")
+    out = tmp_path / "out"
+    if route == "owlv2":
+        args = ["--detector", "owlv2", "--detector-checkpoint", concept.write_owlv2(tmp_path / "owlv2"),
+                "--checkpoint", tiny_sam_checkpoint, "--box-threshold", "0", "--similarity", "-1", "--max-points", "4"]
+    else:
+        args = ["--model", "sam3", "--checkpoint", concept.write_sam3(tmp_path / "sam3"), "--threshold", "0"]
+    code, stdout, err = run_cli("find", scene, "--text", "building", "--exemplars", ex, *args,
+                                "--tile-size", "192", "--overlap", "32", "--out", out, "-q")
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mode"] == ("text+similar" if route == "owlv2" else "text+exemplars")
+    assert summary["classes"] == {"0": None, "1": "building", "2": "roof"}
+    meta, _, _, fields = pyogrio.raw.read(str(out / "objects.gpkg"))
+    classes = set(dict(zip(meta["fields"], fields, strict=True))["class"])
+    assert summary["objects"] > 0 and classes <= {"building", "roof"}

@@ -216,3 +216,41 @@ def engine_config_from_options(opts: dict):
     from terramask.pipelines.scene.config import EngineConfig
 
     return EngineConfig(opts.pop("engine", "local"), opts.pop("address", None), opts.pop("workers", None))
+
+
+def concept_model_options(f):
+    """``--model``, ``--checkpoint``, ``--device`` for commands whose model may be SAM 3:
+    ``--checkpoint`` also takes a folder (a Hugging Face snapshot, e.g. from ``hf download
+    facebook/sam3 --local-dir DIR``). Same spellings and help as :func:`model_options`."""
+    f = click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")(f)
+    f = click.option(
+        "--checkpoint",
+        type=click.Path(),
+        help="Local checkpoint to use instead of the cached/downloaded one: a file, or for SAM 3 "
+        "(--model sam3) a Hugging Face folder holding config.json and the weights.",
+    )(f)
+    f = click.option(
+        "--model",
+        "model",
+        help="Model name from `terramask models list` (default: $TERRAMASK_MODEL, "
+        "else the best cached SAM checkpoint, else the weight-free classic engine).",
+    )(f)
+    return f
+
+
+def text_model_options(f):
+    """The text model of ``find --text`` and of ``serve``'s text box: ``--detector``,
+    ``--detector-checkpoint``, ``--box-threshold``, ``--text-threshold``, ``--threshold``
+    (see :func:`terramask.models.concept.resolve.load_concept_backend`)."""
+    f = click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
+                     help="Text route with SAM 3: its instance score threshold (default 0.5).")(f)
+    f = click.option("--text-threshold", type=click.FloatRange(0.0, 1.0), default=None,
+                     help="Text route: Grounding DINO text-token threshold (default: the documented one).")(f)
+    f = click.option("--box-threshold", type=click.FloatRange(0.0, 1.0), default=None,
+                     help="Text route: detector box score threshold (default: the detector's documented one).")(f)
+    f = click.option("--detector-checkpoint", type=click.Path(),
+                     help="Text route: local detector (or SAM 3) checkpoint, a Hugging Face snapshot folder.")(f)
+    f = click.option("--detector", default=None, metavar="NAME_OR_FOLDER",
+                     help="Text route: open-vocabulary detector from `terramask models list` (grounding-dino-tiny, "
+                     "grounding-dino-base, owlv2-base; or sam3 for SAM 3), or a Hugging Face folder of one.")(f)
+    return f

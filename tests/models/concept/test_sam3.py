@@ -99,3 +99,20 @@ def test_exemplars_alone_use_the_visual_prompt(sam3, rgb):
     keep = lib["masks"].numpy().reshape(len(lib["masks"]), -1).any(axis=1)
     np.testing.assert_allclose(found.scores, lib["scores"].numpy()[keep], atol=1e-6)
     assert set(found[CLASS_COLUMN].tolist()) == {"house"}
+
+
+def test_concept_prompts_give_each_exemplar_to_the_phrase_of_its_class():
+    """Per-box classes: a box refines the phrase of its class; counter-examples without a
+    class refine every phrase; an example of a class no phrase names is a visual prompt;
+    a class with only counter-examples here is left out (its examples are in other tiles)."""
+    boxes = [[0, 0, 4, 4], [5, 5, 9, 9], [1, 1, 3, 3], [2, 2, 6, 6], [3, 3, 8, 8]]
+    query = ConceptQuery(phrases=("car", "tree"), exemplar_boxes=boxes, exemplar_labels=[1, 1, 0, 0, 0],
+                         exemplar_classes=("tree", "pool", "object", "car", "shed"))
+    got = [(t, c, b.tolist(), lab.tolist()) for t, c, b, lab in concept_prompts(query)]
+    assert got == [
+        ("car", "car", [[1, 1, 3, 3], [2, 2, 6, 6]], [0, 0]),
+        ("tree", "tree", [[0, 0, 4, 4], [1, 1, 3, 3]], [1, 0]),
+        (None, "pool", [[5, 5, 9, 9]], [1]),
+    ]
+    with pytest.raises(InputError, match="3 exemplar boxes but 1 exemplar classes"):
+        ConceptQuery(phrases=("car",), exemplar_boxes=boxes[:3], exemplar_labels=[1, 1, 0], exemplar_classes=("a",))

@@ -12,50 +12,19 @@ import pytest
 import rasterio
 import shapely
 
-from helpers.feature_backends import BLUE, GREY, RED, ColourFeatureBackend
-from helpers.scenes import UTM33_TRANSFORM, write_geotiff
+from helpers.colour_tiles import BLUE_BOXES, CONFIG, RED_BOXES, SIDE, colour_tiles_scene
+from helpers.colour_tiles import world_box as _world_box
+from helpers.colour_tiles import write_exemplars as _exemplars
+from helpers.feature_backends import ColourFeatureBackend
+from helpers.scenes import UTM33_TRANSFORM
 from terramask.core.errors import InputError, ModelError
 from terramask.pipelines.find.run import find_scene
-from terramask.pipelines.scene.config import SceneRunConfig
 from terramask.pipelines.scene.run import OUTPUTS
 from terramask.pipelines.scene.sink import CLASSES_NAME
 
-SIDE = 512
-# red objects (x0, y0, x1, y1); the second (300 px) is wider than a tile (256 px, starts at 0, 192, 256):
-# no tile sees it whole, it must be merged from pieces of several tiles
-RED_BOXES = [(24, 24, 72, 64), (100, 300, 400, 340), (400, 60, 448, 100), (80, 400, 128, 440)]
-BLUE_BOXES = [(150, 150, 198, 190), (360, 380, 408, 420)]
-CONFIG = SceneRunConfig(tile_size=256, overlap=64, progress=False)
-
-
-def _scene(tmp_path, nodata_cols: int = 0):
-    rng = np.random.default_rng(0)
-    img = np.empty((3, SIDE, SIDE), dtype=np.uint8)
-    img[:] = np.array(GREY, np.uint8)[:, None, None]
-    for boxes, colour in ((RED_BOXES, RED), (BLUE_BOXES, BLUE)):
-        for x0, y0, x1, y1 in boxes:
-            img[:, y0:y1, x0:x1] = np.array(colour, np.uint8)[:, None, None]
-    img = np.clip(img.astype(int) + rng.integers(-5, 6, img.shape), 1, 255).astype(np.uint8)
-    if nodata_cols:
-        img[:, :, :nodata_cols] = 0
-    return write_geotiff(tmp_path / "scene.tif", img, nodata=0 if nodata_cols else None)
-
-
-def _world_box(x0, y0, x1, y1):
-    t = UTM33_TRANSFORM
-    (wx0, wy0), (wx1, wy1) = t @ (x0, y0), t @ (x1, y1)
-    return shapely.box(min(wx0, wx1), min(wy0, wy1), max(wx0, wx1), max(wy0, wy1))
-
-
-def _exemplars(path, geoms, labels, classes):
-    wkb = np.array([shapely.to_wkb(g) for g in geoms], dtype=object)
-    pyogrio.raw.write(str(path), wkb, [np.array(labels, dtype=np.int32), np.array(classes, dtype=object)],
-                      ["label", "class"], geometry_type="Unknown", crs="EPSG:32633", driver="GPKG")
-    return path
-
 
 def test_exemplar_finds_its_kind_across_tiles(tmp_path):
-    scene = _scene(tmp_path)
+    scene = colour_tiles_scene(tmp_path)
     ex = _exemplars(tmp_path / "ex.gpkg", [_world_box(*RED_BOXES[0]), _world_box(*BLUE_BOXES[0])], [1, 0],
                     ["roof", None])
     run = find_scene(scene, tmp_path / "out", exemplars=ex, backend=ColourFeatureBackend(), config=CONFIG)
@@ -90,7 +59,7 @@ def test_exemplar_finds_its_kind_across_tiles(tmp_path):
 
 
 def test_points_and_two_classes(tmp_path):
-    scene = _scene(tmp_path)
+    scene = colour_tiles_scene(tmp_path)
     t = UTM33_TRANSFORM
     ex = _exemplars(tmp_path / "ex.gpkg", [shapely.Point(t @ (40, 40)), shapely.Point(t @ (170, 170))], [1, 1],
                     ["roof", "pool"])
@@ -102,7 +71,7 @@ def test_points_and_two_classes(tmp_path):
 
 
 def test_bad_exemplars_leave_no_outputs(tmp_path):
-    scene = _scene(tmp_path, nodata_cols=100)
+    scene = colour_tiles_scene(tmp_path, nodata_cols=100)
     backend = ColourFeatureBackend()
     out = tmp_path / "out"
     far = _exemplars(tmp_path / "far.gpkg", [_world_box(600, 600, 650, 650)], [1], ["roof"])

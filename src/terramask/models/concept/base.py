@@ -35,7 +35,10 @@ class ConceptQuery:
       instance found by a phrase is the phrase itself unless ``classes`` maps it.
     - ``exemplar_boxes``: ``(N, 4)`` float64 xyxy image pixels; ``exemplar_labels``:
       ``(N,)`` int64, 1 = example, 0 = counter-example; ``exemplar_class``: the class
-      name given to instances found from exemplars (default ``"object"``).
+      name given to instances found from exemplars (default ``"object"``);
+      ``exemplar_classes``: optionally the class of each box (``N`` names; empty: every
+      box is ``exemplar_class``). A box whose class is a phrase's class refines that
+      phrase (SAM 3); see :func:`terramask.models.concept.sam3.concept_prompts`.
     - ``classes``: optional ``{phrase: class name}``.
     """
 
@@ -44,6 +47,7 @@ class ConceptQuery:
     exemplar_labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), dtype=np.int64))
     exemplar_class: str = "object"
     classes: dict[str, str] = field(default_factory=dict)
+    exemplar_classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         phrases = tuple(check_phrase(p) for p in self.phrases)
@@ -56,6 +60,9 @@ class ConceptQuery:
             raise PromptError("exemplar labels must be 1 (example) or 0 (counter-example)")
         if np.any(boxes[:, 2] <= boxes[:, 0]) or np.any(boxes[:, 3] <= boxes[:, 1]):
             raise PromptError("exemplar boxes must be xyxy with x1 > x0 and y1 > y0")
+        if self.exemplar_classes and len(self.exemplar_classes) != len(boxes):
+            raise PromptError(f"{len(boxes)} exemplar boxes but {len(self.exemplar_classes)} exemplar classes")
+        object.__setattr__(self, "exemplar_classes", tuple(str(c) for c in self.exemplar_classes))
         object.__setattr__(self, "exemplar_boxes", boxes)
         object.__setattr__(self, "exemplar_labels", labels)
         if not phrases and not len(boxes):
@@ -64,6 +71,15 @@ class ConceptQuery:
     def class_of(self, phrase: str) -> str:
         """The class name of instances found by ``phrase``."""
         return self.classes.get(phrase, phrase)
+
+    def box_classes(self) -> np.ndarray:
+        """``(N,)`` object array: the class of each exemplar box."""
+        names = self.exemplar_classes or (self.exemplar_class,) * len(self.exemplar_boxes)
+        return np.array(names, dtype=object).reshape(-1)
+
+    def text_only(self) -> "ConceptQuery":
+        """This query without its exemplars (what a text-only route runs)."""
+        return ConceptQuery(phrases=self.phrases, classes=dict(self.classes))
 
 
 def check_phrase(phrase: str) -> str:

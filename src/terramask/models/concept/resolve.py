@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from terramask.core.errors import InputError, ModelError, UnknownModelError
+from terramask.models.base import Backend
 from terramask.models.concept.base import ConceptBackend
 from terramask.models.download import ensure_checkpoint
 from terramask.models.registry import DETECTOR_FAMILIES, ModelSpec, get_spec, list_specs, normalise_name
@@ -35,6 +37,23 @@ DETECTOR_ALIASES = {"grounding-dino": "grounding-dino-tiny", "gdino": "grounding
 # registry family -> the model_type its config.json must have, and the name users know it by
 MODEL_TYPES = {"grounding-dino": "grounding-dino", "owlv2": "owlv2", "sam3": "sam3"}
 FAMILY_TITLES = {"grounding-dino": "Grounding DINO", "owlv2": "OWLv2", "sam3": "SAM 3"}
+# config.json model_type -> the registry name a folder given as --detector loads as
+FOLDER_NAMES = {"grounding-dino": "grounding-dino-tiny", "owlv2": "owlv2-base", "sam3": "sam3"}
+
+
+def detector_or_folder(detector: str | None, detector_checkpoint: str | os.PathLike[str] | None
+                       ) -> tuple[str | None, str | os.PathLike[str] | None]:
+    """``(detector name, its folder)`` from ``--detector NAME_OR_FOLDER``: a folder (an
+    existing path) is a Hugging Face snapshot whose ``config.json`` names the architecture
+    (Grounding DINO, OWLv2 or SAM 3); a name is returned as given."""
+    if detector is None or detector_checkpoint is not None or not Path(detector).expanduser().exists():
+        return detector, detector_checkpoint
+    folder = local_snapshot(detector)
+    model_type = read_config(folder).get("model_type")
+    if model_type not in FOLDER_NAMES:
+        raise ModelError(f"{folder} is not a detector or SAM 3 checkpoint: its config.json has model_type "
+                         f"{model_type!r}, expected one of {', '.join(FOLDER_NAMES)}")
+    return FOLDER_NAMES[model_type], folder
 
 
 def detector_names() -> list[str]:
@@ -140,7 +159,9 @@ def load_concept_backend(
     score; ``runtime``/``cache`` apply to the SAM-family backend of the detector route.
     ``detector="sam3"`` also selects SAM 3 (its weights from ``detector_checkpoint``); the
     SAM-family ``model`` is then not needed, and a notice says so when one is given.
+    ``detector`` may also be a snapshot folder (:func:`detector_or_folder`).
     """
+    detector, detector_checkpoint = detector_or_folder(detector, detector_checkpoint)
     if detector is not None and _is_sam3(detector, None):
         if checkpoint is not None:
             raise InputError("with SAM 3 as the detector, give its folder as the detector checkpoint, not --checkpoint")
@@ -173,3 +194,48 @@ def load_concept_backend(
     )
     backend = load_backend(model, checkpoint, device=device, runtime=runtime, download=download, cache=cache)
     return DetectorSam(found, backend, batch_boxes=batch_boxes)
+
+
+@dataclass
+class TextModel:
+    """A text model loaded once for a server (``terramask serve --detector``) and paired
+    with the SAM-family backend of each view: ``detector`` (detector + SAM route) or
+    ``sam3`` (a SAM 3 concept backend, which needs no SAM model)."""
+
+    name: str
+    detector: Any = None
+    sam3: ConceptBackend | None = None
+
+    def concept_for(self, backend: Backend, guard: Callable[[Any], Any] = lambda model: model) -> ConceptBackend:
+        """The concept backend for phrases with ``backend`` masking the detector's boxes;
+        ``guard`` wraps each model first (the web app's lock and cancel check)."""
+        if self.sam3 is not None:
+            return guard(self.sam3)
+        from terramask.models.concept.detector_sam import DetectorSam
+
+        return DetectorSam(guard(self.detector), guard(backend))
+
+
+def load_text_model(
+    detector: str,
+    detector_checkpoint: str | os.PathLike[str] | None = None,
+    *,
+    device: str = "cpu",
+    download: bool = False,
+    box_threshold: float | None = None,
+    text_threshold: float | None = None,
+    threshold: float | None = None,
+) -> TextModel:
+    """The text model ``detector`` (a registry name, ``sam3``, or a snapshot folder), with
+    the same checks and thresholds as :func:`load_concept_backend`."""
+    name, detector_checkpoint = detector_or_folder(detector, detector_checkpoint)
+    if name is not None and _is_sam3(name, None):
+        sam3 = load_concept_backend(detector=name, detector_checkpoint=detector_checkpoint, device=device,
+                                    download=download, box_threshold=box_threshold, text_threshold=text_threshold,
+                                    threshold=threshold)
+        return TextModel(str(getattr(sam3, "name", "sam3")), sam3=sam3)
+    if threshold is not None:
+        raise InputError("--threshold is SAM 3's instance score; the detector route takes --box-threshold")
+    found = load_detector(name, detector_checkpoint, device=device, download=download,
+                          box_threshold=box_threshold, text_threshold=text_threshold)
+    return TextModel(str(found.name), detector=found)

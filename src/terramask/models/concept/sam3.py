@@ -13,10 +13,10 @@ every instance in a CPU tile" it adds weight and no capability.
 
 ``find(image, query)``:
 
-- each phrase is one concept prompt; when the query has exactly one phrase, its
-  exemplar boxes (label 1 example, 0 counter-example) refine that phrase; exemplars
-  given with several phrases (or alone) form their own concept, class
-  ``query.exemplar_class`` (SAM 3's ``"visual"`` prompt);
+- each phrase is one concept prompt; exemplar boxes (label 1 example, 0
+  counter-example) refine the phrase of their class (with one phrase and no per-box
+  classes: that phrase); exemplars of a class no phrase names form their own concept
+  (SAM 3's ``"visual"`` prompt), see :func:`concept_prompts`;
 - the image is encoded once; each concept is decoded from the shared features;
 - instances are SAM 3's queries whose score (query probability x presence
   probability, as ``post_process_instance_segmentation`` computes it) passes
@@ -55,24 +55,46 @@ VISUAL_PROMPT = "visual"
 
 
 def concept_prompts(query: ConceptQuery) -> list[tuple[str | None, str, np.ndarray, np.ndarray]]:
-    """The prompts SAM 3 runs for ``query``: ``(text or None, class, boxes (N, 4), labels (N,))``."""
+    """The prompts SAM 3 runs for ``query``: ``(text or None, class, boxes (N, 4), labels (N,))``.
+
+    - one phrase and no per-box classes: every exemplar box refines the phrase;
+    - otherwise an exemplar box refines the phrase whose class (or text) is its class;
+      counter-examples of the default class (``query.exemplar_class``, no class given)
+      refine every phrase; the remaining boxes form one visual prompt per class
+      (SAM 3's ``"visual"`` text), which needs an example (label 1): a class with only
+      counter-examples here is left out, and a query with neither a phrase nor an
+      example is an :class:`InputError`.
+    """
     boxes, labels = query.exemplar_boxes, query.exemplar_labels
-    none_boxes, none_labels = np.zeros((0, 4)), np.zeros(0, dtype=np.int64)
-    if len(query.phrases) == 1:
+    if len(query.phrases) == 1 and not query.exemplar_classes:
         phrase = query.phrases[0]
         return [(phrase, query.class_of(phrase), boxes, labels)]
-    prompts: list[tuple[str | None, str, np.ndarray, np.ndarray]] = [
-        (p, query.class_of(p), none_boxes, none_labels) for p in query.phrases
-    ]
-    if len(boxes):
-        if not np.any(labels == 1):
-            raise InputError("exemplars without a phrase need at least one example (label 1), not only counter-examples")
-        prompts.append((None, query.exemplar_class, boxes, labels))
+    if not query.phrases and len(boxes) and not np.any(labels == 1):
+        raise InputError("exemplars without a phrase need at least one example (label 1), not only counter-examples")
+    owners = query.box_classes()
+    used = np.zeros(len(boxes), dtype=bool)
+    shared = (owners == query.exemplar_class) & (labels == 0)
+    prompts: list[tuple[str | None, str, np.ndarray, np.ndarray]] = []
+    for phrase in query.phrases:
+        cls = query.class_of(phrase)
+        mine = np.array([o in (cls, phrase) for o in owners], dtype=bool).reshape(-1)
+        used |= mine
+        take = mine | shared
+        prompts.append((phrase, cls, boxes[take], labels[take]))
+    if query.phrases:
+        used |= shared
+    for cls in dict.fromkeys(owners[~used].tolist()):
+        group = ~used & (owners == cls)
+        if np.any(labels[group] == 1):
+            prompts.append((None, str(cls), boxes[group], labels[group]))
     return prompts
 
 
 class Sam3ConceptBackend:
     """SAM 3 through ``transformers`` (see the module docstring)."""
+
+    #: SAM 3 reads example boxes itself (the scene pipeline hands each tile the boxes in it)
+    takes_exemplar_boxes = True
 
     def __init__(
         self,

@@ -1,27 +1,34 @@
 """Exemplars of a scene -> the images the prototypes are built from.
 
-Each exemplar is read in the tile of the scene's plan that holds it most centrally (so its
+For find-similar, each exemplar is read in the tile of the scene's plan that holds it most centrally (so its
 features come from the same window, stretch and scale as the tile pass, and a cached
 embedding is reused); exemplars sharing a tile share one embedding. Bad input is one
 clear line: an exemplar outside the scene, or on nodata (a point on a nodata pixel, a
-polygon with more than half its pixels on nodata).
+polygon with more than half its pixels on nodata). For SAM 3, which reads example boxes
+itself, :class:`SceneBoxes` hands each tile the exemplar boxes lying in it.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from affine import Affine
 
 from terramask.core.errors import InputError
 from terramask.core.geometry import Tile, Window
+from terramask.core.image import GeoImage
 from terramask.io.exemplars import ExemplarFeature, check_inside, rasterize, to_scene_pixels
 from terramask.io.scene import Scene
+from terramask.models.concept.base import ConceptQuery
 from terramask.models.concept.similar import Exemplar, ExemplarImage
 
 #: a polygon losing more than this share of its pixels to nodata is refused
 MAX_NODATA_SHARE = 0.5
+#: an exemplar box counts in a tile when this share of its area lies inside it
+MIN_BOX_SHARE = 0.5
 
 
 def _centrality(box: tuple[float, float, float, float], window: Window) -> float:
@@ -73,3 +80,59 @@ def exemplar_images(scene: Scene, tiles: Sequence[Tile], features: Sequence[Exem
         exemplars = [_exemplar_in(f, window, valid, scene.path) for f in groups[seq]]
         images.append(ExemplarImage(image, exemplars, valid))
     return images
+
+
+@dataclass(frozen=True)
+class SceneBoxes:
+    """Exemplar boxes of a scene for a route that reads boxes (SAM 3), handed to each tile.
+
+    ``boxes``: ``(N, 4)`` float64 xyxy scene pixels (each exemplar polygon's bounds);
+    ``labels``: ``(N,)`` int64 (1 example, 0 counter-example); ``classes``: the class of
+    each; ``transform``: the scene's (scene pixels -> the tiles' frame). SAM 3's example
+    boxes are image-local: a tile gets the boxes lying mostly (:data:`MIN_BOX_SHARE` of
+    their area) inside it, in its own pixels.
+    """
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    transform: Affine
+
+    @classmethod
+    def from_features(cls, scene: Scene, features: Sequence[ExemplarFeature]) -> "SceneBoxes":
+        """The boxes of ``features`` (scene CRS) in ``scene``; points are refused (SAM 3 takes boxes)."""
+        transform = scene.transform if scene.crs is not None else None
+        boxes = []
+        for feature in features:
+            if feature.is_point:
+                raise InputError(f"{feature.where} is a point; SAM 3 takes example boxes: outline the object "
+                                 "with a polygon (its bounding box is used)")
+            px = to_scene_pixels(feature, transform)
+            check_inside(px, scene.width, scene.height, scene.path)
+            boxes.append(px.geometry.bounds)
+        return cls(np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+                   np.array([f.label for f in features], dtype=np.int64),
+                   tuple(f.cls for f in features), scene.transform)
+
+    def in_tile(self, image: GeoImage) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+        """``(boxes (K, 4) tile pixels, labels (K,), classes)`` of the exemplars in ``image``."""
+        rows, cols = image.shape
+        to_tile = ~image.transform @ self.transform
+        xs = np.stack([self.boxes[:, 0], self.boxes[:, 2], self.boxes[:, 0], self.boxes[:, 2]], axis=1)
+        ys = np.stack([self.boxes[:, 1], self.boxes[:, 1], self.boxes[:, 3], self.boxes[:, 3]], axis=1)
+        tx = to_tile.a * xs + to_tile.b * ys + to_tile.c
+        ty = to_tile.d * xs + to_tile.e * ys + to_tile.f
+        tile = np.stack([tx.min(1), ty.min(1), tx.max(1), ty.max(1)], axis=1)
+        clipped = tile.copy()
+        clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, cols)
+        clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, rows)
+        area = (tile[:, 2] - tile[:, 0]) * (tile[:, 3] - tile[:, 1])
+        inside = (clipped[:, 2] - clipped[:, 0]).clip(0) * (clipped[:, 3] - clipped[:, 1]).clip(0)
+        keep = (area > 0) & (inside >= MIN_BOX_SHARE * area)
+        return clipped[keep], self.labels[keep], tuple(c for c, k in zip(self.classes, keep, strict=True) if k)
+
+    def query_for(self, image: GeoImage, query: ConceptQuery) -> ConceptQuery:
+        """``query`` with the exemplar boxes lying in ``image`` (its phrases unchanged)."""
+        boxes, labels, classes = self.in_tile(image)
+        return ConceptQuery(phrases=query.phrases, classes=dict(query.classes), exemplar_boxes=boxes,
+                            exemplar_labels=labels, exemplar_classes=classes)

@@ -10,7 +10,16 @@ the same class, staged outputs):
   (:func:`terramask.models.concept.similar.build_prototypes`), then every tile is searched
   with :class:`~terramask.models.concept.similar.SimilarFinder`;
 - **phrases**: a concept backend (detector + SAM, SAM 3) finds the instances of each phrase
-  in every tile.
+  in every tile;
+- **phrases and exemplars** together (:func:`find_text_and_exemplars`): with SAM 3, the
+  phrases and the exemplar boxes (examples and counter-examples) form one concept query
+  in each tile (the boxes lying in that tile; an exemplar refines the phrase of its
+  class); with detector + SAM, the detector's objects for the phrases and find-similar's
+  objects for the exemplars (on the same SAM-family backend) are combined
+  (:class:`~terramask.models.concept.combined.TextAndSimilar`) and de-duplicated by
+  per-class NMS. Either way each object keeps its class: its phrase's, or its
+  exemplars' class. Exemplars without a ``class`` take the phrase's class when there is
+  one phrase (they are examples of it), else ``"object"``.
 
 Outputs: those of ``auto`` plus ``classes.tif``, the ``class``/``score`` columns and the
 class table in ``summary.json`` (see :mod:`terramask.pipelines.scene.run`). Bad input
@@ -22,11 +31,12 @@ line raised before any tile runs; nothing is written under a final name.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Sequence
 
 from terramask.core.errors import InputError
 from terramask.core.geometry import plan_tiles
-from terramask.io.exemplars import ExemplarFeature, check_inside, read_exemplars, to_scene_pixels
+from terramask.io.exemplars import DEFAULT_CLASS, ExemplarFeature, check_inside, read_exemplars, to_scene_pixels
 from terramask.io.scene import open_scene
 from terramask.models.base import Backend
 from terramask.models.concept.base import ConceptBackend, ConceptQuery, check_phrase
@@ -38,7 +48,7 @@ from terramask.models.concept.similar import (
     build_prototypes,
     check_backend,
 )
-from terramask.pipelines.find.exemplars import exemplar_images
+from terramask.pipelines.find.exemplars import SceneBoxes, exemplar_images
 from terramask.pipelines.find.segmenter import FindSegmenter
 from terramask.pipelines.scene.config import EngineConfig, SceneRunConfig
 from terramask.pipelines.scene.run import SceneRun, check_scene, run_scene
@@ -81,20 +91,23 @@ def find_scene(path: str | os.PathLike, out_dir: str | os.PathLike, *,
     :mod:`terramask.io.exemplars`, or its features) with ``backend`` (a loaded SAM-family
     backend), ``similarity`` (cosine a cell and a mask must reach), ``max_points`` (prompts
     per tile). Phrase route: ``phrases`` with ``concept`` (a loaded concept backend).
+    Both ``phrases`` and ``exemplars``: :func:`find_text_and_exemplars` (``backend``
+    optional: the detector route's own SAM-family model is used).
     ``nms_thresh``: box IoU of duplicates within one class and tile. ``config``/``engine``:
     as :func:`~terramask.pipelines.scene.run.run_scene` (local engine: the models are loaded).
     """
     config = config or SceneRunConfig()
     phrases = tuple(check_phrase(p) for p in phrases)
-    if phrases and exemplars is not None:
-        raise InputError("give phrases (--text) or exemplars (--exemplars), not both: exemplars feed find-similar, "
-                         "phrases the text route")
     if not phrases and exemplars is None:
         raise InputError("nothing to find: give a phrase (--text) or an exemplar file (--exemplars)")
     check_scene(path, config)
     if phrases:
         if concept is None:
             raise InputError("phrases need a concept backend (a detector + SAM or SAM 3) to find them")
+        if exemplars is not None:
+            return find_text_and_exemplars(path, out_dir, phrases, concept, exemplars, backend=backend,
+                                           similarity=similarity, max_points=max_points, nms_thresh=nms_thresh,
+                                           config=config, engine=engine)
         query = ConceptQuery(phrases=phrases)
         classes = tuple(dict.fromkeys(query.class_of(p) for p in phrases))
         segmenter = FindSegmenter(concept, query, classes, nms_thresh, route="text")
@@ -106,3 +119,58 @@ def find_scene(path: str | os.PathLike, out_dir: str | os.PathLike, *,
     finder = SimilarFinder(backend, protos, similarity=similarity, max_points=max_points, nms_thresh=nms_thresh)
     segmenter = FindSegmenter(finder, None, protos.names, nms_thresh)
     return run_scene(path, out_dir, segmenter, config, engine)
+
+
+def classed_exemplars(features: Sequence[ExemplarFeature], phrases: Sequence[str]) -> list[ExemplarFeature]:
+    """``features`` with the one phrase as the class of those given none (``"object"``):
+    with a single phrase, exemplars are examples (or counter-examples) of it."""
+    if len(phrases) != 1:
+        return list(features)
+    return [replace(f, cls=phrases[0]) if f.cls == DEFAULT_CLASS else f for f in features]
+
+
+def find_text_and_exemplars(path: str | os.PathLike, out_dir: str | os.PathLike, phrases: Sequence[str],
+                            concept: ConceptBackend, exemplars: str | os.PathLike | Sequence[ExemplarFeature], *,
+                            backend: Backend | None = None, similarity: float = DEFAULT_SIMILARITY,
+                            max_points: int = DEFAULT_MAX_POINTS, nms_thresh: float = 0.7,
+                            config: SceneRunConfig | None = None, engine: EngineConfig | None = None) -> SceneRun:
+    """Phrases and exemplars in one run (module docstring). ``concept``: SAM 3 (it reads
+    the boxes) or detector + SAM (its SAM-family backend, or ``backend``, runs
+    find-similar on the exemplars). The class table lists the phrases' classes, then the
+    exemplars' other classes."""
+    config = config or SceneRunConfig()
+    phrases = tuple(check_phrase(p) for p in phrases)
+    query = ConceptQuery(phrases=phrases)
+    with open_scene(path, bands=config.bands) as scene:
+        features = (read_exemplars(exemplars, scene.crs) if isinstance(exemplars, (str, os.PathLike))
+                    else list(exemplars))
+        features = classed_exemplars(features, phrases)
+        phrase_classes = tuple(dict.fromkeys(query.class_of(p) for p in phrases))
+        if getattr(concept, "takes_exemplar_boxes", False):
+            boxes = SceneBoxes.from_features(scene, features)
+            _check_examples(features, phrase_classes)
+            extra = tuple(c for c, lab in zip(boxes.classes, boxes.labels.tolist(), strict=True)
+                          if lab == 1 and c not in phrase_classes)
+            classes = tuple(dict.fromkeys(phrase_classes + extra))
+            segmenter = FindSegmenter(concept, query, classes, nms_thresh, route="text+exemplars", boxes=boxes)
+            return run_scene(path, out_dir, segmenter, config, engine)
+    sam = backend if backend is not None else getattr(concept, "backend", None)
+    if sam is None:
+        raise InputError(f"{getattr(concept, 'name', 'this text model')} reads no example boxes and has no SAM-family "
+                         "model to find objects like the exemplars; give one (--model)")
+    check_backend(sam)
+    from terramask.models.concept.combined import TextAndSimilar
+
+    protos = scene_prototypes(path, sam, features, config)
+    finder = SimilarFinder(sam, protos, similarity=similarity, max_points=max_points, nms_thresh=nms_thresh)
+    classes = tuple(dict.fromkeys(phrase_classes + protos.names))
+    segmenter = FindSegmenter(TextAndSimilar(concept, finder), query, classes, nms_thresh, route="text+similar")
+    return run_scene(path, out_dir, segmenter, config, engine)
+
+
+def _check_examples(features: Sequence[ExemplarFeature], phrase_classes: Sequence[str]) -> None:
+    """Every exemplar class that no phrase names needs an example (label 1) somewhere."""
+    for cls in dict.fromkeys(f.cls for f in features if f.cls not in phrase_classes and f.cls != DEFAULT_CLASS):
+        if not any(f.label == 1 for f in features if f.cls == cls):
+            raise InputError(f"exemplars of class {cls!r} are only counter-examples and no --text names it; "
+                             "give an example (label 1) or the class as a phrase")

@@ -9,7 +9,7 @@ runs on the local engine only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from terramask.core.boxes import per_class_nms as nms_by_class
 from terramask.core.image import GeoImage
 from terramask.core.maskset import MaskSet
 from terramask.models.concept.base import CLASS_COLUMN, ConceptBackend, ConceptQuery
+
+if TYPE_CHECKING:
+    from terramask.pipelines.find.exemplars import SceneBoxes
 
 
 def per_class_nms(found: MaskSet, iou_thresh: float) -> MaskSet:
@@ -34,7 +37,9 @@ class FindSegmenter:
     ``concept``: a :class:`~terramask.models.concept.base.ConceptBackend` (find-similar with
     its prototypes, or a text route); ``query``: what to find (None for find-similar, whose
     prototypes are the query); ``classes``: the class names in table order;
-    ``nms_thresh``: box IoU above which masks of one class in one tile are duplicates.
+    ``nms_thresh``: box IoU above which masks of one class in one tile are duplicates;
+    ``boxes``: exemplar boxes of the scene for a route that reads boxes (SAM 3): each tile's
+    query gets those lying in the tile.
     """
 
     shippable: ClassVar[bool] = False
@@ -44,12 +49,16 @@ class FindSegmenter:
     classes: tuple[str, ...]
     nms_thresh: float = 0.7
     route: str = "find-similar"
+    boxes: "SceneBoxes | None" = None
 
     def __call__(self):
         return self.segment
 
     def segment(self, image: GeoImage) -> MaskSet:
-        found = self.concept.find(image, self.query)  # type: ignore[arg-type]  # find-similar takes None
+        query = self.query
+        if self.boxes is not None and query is not None:
+            query = self.boxes.query_for(image, query)
+        found = self.concept.find(image, query)  # type: ignore[arg-type]  # find-similar takes None
         return per_class_nms(found, self.nms_thresh)
 
     def describe(self) -> dict:
@@ -57,6 +66,9 @@ class FindSegmenter:
         params: dict[str, Any] = dict(own()) if callable(own) else {}
         if self.query is not None:
             params["phrases"] = list(self.query.phrases)
+        if self.boxes is not None:
+            params["exemplar_boxes"] = {"examples": int((self.boxes.labels == 1).sum()),
+                                        "counter_examples": int((self.boxes.labels == 0).sum())}
         params["nms_thresh"] = self.nms_thresh
         model = params.get("model") or getattr(self.concept, "name", type(self.concept).__name__)
         return {"model": model, "mode": self.route, "classes": list(self.classes), "params": params}
