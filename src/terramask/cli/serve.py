@@ -7,7 +7,7 @@ import socket
 
 import click
 
-from terramask.cli.options import model_options, runtime_option
+from terramask.cli.options import model_options, runtime_option, text_model_options
 
 #: Hosts that only this machine can reach; the app then accepts only these Host headers.
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
@@ -50,6 +50,7 @@ def _url(host: str, port: int) -> str:
               "or band 1 as grey); the page changes them per scene.")
 @model_options
 @runtime_option
+@text_model_options
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. The default is reachable from this machine only; "
               "0.0.0.0 opens the app (and exports) to the network.")
@@ -60,7 +61,8 @@ def _url(host: str, port: int) -> str:
 @click.option("--max-upload-mb", default=500.0, show_default=True, type=click.FloatRange(min=0),
               help="Largest GeoTIFF/PNG/JPEG the page may upload (saved under OUT/uploads/); 0 turns uploads off.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the app in the default web browser.")
-def command(scenes, bands, model, checkpoint, device, runtime, host, port, out_dir, max_upload_mb, open_browser):
+def command(scenes, bands, model, checkpoint, device, runtime, detector, detector_checkpoint, box_threshold,
+            text_threshold, threshold, host, port, out_dir, max_upload_mb, open_browser):
     """Segment SCENES interactively in a web browser.
 
     SCENES are GeoTIFF/PNG/JPEG files and directories holding them; the page lists them
@@ -71,6 +73,8 @@ def command(scenes, bands, model, checkpoint, device, runtime, host, port, out_d
     into the scene's object layer with a class, downloadable as GeoPackage, GeoJSON,
     FlatGeobuf or a labels.tif class raster; select an object to re-open and refine it.
     The embedding is computed once per encoded window and reused by every click.
+    With --detector (a detector, or sam3), the page's text box finds every instance of
+    typed phrases in the shown window or the whole scene, as candidates classed by phrase.
     """
     from terramask.core.lazy import require
 
@@ -81,9 +85,19 @@ def command(scenes, bands, model, checkpoint, device, runtime, host, port, out_d
 
     check_port_free(host, port)
     loopback = host in LOOPBACK_HOSTS
+    text_model = None
+    if detector is not None or detector_checkpoint is not None:
+        from terramask.models.concept.resolve import DEFAULT_DETECTOR, load_text_model
+
+        text_model = load_text_model(detector or DEFAULT_DETECTOR, detector_checkpoint, device=device,
+                                     box_threshold=box_threshold, text_threshold=text_threshold, threshold=threshold)
+    elif box_threshold is not None or text_threshold is not None or threshold is not None:
+        from terramask.core.errors import InputError
+
+        raise InputError("--box-threshold/--text-threshold/--threshold tune the text model; give it with --detector")
     app = create_server(
         scenes, model=model, checkpoint=checkpoint, device=device, runtime=runtime, bands=bands, out_dir=out_dir,
-        allowed_hosts=list(LOOPBACK_HOSTS) if loopback else None, max_upload_mb=max_upload_mb,
+        allowed_hosts=list(LOOPBACK_HOSTS) if loopback else None, max_upload_mb=max_upload_mb, text_model=text_model,
     )
     views = app.state.views
     listed = views.catalog.entries()
@@ -93,6 +107,9 @@ def command(scenes, bands, model, checkpoint, device, runtime, host, port, out_d
     click.echo(f"terramask: serving {first.scene.path} ({first.scene.width}x{first.scene.height} px){more} "
                f"with model {first.model} at {url}  (Ctrl+C to stop)", err=True)
     click.echo(f"terramask: exports and object layers go to {views.out_dir}", err=True)
+    click.echo(f"terramask: text box: {text_model.name}" if text_model is not None else
+               "terramask: text box off (start with --detector grounding-dino-tiny, owlv2-base or sam3 to use it)",
+               err=True)
     if max_upload_mb > 0:
         click.echo(f"terramask: the page may upload scenes up to {max_upload_mb:g} MB into {views.out_dir / 'uploads'}",
                    err=True)

@@ -179,6 +179,7 @@ def create_app(
     request_budget: float = REQUEST_BUDGET_S,
     layer: ObjectLayer | None = None,
     worker: ModelWorker | None = None,
+    text_model: object | None = None,
 ) -> FastAPI:
     """The web app for interactive segmentation of ``scene``.
 
@@ -197,6 +198,8 @@ def create_app(
     one request may take, waiting for the model included (503 past it; see
     :mod:`terramask.web.limits`). ``layer`` / ``worker``: the scene's object layer and
     the model worker when a multi-scene server shares them (:mod:`terramask.web.server`).
+    ``text_model``: a :class:`~terramask.models.concept.resolve.TextModel` for the page's
+    text box (segment everything's ``text`` jobs; ``None``: the box is off).
 
     Raises the terramask errors of opening the scene or loading the model
     (:class:`SceneNotFoundError`, :class:`UnknownModelError`, :class:`WeightsNotFoundError` …).
@@ -222,6 +225,7 @@ def create_app(
         Path(out_dir) if out_dir is not None else Path.cwd() / DEFAULT_OUT_DIR, owns_scene, display,
         request_budget, layer, worker,
     )
+    state.everything.text = text_model
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -10,10 +10,9 @@ A job runs automatic generation with the app's loaded backend on
   through a :class:`~terramask.pipelines.scene.segmenters.BackendSegmenter` into
   ``<work>/everything-<job>/`` (labels.tif, objects.gpkg, masks.json, overlay.png,
   summary.json); progress counts tiles;
-- objects **similar** to objects of the layer (scope ``similar``, issue 11's find-similar):
-  the same tiled run with :class:`~terramask.pipelines.find.segmenter.FindSegmenter`
-  around a :class:`~terramask.models.concept.similar.SimilarFinder` whose prototypes are
-  learnt from the objects' polygons (SAM-family models only).
+- objects **similar** to objects of the layer (scope ``similar``) and every instance of
+  **phrases** (scope ``text``, on the shown ``window`` or, without one, the whole scene)
+  with the server's text model: :mod:`terramask.web.everything_find`.
 
 Jobs run on their own daemon thread. Every call into the backend goes through
 :class:`GuardedBackend`: it takes the model lock (the lock clicks take on the model
@@ -53,7 +52,7 @@ from terramask.web.store import new_id
 
 log = logging.getLogger(__name__)
 
-SCOPES = ("window", "scene", "similar")
+SCOPES = ("window", "scene", "similar", "text")
 #: Largest side (scene pixels) of a window segmented in one piece; larger: the tiled scene run.
 MAX_WINDOW_SIDE = 2048
 #: Jobs remembered per app (running ones included).
@@ -82,7 +81,8 @@ class JobSpec:
     window scope), ``params`` (automatic-generation parameters: ``AmgParams`` fields) and
     ``tile_size`` (scene and similar scopes); scope ``similar``: ``exemplars`` (``(polygon in
     the scene CRS, class name)`` of the objects to find more of) and ``similarity`` (the
-    cosine similarity a found object needs, :mod:`terramask.models.concept.similar`)."""
+    cosine similarity a found object needs, :mod:`terramask.models.concept.similar`);
+    scope ``text``: ``phrases`` to find, in ``window`` or (``None``) the whole scene."""
 
     scope: str
     window: Window | None = None
@@ -90,6 +90,12 @@ class JobSpec:
     tile_size: int = 1024
     exemplars: tuple[tuple[Any, str], ...] = ()
     similarity: float = 0.6
+    phrases: tuple[str, ...] = ()
+
+    @property
+    def tiled(self) -> bool:
+        """True when the job is a tiled whole-scene run (with a folder of outputs)."""
+        return self.scope in ("scene", "similar") or (self.scope == "text" and self.window is None)
 
     def check(self, scene: Scene) -> "JobSpec":
         """This spec, checked against ``scene`` (:class:`InputError` with the reason)."""
@@ -97,7 +103,11 @@ class JobSpec:
             raise InputError(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
         if self.scope == "similar" and not self.exemplars:
             raise InputError("find similar needs at least one object of the layer as an example")
-        if self.scope != "window":
+        if self.scope == "text":
+            from terramask.web.everything_find import check_phrases
+
+            check_phrases(self.phrases)
+        if self.tiled:
             return self
         if self.window is None:
             raise InputError("a window-scope job needs the window (col_off, row_off, width, height)")
@@ -126,7 +136,7 @@ class Job:
         self.stage = "waiting for the model"
         self.done = 0
         self.total = 0
-        self.unit = "points" if spec.scope == "window" else "tiles"
+        self.unit = "tiles" if spec.tiled else "points"
         self.error: str | None = None
         self.started = time.monotonic()
         self.finished: float | None = None
@@ -294,6 +304,8 @@ class EverythingJobs:
                  max_jobs: int = MAX_JOBS) -> None:
         self.scene = scene
         self.backend = backend
+        #: the server's text model (:class:`~terramask.models.concept.resolve.TextModel`) or None
+        self.text: Any = None
         self.lock = lock
         self.work_dir = Path(work_dir)
         self.max_jobs = max_jobs
@@ -304,6 +316,10 @@ class EverythingJobs:
         """Start ``spec`` for ``session_id`` on a new thread (:class:`JobConflict` when the
         session's previous job still runs)."""
         spec = spec.check(self.scene)
+        if spec.scope == "text" and self.text is None:
+            from terramask.web.everything_find import NO_TEXT_MODEL
+
+            raise InputError(NO_TEXT_MODEL)
         if spec.params:
             point_total(spec.params, (1, 1))  # bad parameters: InputError now, not in the thread
         with self._registry:
@@ -311,7 +327,7 @@ class EverythingJobs:
             if busy is not None:
                 raise JobConflict(f"job {busy.id} of this session is still running; cancel it or wait for it")
             job = Job(session_id, spec, None)
-            if spec.scope != "window":
+            if spec.tiled:
                 job.folder = self.work_dir / f"everything-{job.id}"
             self._jobs[job.id] = job
             self._evict()
@@ -351,8 +367,10 @@ class EverythingJobs:
         try:
             if job.spec.scope == "window":
                 candidates = self._run_window(job)
-            elif job.spec.scope == "similar":
-                candidates = self._run_similar(job)
+            elif job.spec.scope in ("similar", "text"):
+                from terramask.web.everything_find import run_similar, run_text
+
+                candidates = (run_similar if job.spec.scope == "similar" else run_text)(self, job)
             else:
                 candidates = self._run_scene(job)
         except JobCancelled:
@@ -405,39 +423,6 @@ class EverythingJobs:
         job.check()
         job.progress("reading the objects", len(tiles))
         return from_scene_run(run)
-
-
-    def _run_similar(self, job: Job) -> list[Candidate]:
-        """Find objects like the exemplars over the whole scene (issue 11's find-similar,
-        :func:`terramask.pipelines.find.run.scene_prototypes` and
-        :class:`~terramask.models.concept.similar.SimilarFinder`), tile by tile."""
-        from terramask.io.exemplars import ExemplarFeature
-        from terramask.models.concept.similar import SimilarFinder
-        from terramask.pipelines.find.run import scene_prototypes
-        from terramask.pipelines.find.segmenter import FindSegmenter
-        from terramask.pipelines.scene.run import run_scene
-
-        assert job.folder is not None  # set by start() for the similar scope
-        config = self._tiled_config(job)
-        backend = cast(Backend, GuardedBackend(self.backend, self.lock, job.check))
-        job.progress("learning the examples")
-        features = [ExemplarFeature(geometry, 1, cls, f"object {k + 1} of the layer")
-                    for k, (geometry, cls) in enumerate(job.spec.exemplars)]
-        protos = scene_prototypes(self.scene.source, backend, features, config)
-        finder = SimilarFinder(backend, protos, similarity=job.spec.similarity)
-        tiles = plan_tiles(self.scene.path, self.scene.width, self.scene.height, config.tile_size, config.overlap)
-        job.progress("finding similar objects", 0, len(tiles))
-        segmenter = CountingSegmenter(FindSegmenter(finder, None, protos.names), partial(_tile_done, job))
-        run = run_scene(self.scene.source, job.folder, segmenter, config)
-        job.check()
-        job.progress("reading the objects", len(tiles))
-        return from_scene_run(run)
-
-    def _tiled_config(self, job: Job) -> Any:
-        from terramask.pipelines.scene.config import SceneRunConfig, default_overlap
-
-        return SceneRunConfig(bands=tuple(b + 1 for b in self.scene.bands), tile_size=job.spec.tile_size,
-                              overlap=default_overlap(job.spec.tile_size), progress=False)
 
 
 def _tile_done(job: Job) -> None:

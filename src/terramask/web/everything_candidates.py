@@ -3,7 +3,8 @@
 A candidate is one automatic mask made into a polygon: ``geometry`` in the scene CRS
 (world frame of the scene transform), the mask's predicted IoU as ``score``, its
 ``stability``, its pixel count ``area_px`` and ground area ``area_m2`` (``None``
-without ground units). Candidates come from the masks of one window
+without ground units), and ``cls``: the class a text or find-similar job proposes (the
+phrase, or the example's class; ``None`` for segment everything). Candidates come from the masks of one window
 (:func:`from_masks`) or from the files of a tiled scene run (:func:`from_scene_run`),
 and are sent to the page with outlines in scene pixels (:func:`candidate_payload`).
 Accepting one copies its polygon into the object layer; nothing is traced again.
@@ -23,6 +24,7 @@ from affine import Affine
 
 from terramask.core.maskset import MaskSet
 from terramask.io.features import mask_to_geometry
+from terramask.models.concept.base import CLASS_COLUMN
 from terramask.pipelines.amg.generator import AmgResult
 from terramask.pipelines.scene.run import SceneRun
 from terramask.pipelines.scene.sink import MASKS_NAME
@@ -42,22 +44,25 @@ class Candidate:
     stability: float
     area_px: int
     area_m2: float | None
+    cls: str | None = None
 
 
-Item = tuple[Any, float, float, int, float | None]
+Item = tuple[Any, float, float, int, float | None, str | None]
 
 
 def _ranked(items: list[Item]) -> list[Candidate]:
     """Candidates numbered 1..N, best score first (ties: larger first)."""
     items.sort(key=lambda t: (-t[1], -t[3]))
-    return [Candidate(k + 1, g, s, st, a, m2) for k, (g, s, st, a, m2) in enumerate(items)]
+    return [Candidate(k + 1, g, s, st, a, m2, c) for k, (g, s, st, a, m2, c) in enumerate(items)]
 
 
 def from_masks(masks: AmgResult | MaskSet, check: Callable[[], None]) -> list[Candidate]:
     """Candidates of automatic masks on one grid (``masks.transform``/``crs``: the
     window's). Each mask is traced inside its own box; ``check()`` runs before each, so a
-    cancelled job stops between masks. Empty masks are dropped."""
+    cancelled job stops between masks. Empty masks are dropped. A ``class`` column
+    (concept routes) becomes each candidate's ``cls``."""
     result = masks if isinstance(masks, AmgResult) else AmgResult.from_maskset(masks)
+    classes = result.extras.get(CLASS_COLUMN)
     transform = result.transform or Affine.identity()
     measure = PixelArea(result.crs, transform)
     items: list[Item] = []
@@ -69,13 +74,15 @@ def from_masks(masks: AmgResult | MaskSet, check: Callable[[], None]) -> list[Ca
             continue
         geometry = mask_to_geometry(win, transform @ Affine.translation(x0, y0))
         area_m2 = measure.area_m2(count, x0 + win.shape[1] / 2, y0 + win.shape[0] / 2)
-        items.append((geometry, float(result.scores[i]), float(result.stability[i]), count, area_m2))
+        cls = None if classes is None or classes[i] is None else str(classes[i])
+        items.append((geometry, float(result.scores[i]), float(result.stability[i]), count, area_m2, cls))
     return _ranked(items)
 
 
 def from_scene_run(run: SceneRun) -> list[Candidate]:
     """Candidates from a finished :func:`~terramask.pipelines.scene.run.run_scene`:
-    polygons and scores from its objects file, pixel counts from ``masks.json``."""
+    polygons, scores and classes (a classed run's) from its objects file, pixel counts
+    from ``masks.json``."""
     import pyogrio.raw
 
     objects = next(p for name, p in run.paths.items() if name.startswith("objects"))
@@ -88,8 +95,12 @@ def from_scene_run(run: SceneRun) -> list[Candidate]:
         object_id = int(columns["id"][k])
         area_m2 = columns.get("area_m2")
         m2 = None if area_m2 is None or not np.isfinite(area_m2[k]) else float(area_m2[k])
-        items.append((shapely.from_wkb(wkb), float(columns["predicted_iou"][k]),
-                      float(columns["stability_score"][k]), areas[object_id - 1], m2))
+        cls = columns.get("class")
+        name = None if cls is None or cls[k] is None else str(cls[k])
+        score = columns["score"][k] if "score" in columns else np.nan  # classed runs: detector/similarity
+        score = score if np.isfinite(score) else columns["predicted_iou"][k]
+        items.append((shapely.from_wkb(wkb), float(score), float(columns["stability_score"][k]),
+                      areas[object_id - 1], m2, name))
     return _ranked(items)
 
 
@@ -106,15 +117,19 @@ def outline_px(geometry: Any, transform: Affine) -> list[list[list[float]]]:
     return rings
 
 
-def candidate_payload(candidate: Candidate, state: str, transform: Affine) -> dict:
+def candidate_payload(candidate: Candidate, state: str, transform: Affine,
+                      class_ids: dict[str, int] | None = None) -> dict:
     """One candidate for the page: ``id``, ``state`` (open/accepted/discarded), ``score``,
     ``stability``, ``area_px``, ``area_m2``, ``bbox_px`` (xyxy) and ``outline_px`` (rings),
-    both in scene pixels of the grid ``transform``."""
+    both in scene pixels of the grid ``transform``; ``class`` (the proposed class name or
+    ``None``) and ``class_id``: the layer class of that name (``class_ids``: lower-case
+    name -> id), ``None`` when the layer has none."""
     rings = outline_px(candidate.geometry, transform)
     xs = [x for ring in rings for x, _ in ring]
     ys = [y for ring in rings for _, y in ring]
     return {
         "id": candidate.id, "state": state, "score": round(candidate.score, 4),
         "stability": round(candidate.stability, 4), "area_px": candidate.area_px, "area_m2": candidate.area_m2,
-        "bbox_px": [min(xs), min(ys), max(xs), max(ys)], "outline_px": rings,
+        "bbox_px": [min(xs), min(ys), max(xs), max(ys)], "outline_px": rings, "class": candidate.cls,
+        "class_id": None if candidate.cls is None else (class_ids or {}).get(candidate.cls.lower()),
     }

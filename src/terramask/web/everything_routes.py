@@ -1,14 +1,16 @@
 """Routes of segment everything (:mod:`terramask.web.everything`), added by ``create_app``.
 
 ====================================  ==============================================================
-``POST /everything``                  start a job on the shown window or the whole scene, or find
-                                      objects similar to objects of the layer (202; 409 while
-                                      the session's last job runs)
+``POST /everything``                  start a job on the shown window or the whole scene, find
+                                      objects similar to objects of the layer, or every instance
+                                      of phrases (202; 409 while the session's last job runs)
+``GET /everything/text``              whether the text box works here (the server's text model)
 ``GET /everything/{job_id}``          state, stage, progress (``done``/``total`` ``unit``), error
 ``POST /everything/{job_id}/cancel``  stop it between tiles / point batches (nothing is kept)
 ``GET /everything/{job_id}/candidates``  the candidates with outlines (409 until done)
-``POST /everything/{job_id}/accept``  accept candidates into the object layer with a class
-                                      (one undo step); answers with the layer
+``POST /everything/{job_id}/accept``  accept candidates into the object layer with a class, or
+                                      each with its proposed class (one undo step for the
+                                      objects); answers with the layer
 ``POST /everything/{job_id}/discard`` discard candidates
 ====================================  ==============================================================
 """
@@ -23,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from terramask.core.geometry import Window
 from terramask.io.scene import Scene
 from terramask.web.everything import ACCEPTED, DISCARDED, EverythingJobs, JobSpec
-from terramask.web.everything_candidates import candidate_payload
+from terramask.web.everything_candidates import Candidate, candidate_payload
+from terramask.web.everything_find import MAX_PHRASES, text_status
 from terramask.web.object_files import layer_payload
 from terramask.web.objects import ObjectLayer
 from terramask.web.schemas import ID_PATTERN, ClassId, SessionId, error_responses
@@ -51,12 +54,14 @@ class EverythingRequest(BaseModel):
     ``scene``). ``points_per_side``, ``pred_iou_thresh``, ``stability_score_thresh``:
     automatic-generation parameters (default: the reference generator's). Scope
     ``similar``: find objects like the layer's objects ``object_ids`` (each an example of
-    its class) over the whole scene, keeping those at least ``similarity`` alike (cosine)."""
+    its class) over the whole scene, keeping those at least ``similarity`` alike (cosine).
+    Scope ``text``: every instance of ``phrases`` (each a class) in ``window``, or in
+    the whole scene when no window is given (needs the server's text model)."""
 
     model_config = ConfigDict(extra="forbid")
 
     session_id: SessionId | None = None
-    scope: Literal["window", "scene", "similar"] = "window"
+    scope: Literal["window", "scene", "similar", "text"] = "window"
     window: WindowBody | None = None
     tile_size: Annotated[int, Field(ge=64, le=4096)] = 1024
     points_per_side: Annotated[int, Field(ge=1, le=64)] | None = None
@@ -64,16 +69,20 @@ class EverythingRequest(BaseModel):
     stability_score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     object_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(default_factory=list, max_length=100)
     similarity: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.6
+    phrases: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=MAX_PHRASES)
 
 
 class CandidateIds(BaseModel):
     """``POST /everything/{job_id}/accept`` / ``discard``: candidate ids (1-based) and,
-    to accept, the class they get."""
+    to accept, the class they get: ``class_id``, or with ``proposed`` each candidate's
+    proposed class (the phrase or the example's class: the layer's class of that name,
+    created when the layer has none) and ``class_id`` for candidates without one."""
 
     model_config = ConfigDict(extra="forbid")
 
     ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(..., min_length=1, max_length=MAX_IDS)
     class_id: ClassId = 1
+    proposed: bool = False
 
 
 def add_everything_routes(app: FastAPI, jobs: EverythingJobs, layer: ObjectLayer, scene: Scene) -> None:
@@ -87,8 +96,14 @@ def add_everything_routes(app: FastAPI, jobs: EverythingJobs, layer: ObjectLayer
         window = None if req.window is None else Window(req.window.col_off, req.window.row_off,
                                                         req.window.width, req.window.height)
         exemplars = tuple(_example(layer, object_id) for object_id in dict.fromkeys(req.object_ids))
-        spec = JobSpec(req.scope, window, params, req.tile_size, exemplars, req.similarity)
+        spec = JobSpec(req.scope, window, params, req.tile_size, exemplars, req.similarity, tuple(req.phrases))
         return jobs.start(req.session_id or new_id(), spec).snapshot()
+
+    @app.get("/everything/text", responses=error_responses(500))
+    def everything_text() -> dict:
+        """The text box: ``available`` (the server has a text model), ``model`` (its name)
+        and ``reason`` (why it is off, naming the option that turns it on)."""
+        return text_status(jobs)
 
     @app.get("/everything/{job_id}", responses=error_responses(404, 422, 500))
     def everything_status(job_id: JobId) -> dict:
@@ -106,13 +121,16 @@ def add_everything_routes(app: FastAPI, jobs: EverythingJobs, layer: ObjectLayer
     @app.get("/everything/{job_id}/candidates", responses=error_responses(404, 409, 422, 500))
     def everything_candidates(job_id: JobId) -> dict:
         """``{job, candidates: [{id, state, score, stability, area_px, area_m2, bbox_px,
-        outline_px}]}`` (scene pixels), best score first."""
+        outline_px, class, class_id}]}`` (scene pixels), best score first; ``class``: the
+        proposed class (text and find-similar jobs), ``class_id``: the layer's class of
+        that name, if any."""
         job = jobs.get(job_id)
         candidates = job.results()
         with job.lock:
             states = dict(job.states)
+        ids = _class_ids(layer)
         return {"job": job.snapshot(),
-                "candidates": [candidate_payload(c, states[c.id], scene.transform) for c in candidates]}
+                "candidates": [candidate_payload(c, states[c.id], scene.transform, ids) for c in candidates]}
 
     @app.post("/everything/{job_id}/accept", responses=error_responses(400, 404, 409, 413, 422, 500))
     def accept_candidates(job_id: JobId, req: CandidateIds) -> dict:
@@ -122,8 +140,10 @@ def add_everything_routes(app: FastAPI, jobs: EverythingJobs, layer: ObjectLayer
         job = jobs.get(job_id)
         with job.lock:
             picked = job.pick(req.ids)
-            objects = layer.add_many([(c.geometry, req.class_id, c.score, c.area_px, c.area_m2) for c in picked]) \
-                if picked else []
+            layer.class_of(req.class_id)  # an unknown class: 404 before any class is created
+            classes = _proposed_classes(layer, picked) if req.proposed else {}
+            objects = layer.add_many([(c.geometry, classes.get(c.cls or "", req.class_id), c.score, c.area_px,
+                                       c.area_m2) for c in picked]) if picked else []
             job.mark([c.id for c in picked], ACCEPTED)
         chosen = {c.id for c in picked}
         return layer_payload(layer, scene) | {
@@ -145,3 +165,29 @@ def _example(layer: ObjectLayer, object_id: int) -> tuple[object, str]:
     with layer.lock:
         obj = layer.get(object_id)
         return obj.geometry, str(layer.class_of(obj.class_id)["name"])
+
+
+def _class_ids(layer: ObjectLayer) -> dict[str, int]:
+    """Lower-case class name -> class id of the layer."""
+    with layer.lock:
+        return {str(c["name"]).lower(): int(c["id"]) for c in layer.classes.values()}
+
+
+#: Colours of classes created for accepted proposals (the layer's default palette continues).
+PROPOSAL_COLOURS = ("#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
+                    "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#800000", "#aaffc3", "#808000")
+
+
+def _proposed_classes(layer: ObjectLayer, picked: list[Candidate]) -> dict[str, int]:
+    """``{proposed name: class id}`` for the picked candidates: the layer's class of that
+    name (case-insensitive), created (with a colour not yet used) when it has none."""
+    ids = _class_ids(layer)
+    found: dict[str, int] = {}
+    for name in dict.fromkeys(c.cls for c in picked if c.cls):
+        assert name is not None
+        if name.lower() not in ids:
+            used = {str(c["color"]).lower() for c in layer.classes.values()}
+            colour = next((c for c in PROPOSAL_COLOURS if c not in used), PROPOSAL_COLOURS[len(ids) % 16])
+            ids[name.lower()] = int(layer.add_class(name, colour)["id"])
+        found[name] = ids[name.lower()]
+    return found
