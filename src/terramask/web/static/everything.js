@@ -1,11 +1,17 @@
 /* Segment everything in the page: start a job on the shown window or the whole scene
- * (tiled), or find objects similar to the selected object (issue 11's find-similar, whole
- * scene), follow its progress, cancel it; its results are candidate objects drawn as
- * dashed outlines, filtered by score and area sliders, accepted into the object layer
- * with the active class or discarded, in bulk ("all shown") or one by one.
- * Server routes: POST everything, GET everything/{id}, POST everything/{id}/cancel,
- * GET everything/{id}/candidates, POST everything/{id}/accept | discard
- * (terramask/web/everything_routes.py). Outlines arrive in scene pixels.
+ * (tiled), find objects similar to the selected object (issue 11's find-similar, whole
+ * scene), or find every instance of typed phrases (the text box: "building, solar panel",
+ * on the shown window or the whole scene; needs the server's text model, else the box is
+ * off with the reason); follow its progress, cancel it; its results are candidate objects
+ * drawn as dashed outlines, filtered by score and area sliders, accepted into the object
+ * layer or discarded, in bulk ("all shown") or one by one. Candidates of text and
+ * find-similar jobs carry a proposed class (the phrase, the example's class): accepting
+ * them uses the layer's class of that name (created when missing); the others get the
+ * active class.
+ * Server routes: POST everything, GET everything/text, GET everything/{id},
+ * POST everything/{id}/cancel, GET everything/{id}/candidates,
+ * POST everything/{id}/accept | discard (terramask/web/everything_routes.py).
+ * Outlines arrive in scene pixels.
  *
  * app.js calls TerramaskEverything.init(hooks) once with:
  *   api(path, body, method), setStatus(text, isError), draw(), toScreen(x, y), toScene(sx, sy),
@@ -18,7 +24,10 @@
   const POLL_MS = 250;
   const CANDIDATE_COLOR = "#ff2bd6";   // magenta, dashed: not an accepted object yet
   const MAX_LISTED = 100;              // rows in the panel list (the canvas shows every one)
-  const ev = { hooks: null, job: null, candidates: [], timer: null, hover: null, sessionId: null };
+  const ev = { hooks: null, job: null, candidates: [], timer: null, hover: null, sessionId: null,
+    text: { available: false, model: null, reason: "" } };
+  const NAMES = { window: "segment everything", scene: "segment everything", similar: "find similar",
+    text: "find by text" };
 
   function say(text, isError) { ev.hooks.setStatus(text, isError); }
 
@@ -41,16 +50,35 @@
     return { col_off: c0, row_off: r0, width: c1 - c0, height: r1 - r0 };
   }
 
+  // The phrases typed in the text box: split at commas and semicolons, blanks dropped.
+  function phrases() {
+    return $("ev-text").value.split(/[,;]/).map((p) => p.trim()).filter((p) => p.length);
+  }
+
+  function textNote(text, isError) {
+    const el = $("ev-text-reason");
+    el.textContent = text || "";
+    el.classList.toggle("error", !!isError);
+  }
+
   // ------------------------------------------------------------------ the job
+  // scope: window | scene | similar | text-window | text-scene
   async function start(scope) {
     if (ev.job && ev.job.state === "running") return;
-    const body = { scope: scope, session_id: ev.hooks.sessionId() || ev.sessionId || undefined };
+    const text = scope.startsWith("text-");
+    const where = text ? scope.slice(5) : scope;
+    const body = { scope: text ? "text" : scope, session_id: ev.hooks.sessionId() || ev.sessionId || undefined };
+    if (text) {
+      if (!ev.text.available) { textNote(ev.text.reason, true); return; }
+      body.phrases = phrases();
+      if (where === "scene") body.tile_size = 1024;
+    }
     if (scope === "similar") {
       const selected = root.TerramaskObjects.selected();
       if (selected === null) { say("Select an object in the list first: it is the example to find more of.", true); return; }
       body.object_ids = [selected];
     }
-    if (scope === "window") {
+    if (where === "window") {
       body.window = visibleWindow();
       if (!body.window) { say("No part of the scene is on screen.", true); return; }
     }
@@ -58,13 +86,17 @@
       ev.job = await ev.hooks.api("everything", body);
     } catch (err) {
       fail(err);
+      if (text) textNote(err.message, true);
       return;
     }
+    if (text) textNote(ev.text.model ? "Text model: " + ev.text.model + "." : "");
     ev.sessionId = ev.job.session_id;
     ev.candidates = [];
     ev.hover = null;
     const what = { window: "segment everything in the shown window", scene: "segment everything in the whole scene",
-      similar: "find similar to object #" + (body.object_ids || [""])[0] + " in the whole scene" }[scope];
+      similar: "find similar to object #" + (body.object_ids || [""])[0] + " in the whole scene",
+      "text-window": "find " + (body.phrases || []).join(", ") + " in the shown window",
+      "text-scene": "find " + (body.phrases || []).join(", ") + " in the whole scene" }[scope];
     say(what.charAt(0).toUpperCase() + what.slice(1) + ": started.");
     render();
     ev.hooks.draw();
@@ -86,9 +118,14 @@
       render();
       if (ev.job.state === "running") poll();
       else if (ev.job.state === "done") loadCandidates();
-      else if (ev.job.state === "failed") say("Segment everything failed: " + ev.job.error, true);
-      else say("Segment everything cancelled; nothing was kept.");
+      else if (ev.job.state === "failed") say(jobName() + " failed: " + ev.job.error, true);
+      else say(jobName() + " cancelled; nothing was kept.");
     }, POLL_MS);
+  }
+
+  function jobName() {
+    const name = NAMES[ev.job && ev.job.scope] || "segment everything";
+    return name.charAt(0).toUpperCase() + name.slice(1);
   }
 
   async function cancel() {
@@ -144,7 +181,11 @@
     if (!ids.length || !ev.job) return;
     const path = jobPath(how);
     const body = { ids: ids };
-    if (how === "accept") body.class_id = root.TerramaskObjects.classId();
+    if (how === "accept") {
+      body.class_id = root.TerramaskObjects.classId();
+      // text / find-similar candidates: each with its proposed class (the layer's class of that name)
+      if (ev.candidates.some((c) => ids.includes(c.id) && c.class)) body.proposed = true;
+    }
     let data;
     try {
       data = await ev.hooks.api(path, body);
@@ -183,6 +224,11 @@
     $("ev-scene").disabled = running;
     $("ev-similar").disabled = running;
     $("ev-cancel").disabled = !running;
+    const off = !ev.text.available;
+    $("ev-text").disabled = off;
+    $("ev-text-window").disabled = off || running;
+    $("ev-text-scene").disabled = off || running;
+    $("ev-text-box").classList.toggle("off", off);
     const bar = $("ev-progress");
     bar.hidden = !job;
     if (job) {
@@ -210,13 +256,20 @@
       li.className = "choice" + (c.id === ev.hover ? " chosen" : "");
       li.dataset.candidateId = c.id;
       const text = document.createElement("span");
-      text.textContent = "#" + c.id + " · " + c.score.toFixed(3) + " · " + formatArea(c);
+      if (c.class) {
+        const cls = document.createElement("span");
+        cls.className = "cls";
+        cls.textContent = c.class + " ";
+        cls.title = c.class_id ? "class of the layer" : "a new class when accepted";
+        text.appendChild(cls);
+      }
+      text.appendChild(document.createTextNode("#" + c.id + " · " + c.score.toFixed(3) + " · " + formatArea(c)));
       li.appendChild(text);
       const yes = document.createElement("button");
       yes.type = "button";
       yes.className = "mini";
       yes.textContent = "✓";
-      yes.title = "Accept with the active class";
+      yes.title = c.class ? "Accept as " + c.class : "Accept with the active class";
       yes.addEventListener("click", () => decide([c.id], "accept"));
       const no = document.createElement("button");
       no.type = "button";
@@ -271,6 +324,23 @@
     $("ev-accept-shown").addEventListener("click", () => decide(shown().map((c) => c.id), "accept"));
     $("ev-discard-shown").addEventListener("click", () => decide(shown().map((c) => c.id), "discard"));
     ["ev-min-score", "ev-min-area", "ev-max-area"].forEach((id) => $(id).addEventListener("input", onSlider));
+    $("ev-text-window").addEventListener("click", () => start("text-window"));
+    $("ev-text-scene").addEventListener("click", () => start("text-scene"));
+    $("ev-text").addEventListener("keydown", (e) => {
+      if (e.key === "Enter") { e.preventDefault(); start("text-window"); }
+    });
+    render();
+    loadTextStatus();
+  }
+
+  // Whether the server has a text model; without one the box is off with the reason.
+  async function loadTextStatus() {
+    try {
+      ev.text = await ev.hooks.api("everything/text");
+    } catch (err) {
+      ev.text = { available: false, model: null, reason: "Text search is unavailable: " + err.message };
+    }
+    textNote(ev.text.available ? "Text model: " + ev.text.model + "." : ev.text.reason, false);
     render();
   }
 
