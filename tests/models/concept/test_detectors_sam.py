@@ -71,7 +71,7 @@ def test_one_mask_per_box_decoded_in_batches_in_score_order():
     assert isinstance(DetectorSam(detector, backend), ConceptBackend)
     assert backend.images == 1
     assert [len(c["boxes"]) for c in backend.calls] == [2, 2, 1]
-    assert all(c["multimask"] is False and c["frame"] == "tile" for c in backend.calls)
+    assert all(c["multimask"] is False and c["frame"] == "scene" for c in backend.calls)
     order = np.argsort(-scores, kind="stable")
     np.testing.assert_array_equal(np.concatenate([c["boxes"] for c in backend.calls]), _boxes(5)[order])
     np.testing.assert_allclose(found.scores, scores[order].astype(np.float32))

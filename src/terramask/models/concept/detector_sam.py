@@ -123,7 +123,8 @@ class DetectorSam:
         masks, ious = [], []
         for start in range(0, len(boxes), self.batch_boxes):
             chunk = boxes[start : start + self.batch_boxes]
-            result = self.backend.predict(embedding, Prompts(boxes=chunk, frame="tile"), multimask=False)
+            # "scene": the pixels of the image given to set_image, the frame every backend takes (classic included)
+            result = self.backend.predict(embedding, Prompts(boxes=chunk, frame="scene"), multimask=False)
             if len(result) != len(chunk):
                 raise ModelError(
                     f"backend {self.backend.name} returned {len(result)} masks for {len(chunk)} boxes; "
