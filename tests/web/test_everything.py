@@ -278,7 +278,9 @@ def test_find_similar_to_an_object_of_the_layer_gives_its_kind_as_candidates(tmp
         job = _start(c, scope="similar", object_ids=[1], tile_size=256)
         done = _wait(c, job["job_id"])
         assert done["state"] == "done" and (done["unit"], done["done"], done["total"]) == ("tiles", 1, 1), done
-        boxes = [x["bbox_px"] for x in c.get(f"/everything/{job['job_id']}/candidates").json()["candidates"]]
+        cands = c.get(f"/everything/{job['job_id']}/candidates").json()["candidates"]
+        boxes = [x["bbox_px"] for x in cands]
+        assert {(x["class"], x["class_id"]) for x in cands} == {("object", 1)}, "the example's class is proposed"
 
         def found(box):
             return any(max(abs(a - b) for a, b in zip(got, box)) <= 2 for got in boxes)
