@@ -25,7 +25,7 @@ from terramask.core.errors import InputError, ModelError, OutputError  # noqa: E
 from terramask.core.prompts import Prompts  # noqa: E402
 from terramask.models.base import Backend, Embedding, PointBatchDecoder  # noqa: E402
 from terramask.models.onnx.backend import OnnxSamBackend, preprocess  # noqa: E402
-from terramask.models.onnx.export import METADATA, export_onnx, read_metadata  # noqa: E402
+from terramask.models.onnx.export import METADATA, STAGED, export_onnx, read_metadata  # noqa: E402
 
 SCORE_ATOL = 1e-4
 LOGIT_ATOL, LOGIT_RTOL = 1e-2, 1e-3
@@ -62,7 +62,7 @@ def test_metadata_records_source_and_settings(export, tiny_sam_checkpoint):
     assert meta == export.metadata
     assert meta["source_sha256"] == hashlib.sha256(tiny_sam_checkpoint.read_bytes()).hexdigest()
     assert meta["input_size"] == 1024 and meta["opset"] == 17 and meta["family"] == "sam"
-    assert meta["files"] == {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "encoder_int8": "encoder.int8.onnx"}
+    assert meta["files"] == {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "encoder_int8": "encoder.int8.onnx", **STAGED}
     assert "differ" in meta["encoder_int8_note"]
     for name in meta["files"].values():
         assert (export.directory / name).stat().st_size > 0

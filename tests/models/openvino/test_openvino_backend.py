@@ -135,6 +135,20 @@ def test_openvino_matches_torch_through_the_load_path(family, served, monkeypatc
     lt, it = torch_backend.decode_points(et, coords, np.ones((3, 1), np.int64))
     np.testing.assert_allclose(io, it, atol=SCORE_ATOL)
     np.testing.assert_allclose(lo, lt, atol=LOGIT_ATOL, rtol=LOGIT_RTOL)
+    if family != "sam2":  # SAM v1 families: the staged decoder, also for automatic generation's two stages
+        assert ov._staged is not None
+
+        middle = np.sort(it.ravel())[it.size // 2 - 1 : it.size // 2 + 1].mean()  # between two scores: no ties
+
+        def keep(iou):
+            return iou > middle
+
+        iou_o, rows_o, ks_o, low_o = ov.decode_selected(eo, coords[:, 0], keep)
+        iou_t, rows_t, ks_t, low_t = torch_backend.decode_selected(et, coords[:, 0], keep)
+        np.testing.assert_allclose(iou_o, iou_t, atol=SCORE_ATOL)
+        np.testing.assert_array_equal(rows_o, rows_t)
+        np.testing.assert_array_equal(ks_o, ks_t)
+        np.testing.assert_allclose(low_o, low_t, atol=LOGIT_ATOL, rtol=LOGIT_RTOL)
 
     # the export and the compiled blobs are reused: a second load exports nothing
     from terramask.models.cachedir import cache_dir

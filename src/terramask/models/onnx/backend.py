@@ -16,7 +16,8 @@ IoU >= 0.99 (in practice identical). The optional int8 encoder (``quantized=True
 static, :mod:`terramask.models.onnx.quantize`) changes results and is labelled so in the
 embedding's ``extras``.
 
-Threads: ``threads`` (or ``TERRAMASK_ONNX_THREADS``), default all cores of the machine.
+Threads: ``threads`` (or ``TERRAMASK_ONNX_THREADS``), default all cores of the machine;
+the intra-op pool does not spin between runs.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -42,7 +43,8 @@ from terramask.models.base import (
     grid_feature_map,
     upscale_arguments,
 )
-from terramask.models.onnx.export import DECODER, ENCODER, ENCODER_INT8, read_metadata
+from terramask.models.onnx.export import DECODER, ENCODER, ENCODER_INT8, STAGED, read_metadata
+from terramask.models.onnx.staged import StagedSamDecoder
 from terramask.models.upscale import Upscaler
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,8 @@ class OnnxSamBackend:
     """
 
     mask_threshold: float = 0.0
+    #: prompts per staged decoder run in :meth:`decode_points` / :meth:`decode_selected`
+    decode_chunk: int = 4
 
     def __init__(self, directory: str | os.PathLike[str], name: str | None = None, threads: int | None = None, quantized: bool = False, providers: list[str] | None = None) -> None:
         self.directory = Path(directory).expanduser()
@@ -96,10 +100,11 @@ class OnnxSamBackend:
         enc_file = ENCODER_INT8 if quantized else ENCODER
         if quantized and not (self.meta.get("files") or {}).get("encoder_int8"):
             raise ModelError(f"{self.directory} has no int8 encoder; export with --quantize first")
-        self._open_sessions(self.directory / enc_file, self.directory / DECODER, threads, providers)
         self.img_size = int(self.meta["input_size"])
         self.low_res = int(self.meta["low_res_size"])
         self.grid = int(self.meta["embedding_grid"])
+        self._open_sessions(self.directory / enc_file, self.directory / DECODER, threads, providers)
+        self._staged = self._open_staged()
         self._mean = self.meta.get("pixel_mean")
         self._std = self.meta.get("pixel_std")
         # the static int8 encoder replaced a dynamic one: its embeddings get their own cache key
@@ -116,7 +121,7 @@ class OnnxSamBackend:
 
     def _open_sessions(self, encoder: Path, decoder: Path, threads: int | None, providers: list[str] | None) -> None:
         """Set ``threads`` and the ``_encoder``/``_decoder`` sessions (``run(None, feeds)`` -> outputs in
-        graph order); the one runtime-specific step, overridden by the OpenVINO backends."""
+        graph order); with :meth:`_open_graph` the runtime-specific step, overridden by the OpenVINO backends."""
         ort = require("onnxruntime", "onnx")
         self.threads = int(threads) if threads else default_threads()
         opts = ort.SessionOptions()
@@ -124,12 +129,35 @@ class OnnxSamBackend:
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3  # errors only: shape-merge notices on valid graphs are noise
-        providers = providers or ["CPUExecutionProvider"]
+        # no busy-waiting between runs: the numpy (or torch) work between decoder runs and
+        # other processes get the cores (spinning cost 1.1-1.8x on the shared 2-core machine)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session_options = opts
+        self._providers = providers or ["CPUExecutionProvider"]
+        self._encoder = self._open_graph(encoder)
+        self._decoder = self._open_graph(decoder)
+
+    def _open_graph(self, path: Path) -> Any:
+        """One graph of the export as an onnxruntime session."""
+        ort = require("onnxruntime", "onnx")
         try:
-            self._encoder = ort.InferenceSession(str(encoder), opts, providers=providers)
-            self._decoder = ort.InferenceSession(str(decoder), opts, providers=providers)
+            return ort.InferenceSession(str(path), self._session_options, providers=self._providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"cannot load ONNX models from {self.directory}: {str(exc).splitlines()[0][:300]}") from None
+
+    def _open_staged(self) -> StagedSamDecoder | None:
+        """The staged decoder (SAM, MobileSAM exports that have it), else None: the
+        one-graph ``decoder.onnx`` then serves every prompt (slower; re-export with
+        ``terramask models export-onnx --force`` to get the staged graphs)."""
+        files = self.meta.get("files") or {}
+        if self.meta.get("family") == "sam2":
+            return None
+        if not all(files.get(key) for key in STAGED):
+            log.info("%s has no staged decoder (exported by an older terramask); prompts run the one-graph decoder",
+                     self.directory)
+            return None
+        state, tokens, masks = (self._open_graph(self.directory / files[key]) for key in STAGED)
+        return StagedSamDecoder(state, tokens, masks, low_res=self.low_res)
 
     @classmethod
     def from_directory(cls, directory: str | os.PathLike[str], name: str | None = None, threads: int | None = None, quantized: bool = False) -> "OnnxSamBackend":
@@ -241,12 +269,17 @@ class OnnxSamBackend:
                 parts_l.append(np.array([-1.0], np.float32))
             coords = np.concatenate(parts_c)[None] if parts_c else np.zeros((1, 0, 2), np.float32)
             labels = np.concatenate(parts_l)[None] if parts_l else np.zeros((1, 0), np.float32)
-        mask = None if prompts.mask_logits is None else prompts.mask_logits[None]
-        logits, iou = self._run_decoder(feats, coords, labels, mask)
         multi = multimask and not several
         sel = slice(1, None) if multi else slice(0, 1)
-        low_res = logits[:, sel].reshape(-1, low, low)
-        scores = iou[:, sel].reshape(-1)
+        if prompts.mask_logits is None and self._staged is not None:
+            state = self._staged.image_state(embedding.features, feats)
+            logits, iou = self._staged.decode(state, coords, labels, sel)
+        else:
+            mask = None if prompts.mask_logits is None else prompts.mask_logits[None]
+            logits, iou = self._run_decoder(feats, coords, labels, mask)
+            logits, iou = logits[:, sel], iou[:, sel]
+        low_res = logits.reshape(-1, low, low)
+        scores = iou.reshape(-1)
         if multi:
             order = np.argsort(-scores, kind="stable")
             low_res, scores = low_res[order], scores[order]
@@ -260,9 +293,10 @@ class OnnxSamBackend:
             crs=embedding.extras.get("crs"),
         )
 
-    def decode_points(self, embedding: Embedding, coords: np.ndarray, labels: np.ndarray, chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    def decode_points(self, embedding: Embedding, coords: np.ndarray, labels: np.ndarray, chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``coords (B, P, 2)`` image pixels, ``labels (B, P)`` -> multimask
-        ``low_res_logits (B, 3, 256, 256)`` and ``iou_predictions (B, 3)`` (SAM's order)."""
+        ``low_res_logits (B, 3, 256, 256)`` and ``iou_predictions (B, 3)`` (SAM's order),
+        ``chunk`` prompts per decoder run (default :attr:`decode_chunk`)."""
         coords = np.asarray(coords, dtype=np.float64)
         labels = np.asarray(labels)
         if coords.ndim != 3 or coords.shape[2] != 2 or labels.shape != coords.shape[:2]:
@@ -279,12 +313,53 @@ class OnnxSamBackend:
         all_l = np.concatenate([labels.astype(np.float32), pad_l], axis=1)
         out_low = np.empty((b, 3, low, low), np.float32)
         out_iou = np.empty((b, 3), np.float32)
-        step = max(1, int(chunk))
+        step = max(1, int(chunk or self.decode_chunk))
+        state = None if self._staged is None else self._staged.image_state(embedding.features, feats)
         for s in range(0, b, step):
-            logits, iou = self._run_decoder(feats, all_c[s : s + step], all_l[s : s + step], None)
-            out_low[s : s + step] = logits[:, 1:]
-            out_iou[s : s + step] = iou[:, 1:]
+            if state is not None and self._staged is not None:
+                logits, iou = self._staged.decode(state, all_c[s : s + step], all_l[s : s + step], slice(1, None))
+            else:
+                logits, iou = self._run_decoder(feats, all_c[s : s + step], all_l[s : s + step], None)
+                logits, iou = logits[:, 1:], iou[:, 1:]
+            out_low[s : s + step] = logits
+            out_iou[s : s + step] = iou
         return out_low, out_iou
+
+    def decode_selected(
+        self, embedding: Embedding, coords: np.ndarray, select: Callable[[np.ndarray], np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Two-stage single-point decoding for automatic generation (the
+        :class:`~terramask.models.base.SelectivePointDecoder` capability, the contract of
+        :meth:`terramask.models.sam.point_batches.SamPointScorer.decode`): ``coords (B, 2)``
+        image pixels; low-res logits are formed only for the outputs ``select`` keeps
+        (staged decoder), else taken from :meth:`decode_points`."""
+        xy = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+        if self._staged is None:
+            all_low, all_iou = self.decode_points(embedding, xy[:, None, :], np.ones((len(xy), 1)))
+            keep = np.asarray(select(all_iou), dtype=bool).reshape(all_iou.shape)
+            r, k = np.nonzero(keep)
+            return all_iou, r, k, all_low[r, k]
+        staged = self._staged
+        state = staged.image_state(embedding.features, self._features(embedding))
+        model = self._to_model_frame(xy, embedding)[:, None, :]
+        ious: list[np.ndarray] = []
+        rows: list[np.ndarray] = []
+        ks: list[np.ndarray] = []
+        lows_kept: list[np.ndarray] = []
+        step = max(1, int(self.decode_chunk))
+        for start in range(0, len(model), step):
+            part = model[start : start + step]
+            padded = np.concatenate([part, np.zeros((len(part), 1, 2), np.float32)], axis=1)
+            labels = np.tile(np.array([[1.0, -1.0]], np.float32), (len(part), 1))
+            iou, r, k, lo = staged.selected(state, padded, labels, select)
+            ious.append(iou)
+            rows.append(r + start)
+            ks.append(k)
+            lows_kept.append(lo)
+        low = self.low_res
+        if not ious:
+            return np.zeros((0, 3), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, low, low), np.float32)
+        return np.concatenate(ious), np.concatenate(rows).astype(np.int64), np.concatenate(ks).astype(np.int64), np.concatenate(lows_kept)
 
 
 def open_onnx_backend(directory: str | os.PathLike[str], name: str | None = None, threads: int | None = None, quantized: bool = False) -> OnnxSamBackend:

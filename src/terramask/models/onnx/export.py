@@ -14,6 +14,11 @@ Files written to ``out_dir`` (SAM and MobileSAM; SAM 2 differs as noted at the e
   tokens (index 0 is SAM's single-mask output, 1-3 its multimask outputs). ``B`` and ``N``
   are dynamic, so one model serves single clicks, several boxes and the batched point
   grids of automatic generation.
+- ``decoder_state.onnx``, ``decoder_tokens.onnx``, ``decoder_masks.onnx`` (SAM and
+  MobileSAM): the same decoder cut into stages as terramask's PyTorch backend runs it
+  (per-image work once, prompt tokens, masks of the chosen outputs only;
+  :mod:`terramask.models.onnx.staged_graphs`). The backends decode prompts without a prior
+  mask with these; ``decoder.onnx`` stays the one-graph decoder other tools can take.
 - ``encoder.int8.onnx`` (only with ``quantize=True``): the encoder with static per-channel
   int8 quantisation calibrated on real remote-sensing tiles
   (:mod:`terramask.models.onnx.quantize`). **It changes results**; the export measures it
@@ -54,6 +59,7 @@ from typing import Any
 from terramask.core.errors import InputError, ModelError, OutputError
 from terramask.core.lazy import require
 from terramask.models.onnx.graphs import sam2_decoder_graph, sam2_encoder_graph, sam_decoder_graph
+from terramask.models.onnx.staged_graphs import sam_masks_graph, sam_state_graph, sam_tokens_graph
 from terramask.models.sam.encoder_attention import official_attention
 
 log = logging.getLogger(__name__)
@@ -62,6 +68,8 @@ METADATA = "terramask-onnx.json"
 ENCODER = "encoder.onnx"
 DECODER = "decoder.onnx"
 ENCODER_INT8 = "encoder.int8.onnx"
+#: the staged SAM / MobileSAM decoder (metadata ``files`` keys -> file names)
+STAGED = {"decoder_state": "decoder_state.onnx", "decoder_tokens": "decoder_tokens.onnx", "decoder_masks": "decoder_masks.onnx"}
 FORMAT_VERSION = 1
 DEFAULT_OPSET = 17
 EXPORTABLE_FAMILIES = ("sam", "mobilesam", "sam2")
@@ -250,6 +258,11 @@ def export_spec(
         _export(enc_module, (torch.zeros(1, 3, img, img),), encoder, ["image"], enc_outputs, None, opset)
     log.info("exporting %s decoder to %s", spec.name, decoder)
     _export(dec_module, dec_args, decoder, dec_inputs, ["low_res_logits", "iou_predictions"], dynamic, opset)
+    staged: dict[str, str] = {}
+    if spec.family != "sam2":
+        log.info("exporting %s staged decoder", spec.name)
+        export_staged_decoder(sam, out, opset)
+        staged = dict(STAGED)
 
     onnx_mod = require("onnx", "onnx")
     meta = {
@@ -265,7 +278,7 @@ def export_spec(
         "opset": opset,
         "mask_threshold": float(getattr(backend, "mask_threshold", 0.0)),
         **extra_meta,
-        "files": {"encoder": ENCODER, "decoder": DECODER, "encoder_int8": None},
+        "files": {"encoder": ENCODER, "decoder": DECODER, "encoder_int8": None, **staged},
         "decoder_outputs": "low_res_logits (B, 4, 256, 256) and iou_predictions (B, 4) of all mask tokens; "
         "upscale to the image with SAM's resize rule outside the graph",
         "versions": {"torch": torch.__version__, "onnx": onnx_mod.__version__, "python": platform.python_version()},
@@ -281,6 +294,33 @@ def export_spec(
         int8 = out / ENCODER_INT8
     log.info("exported %s to %s in %.1fs", spec.name, out, time.perf_counter() - t0)
     return OnnxExport(out, encoder, decoder, int8, meta)
+
+
+def export_staged_decoder(sam: Any, out: Path, opset: int = DEFAULT_OPSET) -> None:
+    """Write the three staged decoder graphs of a SAM v1 model (SAM, MobileSAM) into ``out``
+    (:mod:`terramask.models.onnx.staged_graphs`): traced with two prompts of a click and
+    SAM's padding point, prompt, point and mask counts dynamic."""
+    torch = require("torch", "onnx")
+    rows, cols = (int(v) for v in sam.prompt_encoder.image_embedding_size)
+    grid = (rows, cols)
+    state_module = sam_state_graph(sam)
+    features = torch.randn(1, 256, *grid)
+    with torch.no_grad():
+        src, k0, v0, q0 = state_module(features)
+    _export(state_module, (features,), out / STAGED["decoder_state"], ["image_embeddings"], ["src", "k0", "v0", "q0"], None, opset)
+    coords = torch.tensor([[[100.0, 200.0], [0.0, 0.0]], [[300.0, 400.0], [0.0, 0.0]]])
+    labels = torch.tensor([[1.0, -1.0], [1.0, -1.0]])
+    tokens_module = sam_tokens_graph(sam, grid)
+    with torch.no_grad():
+        _, hyper, keys = tokens_module(src, k0, v0, q0, coords, labels)
+    batch = {0: "batch"}
+    _export(tokens_module, (src, k0, v0, q0, coords, labels), out / STAGED["decoder_tokens"],
+            ["src", "k0", "v0", "q0", "point_coords", "point_labels"], ["iou_predictions", "hyper", "keys"],
+            {"point_coords": {0: "batch", 1: "points"}, "point_labels": {0: "batch", 1: "points"},
+             "iou_predictions": batch, "hyper": batch, "keys": batch}, opset)
+    _export(sam_masks_graph(sam, grid), (keys, hyper[:, 1:3]), out / STAGED["decoder_masks"], ["keys", "hyper"],
+            ["low_res_logits"], {"keys": {0: "prompts"}, "hyper": {0: "prompts", 1: "masks"},
+                                 "low_res_logits": {0: "prompts", 1: "masks"}}, opset)
 
 
 def read_metadata(directory: str | os.PathLike[str]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ class OnnxSam2Backend(OnnxSamBackend):
 
     max_hole_area: float = 0.0
     max_sprinkle_area: float = 0.0
+    decode_chunk: int = 16  # one-graph decoder: prompts per run in decode_points
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

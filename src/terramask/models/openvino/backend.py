@@ -3,7 +3,8 @@
 :class:`OpenVinoSamBackend` (SAM v1 of any size, MobileSAM) and :class:`OpenVinoSam2Backend`
 (SAM 2 / 2.1) are the ONNX Runtime backends with one step replaced: the exported
 ``encoder.onnx`` and ``decoder.onnx`` are read by OpenVINO and compiled for this CPU
-(:mod:`terramask.models.openvino.settings`) instead of opened as onnxruntime sessions.
+(:mod:`terramask.models.openvino.settings`) instead of opened as onnxruntime sessions, and
+so are the staged decoder graphs (:mod:`terramask.models.onnx.staged`).
 Everything else -- resize, normalisation, prompt frames, multimask choice, SAM 2's
 stability fallback, the upscaling of low-res logits -- is the ONNX backends' code, so the
 two runtimes cannot drift apart. Shapes and dtypes are theirs: ``image (1, 3, 1024, 1024)``
@@ -113,8 +114,11 @@ class OpenVinoSessions:
     def _open_sessions(self, encoder: Path, decoder: Path, threads: int | None, providers: list[str] | None) -> None:
         self.settings = machine_settings(threads, self._precision)
         self.threads = self.settings.threads
-        self._encoder = compile_graph(encoder, self.settings)
-        self._decoder = compile_graph(decoder, self.settings)
+        self._encoder = self._open_graph(encoder)
+        self._decoder = self._open_graph(decoder)
+
+    def _open_graph(self, path: Path) -> CompiledGraph:
+        return compile_graph(path, self.settings)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, directory={str(self.directory)!r}, {self.settings.describe()})"  # type: ignore[attr-defined]
