@@ -190,9 +190,10 @@ def test_a_stale_tab_is_told_and_reloads_instead_of_overwriting(chromium, server
     """Two tabs share the layer: tab B re-classes an object that tab A changed (409) or
     deleted (404) meanwhile; B gets a sentence, not a silent overwrite, and reloads the layer."""
     _click(page, 140, 100)
+    before = page.locator("#objects li.choice").count()  # earlier tests of this module leave objects
     page.locator("#canvas").focus()
     page.keyboard.press("Enter")
-    page.wait_for_selector("#objects li.choice")
+    page.wait_for_function(f"() => document.querySelectorAll('#objects li.choice').length > {before}")
     other = _open(chromium, server.url)
     try:
         count = other.locator("#objects li.choice").count()

@@ -110,14 +110,35 @@ def test_a_far_background_click_with_refine_is_a_sentence(large):
     assert "{" not in detail and "col_off" not in detail
 
 
-def test_pngs_are_cropped_grey_masks(client, app):
-    body = client.post("/predict", json={"points": [INSIDE], "multimask": False}).json()
+def _rgba(data_url: str) -> np.ndarray:
     import base64
+    import io
 
-    import cv2
+    from PIL import Image
 
-    png = body["candidates"][0]["png"]
-    grey = cv2.imdecode(np.frombuffer(base64.b64decode(png["data"].split(",", 1)[1]), np.uint8),
-                        cv2.IMREAD_UNCHANGED)
-    assert grey.shape == (png["height"], png["width"]) and grey.dtype == np.uint8
-    assert int((grey == 255).sum()) == body["candidates"][0]["area_px"]
+    with Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))) as im:
+        return np.asarray(im.convert("RGBA"))
+
+
+def test_pngs_are_the_cropped_mask_in_its_colour_and_its_outline_in_white(client, app):
+    """What the page draws as it is: the mask in the notebook's blue, transparent off it,
+    and its boundary pixels (4-neighbourhood, the crop's edge counts) in white."""
+    from terramask.io.overlay import MASK_COLOR
+
+    body = client.post("/predict", json={"points": [INSIDE], "multimask": False}).json()
+    c = body["candidates"][0]
+    png = c["png"]
+    fill, outline = _rgba(png["data"]), _rgba(png["outline"])
+    assert fill.shape == outline.shape == (png["height"], png["width"], 4)
+    on = fill[..., 3] == 255
+    assert set(np.unique(fill[..., 3])) <= {0, 255} and int(on.sum()) == c["area_px"]
+    assert (fill[on][:, :3] == MASK_COLOR).all()
+    assert on[0].any() and on[-1].any() and on[:, 0].any() and on[:, -1].any(), "cropped to the bounding box"
+    edge = outline[..., 3] == 255
+    expected = np.zeros_like(on)
+    h, w = on.shape
+    for y, x in zip(*np.nonzero(on)):
+        neighbours = [(y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)]
+        expected[y, x] = any(not (0 <= r < h and 0 <= q < w) or not on[r, q] for r, q in neighbours)
+    np.testing.assert_array_equal(edge, expected)
+    assert (outline[edge][:, :3] == 255).all()

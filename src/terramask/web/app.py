@@ -37,6 +37,7 @@ user, one scene: the tool runs on a workstation).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -80,6 +81,7 @@ from terramask.web.render import (
     window_picture,
 )
 from terramask.web.schemas import ID_PATTERN, ExportRequest, PredictRequest, error_responses
+from terramask.web.server_timing import Laps
 from terramask.web.sessions import add_session_routes
 from terramask.web.store import MAX_PREDICTIONS, PredictionStore, new_id
 
@@ -295,16 +297,18 @@ def create_app(
             data = png_bytes(window_picture(state.display, window))
         return _png(data)
 
-    @app.post("/predict", responses=error_responses(400, 404, 413, 422, 500, 503))
-    async def predict(req: PredictRequest, request: Request) -> dict:
+    @app.post("/predict", response_model=dict, responses=error_responses(400, 404, 413, 422, 500, 503))
+    async def predict(req: PredictRequest, request: Request) -> Response:
         """Candidate masks for the prompts, best first.
 
         Returns ``{session_id, prediction_id, model, window, refined, note, prompts (scene
         pixels, all of them, earlier ones included), candidates: [{index, number, title,
         score, area_px, area_m2, bbox_px, png}], timings}``; polygons only with
         ``include: ["geojson"]`` (see :mod:`terramask.web.clicks` for ``refined``/``note``
-        and the embedding timings).
+        and the embedding timings). A ``Server-Timing`` header says where the time went
+        (:func:`terramask.web.clicks.answer_click` laps, ``render``, ``json``).
         """
+        laps = Laps()
         frame, crs = prompt_frame(req.frame, opened.crs)
         click = Click(
             points=np.array([[p.x, p.y] for p in req.points], dtype=np.float64).reshape(-1, 2),
@@ -322,11 +326,23 @@ def create_app(
                 raise PromptError("refine_from needs at least one new point")
 
         def work(check: Check) -> Answer:
-            return answer_click(prompter, state.store, state.ledger, session_id, click, check)
+            laps.lap("queue")
+            return answer_click(prompter, state.store, state.ledger, session_id, click, check, laps)
 
         answer = await state.worker.run(work, "prediction", request.is_disconnected)
-        return await off_loop(lambda: _prediction_payload(answer, session_id, tuple(req.include)),
-                              "rendering the candidates", state.worker.budget - (time.monotonic() - started))
+        laps.lap("wake")
+
+        def render() -> bytes:
+            laps.lap("handoff")
+            payload = _prediction_payload(answer, session_id, tuple(req.include))
+            laps.lap("render")
+            body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+            laps.lap("json")
+            return body
+
+        body = await off_loop(render, "rendering the candidates", state.worker.budget - (time.monotonic() - started))
+        laps.lap("respond")
+        return Response(body, media_type="application/json", headers={"Server-Timing": laps.header()})
 
     def _prediction_payload(answer: Answer, session_id: str, include: tuple[str, ...]) -> dict:
         prediction, prediction_id = answer.prediction, answer.prediction_id

@@ -29,6 +29,7 @@ from terramask.core.prompts import Prompts
 from terramask.pipelines.prompted.predict import ScenePrompter
 from terramask.pipelines.prompted.session import Prediction, PromptSession
 from terramask.web.limits import Check
+from terramask.web.server_timing import Laps
 from terramask.web.store import PredictionStore, with_candidate_first
 
 
@@ -96,20 +97,26 @@ def with_embedding_timings(prediction: Prediction, fresh: bool) -> Prediction:
 
 
 def answer_click(prompter: ScenePrompter, store: PredictionStore, ledger: EmbeddingLedger,
-                 session_id: str, click: Click, check: Check) -> Answer:
+                 session_id: str, click: Click, check: Check, laps: Laps | None = None) -> Answer:
     """Predict for ``click`` (new object, or refinement of ``click.refine_from``), store
     the prediction under ``session_id`` and return it. ``check`` raises when the request
-    must stop (between reading, encoding and decoding)."""
+    must stop (between reading, encoding and decoding). ``laps`` receives ``frame``
+    (prompt conversion), ``embedding`` (finding or computing it), ``decode`` (the
+    backend's own decoder time) and ``predict`` (the rest of the prediction)."""
+    laps = laps if laps is not None else Laps()
     if click.refine_from is not None:
         _, previous = store.get(session_id, click.refine_from)
         previous = with_candidate_first(previous, click.refine_candidate)
         new = prompter.to_pixels(Prompts(points=click.points, labels=click.labels, frame=click.frame, crs=click.crs))
         window = previous.window or prompter.scene.window
+        laps.lap("frame")
         if inside(window, new.points).all():
             _, fresh = ledger.session(prompter, window)
             check()
+            laps.lap("embedding")
             prediction = prompter.refine(previous, new.points, new.labels, frame="scene", multimask=click.multimask)
             check()
+            _decoded(laps, prediction)
             prediction = with_embedding_timings(prediction, fresh)
             return Answer(store.add(session_id, prediction), prediction, True)
         if not (new.labels == 1).any():
@@ -119,10 +126,12 @@ def answer_click(prompter: ScenePrompter, store: PredictionStore, ledger: Embedd
             )
         note = (f"the click is outside the current object's encoded window ({window_text(window)}), "
                 "so it starts a new object there")
-        answer = _new_object(prompter, store, ledger, session_id, new, click.multimask, check)
+        answer = _new_object(prompter, store, ledger, session_id, new, click.multimask, check, laps)
         return replace(answer, note=note)
     prompts = Prompts(points=click.points, labels=click.labels, boxes=click.boxes, frame=click.frame, crs=click.crs)
-    return _new_object(prompter, store, ledger, session_id, prompter.to_pixels(prompts), click.multimask, check)
+    pixel_prompts = prompter.to_pixels(prompts)
+    laps.lap("frame")
+    return _new_object(prompter, store, ledger, session_id, pixel_prompts, click.multimask, check, laps)
 
 
 def reopen_prompts(prompts: dict | None, bbox_px: tuple[float, float, float, float]) -> Prompts:
@@ -146,12 +155,22 @@ def reopen_object(prompter: ScenePrompter, store: PredictionStore, ledger: Embed
 
 
 def _new_object(prompter: ScenePrompter, store: PredictionStore, ledger: EmbeddingLedger, session_id: str,
-                pixel_prompts: Prompts, multimask: bool, check: Check) -> Answer:
+                pixel_prompts: Prompts, multimask: bool, check: Check, laps: Laps | None = None) -> Answer:
+    laps = laps if laps is not None else Laps()
     window = prompter.window_for(pixel_prompts)
     check()
     _, fresh = ledger.session(prompter, window)  # the encoder, once per window: the step that cannot stop midway
     check()
+    laps.lap("embedding")
     prediction = prompter.predict(pixel_prompts, multimask=multimask, window=window)
     check()
+    _decoded(laps, prediction)
     prediction = with_embedding_timings(prediction, fresh)
     return Answer(store.add(session_id, prediction), prediction, False)
+
+
+def _decoded(laps: Laps, prediction: Prediction) -> None:
+    """The lap since the embedding, split into the backend's own ``decode`` time and the
+    rest of the prediction (``predict``: prompt checks, candidate sorting)."""
+    laps.lap("predict")
+    laps.split("predict", "decode", float(prediction.timings.get("decoder_s", 0.0)), "predict")

@@ -19,10 +19,12 @@ from terramask.core.errors import InputError
 from terramask.core.frames import pixel_size, pixel_to_world
 from terramask.core.geometry import Window
 from terramask.io.crs import LONLAT, transform_bounds, transform_xy
-from terramask.io.overlay import png_bytes
+from terramask.io.overlay import MASK_COLOR
+from terramask.io.overlay import png_bytes as png_bytes  # previews and tiles (app); masks: mask_png
 from terramask.io.scene import Scene
 from terramask.io.vectors import masks_to_features
 from terramask.pipelines.prompted.session import Prediction
+from terramask.web.mask_png import bilevel_png, boundary
 from terramask.web.measures import PixelArea
 
 #: Largest side (pixels) of a native-resolution window the browser may ask for.
@@ -163,23 +165,29 @@ def _to_lonlat(geometry, crs: str):
 
 
 def _mask_png(mask: np.ndarray, window: Window) -> dict | None:
-    """The mask cropped to its bounding box as a grey PNG (255 = mask, 0 = not), placed
-    in scene pixels; the page turns it into a tinted overlay and an outline."""
+    """The mask cropped to its bounding box, placed in scene pixels, as two 1-bit PNGs
+    transparent off the mask (:func:`terramask.web.mask_png.bilevel_png`): ``data`` the
+    mask in :data:`terramask.io.overlay.MASK_COLOR` (the page draws it at its opacity
+    setting), ``outline`` its boundary pixels in white
+    (:func:`terramask.web.mask_png.boundary`). The page draws both as they are."""
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
         return None
     cols = np.flatnonzero(mask[rows[0] : rows[-1] + 1].any(axis=0))
     r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    grey = mask[r0:r1, c0:c1].astype(np.uint8) * np.uint8(255)
-    # grey at zlib level 1: a quarter of the bytes RGBA needs to encode, 5-7x faster than level 6
-    data = base64.b64encode(png_bytes(grey, compression=1)).decode("ascii")
+    crop = mask[r0:r1, c0:c1]
     return {
-        "data": f"data:image/png;base64,{data}",
+        "data": _data_url(bilevel_png(crop, MASK_COLOR)),
+        "outline": _data_url(bilevel_png(boundary(crop))),
         "col_off": window.col_off + c0,
         "row_off": window.row_off + r0,
         "width": c1 - c0,
         "height": r1 - r0,
     }
+
+
+def _data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def candidate_title(number: int, score: float) -> str:
@@ -201,21 +209,22 @@ def candidates_payload(prediction: Prediction, scene: Scene, include: tuple[str,
     n = len(c)
     offset = np.array([window.col_off, window.row_off] * 2, dtype=np.float64)
     measure = PixelArea(c.crs, c.transform)
+    masks, boxes, scores = c.masks, c.boxes, c.scores.astype(np.float64)
+    areas = np.count_nonzero(masks.reshape(n, -1), axis=1)  # = c.areas, several times faster than its sum
     features = None
     if "geojson" in include:
-        features = masks_to_features(c, {"candidate": list(range(1, n + 1)),
-                                         "score": c.scores.astype(np.float64).tolist()})
+        features = masks_to_features(c, {"candidate": list(range(1, n + 1)), "score": scores.tolist()})
     out = []
     for i in range(n):
-        x0, y0, x1, y1 = (float(v) for v in c.boxes[i])
+        x0, y0, x1, y1 = (float(v) for v in boxes[i])
         item: dict = {
             "index": i,
             "number": i + 1,
-            "title": candidate_title(i + 1, float(c.scores[i])),
-            "score": float(c.scores[i]),
-            "area_px": int(c.areas[i]),
-            "area_m2": measure.area_m2(int(c.areas[i]), (x0 + x1) / 2, (y0 + y1) / 2),
-            "bbox_px": (c.boxes[i] + offset).tolist(),
+            "title": candidate_title(i + 1, float(scores[i])),
+            "score": float(scores[i]),
+            "area_px": int(areas[i]),
+            "area_m2": measure.area_m2(int(areas[i]), (x0 + x1) / 2, (y0 + y1) / 2),
+            "bbox_px": (boxes[i] + offset).tolist(),
         }
         if features is not None:
             props = dict(features[i].properties)
@@ -224,7 +233,7 @@ def candidates_payload(prediction: Prediction, scene: Scene, include: tuple[str,
             item["geojson"] = _feature(geometry, props)
             item["geojson_lonlat"] = _feature(_to_lonlat(geometry, c.crs), props) if c.crs is not None else None
         if "png" in include:
-            item["png"] = _mask_png(c.masks[i], window)
+            item["png"] = _mask_png(masks[i], window)
         out.append(item)
     return out
 

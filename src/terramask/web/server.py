@@ -190,6 +190,21 @@ class Views:
                 self._busy[key] = self._busy.get(key, 0) + 1
                 return app
 
+    def open_if_ready(self, key: ViewKey) -> FastAPI | None:
+        """The app of ``key`` when it is open and nothing holds the views' lock, else
+        ``None`` (then :meth:`open`, off the event loop): a request to an open view (every
+        click) needs no thread hop."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            app = self._apps.get(key)
+            if app is not None:
+                self._apps.move_to_end(key)
+                self._busy[key] = self._busy.get(key, 0) + 1
+            return app
+        finally:
+            self._lock.release()
+
     @property
     def default_view(self) -> FastAPI:
         """The default view's app (opened at start-up; reopened if it was closed)."""
@@ -265,7 +280,9 @@ class ViewApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         params = scope.get("path_params", {})
         key = self.views.key(params["scene_id"], params["bands"], params["model"])
-        app = await asyncio.to_thread(self.views.open, key)
+        app = self.views.open_if_ready(key)
+        if app is None:
+            app = await asyncio.to_thread(self.views.open, key)
         try:
             await app(scope, receive, send)
         finally:
@@ -282,7 +299,9 @@ class DefaultView(ViewApp):
             await RedirectResponse(path + "/", status_code=307)(scope, receive, send)
             return
         key = self.views.default_key
-        app = await asyncio.to_thread(self.views.open, key)
+        app = self.views.open_if_ready(key)
+        if app is None:
+            app = await asyncio.to_thread(self.views.open, key)
         try:
             await app(scope, receive, send)
         finally:

@@ -115,13 +115,19 @@ def add_session_routes(app: FastAPI, state: SessionContext) -> SessionBook:
 
     @app.put("/session", responses=error_responses(404, 413, 422, 500))
     def put_session(req: SessionUpdate) -> dict:
-        """Set this tab's current mask (a prediction of its own session; 404 otherwise)."""
+        """Set this tab's current mask (a prediction of its own session; 404 otherwise).
+        Answers what was set, ``{session_id, current: {prediction_id, candidate, reopened}}``
+        (``current: null`` for none), not the prediction: the page sends this after every
+        click, while it draws the answer, so re-rendering the candidates here would only
+        compete with it for the CPU."""
         if req.prediction_id is None:
             book.set(req.session_id, None)
-        else:
-            state.store.get(req.session_id, req.prediction_id)  # PredictionGone (404) for another tab's id
-            reopened = req.reopened.model_dump() if req.reopened is not None else None
-            book.set(req.session_id, Current(req.prediction_id, req.candidate, reopened))
-        return answer(req.session_id)
+            return {"session_id": req.session_id, "current": None}
+        prediction_id, prediction = state.store.get(req.session_id, req.prediction_id)  # 404 for another tab's id
+        reopened = req.reopened.model_dump() if req.reopened is not None else None
+        candidate = min(req.candidate, len(prediction.candidates) - 1)
+        book.set(req.session_id, Current(prediction_id, candidate, reopened))
+        return {"session_id": req.session_id,
+                "current": {"prediction_id": prediction_id, "candidate": candidate, "reopened": reopened}}
 
     return book

@@ -11,7 +11,6 @@
   const OBJECT_COLOR = "#008000";      // green stars, as in the SAM notebook
   const BACKGROUND_COLOR = "#ff0000";  // red stars
   const BOX_COLOR = "#00c000";
-  const MASK_COLOR = "#1e90ff";        // dodger blue, the notebook's show_mask colour
   const WINDOW_COLOR = "#ffd400";
   const DRAG_THRESHOLD = 4;            // screen px before a press becomes a drag
   const MAX_TILES_IN_VIEW = 64;
@@ -266,36 +265,28 @@
   }
 
   // ---------------------------------------------------------------- masks
-  // Each candidate arrives as a grey PNG cropped to its bounding box (255 = mask).
-  // It becomes two canvases in scene pixels: the mask tinted, and its boundary pixels.
-  function maskCanvases(img, w, h, color) {
-    const fill = document.createElement("canvas");
-    fill.width = w;
-    fill.height = h;
-    const fctx = fill.getContext("2d");
-    fctx.drawImage(img, 0, 0);
-    const pixels = fctx.getImageData(0, 0, w, h);
-    const d = pixels.data;
-    const on = new Uint8Array(w * h);
-    const rgb = [1, 3, 5].map((k) => parseInt(color.slice(k, k + 2), 16));
-    for (let i = 0, k = 0; i < on.length; i++, k += 4) {
-      on[i] = d[k] > 127 ? 1 : 0;  // the grey value is the mask
-      d[k] = rgb[0]; d[k + 1] = rgb[1]; d[k + 2] = rgb[2]; d[k + 3] = on[i] ? 255 : 0;
-    }
-    fctx.putImageData(pixels, 0, 0);
-    return { fill: fill, edge: boundaryCanvas(on, w, h) };
+  // Each candidate arrives as two 1-bit PNGs cropped to its bounding box, transparent off
+  // the mask (render.py): the mask in its colour and its boundary pixels in white. They
+  // are decoded off the main thread and drawn as they are.
+  function pngBitmap(dataUrl) {
+    const text = atob(dataUrl.slice(dataUrl.indexOf(",") + 1));
+    const bytes = new Uint8Array(text.length);
+    for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+    return createImageBitmap(new Blob([bytes], { type: "image/png" }), { colorSpaceConversion: "none" });
   }
 
-  // Candidates are prepared one after the other, the shown one first: the page announces
+  // Candidates are prepared one after the other, the chosen one first: the page announces
   // "terramask:drawn" (benchmarks/web_clicks.py times clicks to it) once that one is on
   // screen, and the others follow while the user looks at it.
   function prepareMasks(entry) {
-    const order = entry.response.candidates.map((c, i) => i);
+    const order = entry.response.candidates.map((c, i) => i).filter((i) => i !== entry.chosen);
+    order.unshift(entry.chosen);
     entry.masks = entry.response.candidates.map(() => ({ fill: null, edge: null, ready: false }));
     let announced = false;
     const announce = () => {
       if (announced) return;
       announced = true;
+      performance.mark("terramask:drawn");
       window.dispatchEvent(new CustomEvent("terramask:drawn", { detail: entry.response.prediction_id }));
     };
     const next = () => {
@@ -303,37 +294,18 @@
       if (i === undefined) { announce(); return; }
       const c = entry.response.candidates[i];
       if (!c.png) { next(); return; }
-      const img = new Image();
-      img.onload = () => {
-        const made = maskCanvases(img, c.png.width, c.png.height, MASK_COLOR);
-        entry.masks[i] = { fill: made.fill, edge: made.edge, ready: true };
-        if (state.current === entry) draw();
+      const settled = () => {
+        if (state.current === entry && (i === entry.chosen || i === state.hover)) draw();
         if (i === entry.chosen) announce();
         setTimeout(next, 0);
       };
-      img.src = c.png.data;
+      Promise.all([c.png.data, c.png.outline].map((url) => Promise.resolve(url).then(pngBitmap))).then(([fill, edge]) => {
+        if (i === entry.chosen) performance.mark("terramask:decoded");
+        entry.masks[i] = { fill: fill, edge: edge, ready: true };
+        settled();
+      }, settled);  // a broken picture is skipped
     };
     next();
-  }
-
-  // Opaque white where a mask pixel touches a non-mask pixel or the crop's edge (4-neighbourhood).
-  function boundaryCanvas(on, w, h) {
-    const edge = document.createElement("canvas");
-    edge.width = w;
-    edge.height = h;
-    const ectx = edge.getContext("2d");
-    const out = ectx.createImageData(w, h);
-    const px = new Uint32Array(out.data.buffer);
-    for (let y = 0; y < h; y++) {
-      const row = y * w;
-      for (let x = 0; x < w; x++) {
-        const i = row + x;
-        if (on[i] && (x === 0 || y === 0 || x === w - 1 || y === h - 1 ||
-            !on[i - 1] || !on[i + 1] || !on[i - w] || !on[i + w])) px[i] = 0xffffffff;
-      }
-    }
-    ectx.putImageData(out, 0, 0);
-    return edge;
   }
 
   // ---------------------------------------------------------------- drawing
@@ -499,6 +471,7 @@
       " and segmenting…" : "Segmenting…");
     setStatus("");
     let response;
+    performance.mark("terramask:send");
     try {
       try {
         response = await api("predict", body);
@@ -522,6 +495,7 @@
       draw();
       return;
     }
+    performance.mark("terramask:parsed");
     setBusy(false);
     const t = response.timings || {};
     if (t.embedding === "computed" && t.encoder_s) state.lastEncoder = t.encoder_s;
@@ -534,9 +508,8 @@
       (response.prompts.prior_mask ? " (refined with the previous mask)" : "") +
       (response.note ? "\n" + response.note.charAt(0).toUpperCase() + response.note.slice(1) + "." : "") +
       "\n" + response.model + ": " + timingText(response));
-    $("export-result").textContent = "";
-    renderCandidates();
-    draw();
+    $("export-result").textContent = "";  // the list and the canvas were redrawn by showPrediction
+    performance.mark("terramask:shown");
     runQueue();
   }
 
@@ -557,7 +530,8 @@
     state.current = entry;
     state.hover = null;
     renderCandidates();
-    draw();
+    const shown = response.candidates[entry.chosen];
+    if (!shown || !shown.png) draw();  // else prepareMasks draws once, when the chosen mask is decoded
     syncSession();
   }
 
