@@ -126,3 +126,19 @@ def test_gated_repositories_refused_by_the_api_name_the_licence_step(tmp_path, m
     finally:
         server.stop()
     assert not checkpoint_path(_spec()).exists()
+
+
+def test_a_staged_file_left_by_an_earlier_run_is_checked_again(tmp_path, monkeypatch, snapshot):
+    spec = _spec()
+    staging = checkpoint_path(spec).with_name("tiny-detector.part")
+    staging.mkdir(parents=True)
+    (staging / "model.safetensors").write_bytes(b"not the published weights")
+    (staging / "config.json").write_text('{"model_type": "owlv2"}')
+    server = _serve(tmp_path, monkeypatch, snapshot)
+    try:
+        target = ensure_snapshot(spec, download_missing=True, progress=False)
+    finally:
+        server.stop()
+    assert (target / "model.safetensors").read_bytes() == WEIGHTS
+    assert [r.path for r in server.requests if r.path.startswith(REPO)] == [f"{REPO}/resolve/main/model.safetensors"], \
+        "the staged config.json (right size) is kept, the wrong weights fetched again"

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from terramask.core.errors import ChecksumError, DownloadError, ModelError, OutputError, WeightsNotFoundError
-from terramask.models.download import HTTPStatusError, checkpoint_path, download, fetch_json
+from terramask.models.download import HTTPStatusError, checkpoint_path, download, fetch_json, verify_checkpoint
 from terramask.models.registry import HubFile, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -251,6 +251,8 @@ def _download_snapshot(spec: ModelSpec, target: Path, progress: bool) -> Path:
             continue
         sha, size, how = _expected(spec, f, None if published is None else published[f.path])
         dest = staging / f.path
+        if dest.is_file() and not _still_valid(dest, sha, size):
+            dest.unlink()  # left by an earlier run, but not the file published now
         if not dest.is_file():  # else: complete and verified by an earlier, interrupted run (renamed only then)
             try:
                 download(file_url(spec, f.path), dest, sha, size, progress, name=spec.name, headers=headers)
@@ -272,6 +274,16 @@ def _download_snapshot(spec: ModelSpec, target: Path, progress: bool) -> Path:
     _swap_in(staging, target)
     logger.info("saved %s", target)
     return target
+
+
+def _still_valid(path: Path, sha256: str | None, size: int | None) -> bool:
+    """True when a staged file matches the expected size and SHA-256 (hashed once per version)."""
+    try:
+        verify_checkpoint(path, sha256, size)
+    except ChecksumError as exc:
+        logger.info("discarding %s: %s", path, exc)
+        return False
+    return True
 
 
 def _write_manifest(staging: Path, spec: ModelSpec, files: list[dict]) -> None:
