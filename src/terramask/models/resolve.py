@@ -318,10 +318,12 @@ def _load_exported(spec: ModelSpec, checkpoint: Path | None, download: bool, run
     if meta is None:
         logger.warning("exporting %s to ONNX in %s (once per weights file; this takes a while)", spec.name, out)
         onnx_export.export_spec(spec, out, checkpoint=path, quantize=quantized, overwrite=True)
-    elif quantized:  # quantise and check an export made without int8 (once; a no-op after)
-        from terramask.models.onnx.quantize import ensure_int8
+    else:
+        onnx_export.ensure_staged(out)  # an export by an older terramask gets the staged decoder (once)
+        if quantized:  # quantise and check an export made without int8 (once; a no-op after)
+            from terramask.models.onnx.quantize import ensure_int8
 
-        ensure_int8(out)
+            ensure_int8(out)
     return _open_export(out, spec.name, runtime)
 
 

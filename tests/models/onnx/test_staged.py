@@ -1,8 +1,9 @@
 """The staged SAM decoder export (models/onnx/staged_graphs.py, staged.py): loaded through
 the real path (``resolve.load_backend(..., runtime="onnx")``), it decodes prompts without a
 prior mask, equals the PyTorch lean decoder (clicks, boxes, batches, the two-stage point
-decoding of automatic generation, automatic generation itself), and exports without it
-still load and decode with the one-graph decoder.
+decoding of automatic generation, automatic generation itself); exports written before it
+get it from their source checkpoint (``ensure_staged``, on the cached-export load path) or
+else still load and decode with the one-graph decoder.
 
 Tolerances as tests/models/onnx/test_onnx.py: scores ``1e-4``, low-res logits (scaled to
 O(10-100) by the test decoder) ``1e-2`` + ``1e-3`` relative, masks IoU >= 0.99.
@@ -22,7 +23,7 @@ pytest.importorskip("onnx")
 from terramask.core.prompts import Prompts  # noqa: E402
 from terramask.models import resolve  # noqa: E402
 from terramask.models.onnx.backend import OnnxSamBackend  # noqa: E402
-from terramask.models.onnx.export import STAGED, read_metadata, write_metadata  # noqa: E402
+from terramask.models.onnx.export import STAGED, ensure_staged, read_metadata, write_metadata  # noqa: E402
 
 SCORE_ATOL = 1e-4
 LOGIT_ATOL, LOGIT_RTOL = 1e-2, 1e-3
@@ -133,13 +134,35 @@ def test_automatic_generation_equals_torch(loaded, sam_test_image):
         assert _iou(a, b) >= 0.99
 
 
-def test_an_export_without_the_staged_graphs_decodes_with_the_one_graph_decoder(loaded, sam_test_image, tmp_path):
-    onnx_backend, torch_backend = loaded
-    old = shutil.copytree(onnx_backend.directory, tmp_path / "old")
+def _older_export(directory, to):
+    """A copy of the export ``directory`` as terramask wrote it before the staged decoder."""
+    old = shutil.copytree(directory, to)
     meta = read_metadata(old)
     write_metadata(old, {**meta, "files": {k: v for k, v in meta["files"].items() if k not in STAGED}})
     for name in STAGED.values():
         (old / name).unlink()
+    return old
+
+
+def test_an_older_export_gets_the_staged_graphs_from_its_source_checkpoint(loaded, tiny_sam_checkpoint, sam_test_image, tmp_path):
+    onnx_backend, torch_backend = loaded
+    assert read_metadata(onnx_backend.directory)["source_checkpoint"] == str(tiny_sam_checkpoint)
+    old = _older_export(onnx_backend.directory, tmp_path / "old")
+    meta = ensure_staged(old)
+    assert {k: meta["files"][k] for k in STAGED} == STAGED and read_metadata(old) == meta
+    backend = OnnxSamBackend(old, name=onnx_backend.name, threads=1)
+    assert backend._staged is not None
+    p = Prompts(points=[[210.0, 150.0]], labels=[1])
+    _assert_same_result(backend.predict(backend.set_image(sam_test_image), p), torch_backend.predict(torch_backend.set_image(sam_test_image), p))
+    # without its source checkpoint an older export stays as it is
+    gone = _older_export(onnx_backend.directory, tmp_path / "gone")
+    write_metadata(gone, {**read_metadata(gone), "source_checkpoint": str(tmp_path / "missing.pth")})
+    assert STAGED.keys().isdisjoint(ensure_staged(gone)["files"])
+
+
+def test_an_export_without_the_staged_graphs_decodes_with_the_one_graph_decoder(loaded, sam_test_image, tmp_path):
+    onnx_backend, torch_backend = loaded
+    old = _older_export(onnx_backend.directory, tmp_path / "old")
     backend = OnnxSamBackend(old, name=onnx_backend.name, threads=1)
     assert backend._staged is None
     eo, et = backend.set_image(sam_test_image), torch_backend.set_image(sam_test_image)

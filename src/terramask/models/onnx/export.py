@@ -323,6 +323,32 @@ def export_staged_decoder(sam: Any, out: Path, opset: int = DEFAULT_OPSET) -> No
                                  "low_res_logits": {0: "prompts", 1: "masks"}}, opset)
 
 
+def ensure_staged(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Add the staged decoder graphs to a SAM / MobileSAM export written before they existed
+    (once; a no-op for exports that have them and for SAM 2), from the source checkpoint
+    recorded in its metadata when that file is still there and unchanged. Returns the
+    (possibly updated) metadata; without the source the export keeps its one-graph decoder."""
+    out = Path(directory).expanduser()
+    meta = read_metadata(out)
+    files = meta.get("files") or {}
+    if meta.get("family") not in ("sam", "mobilesam") or all(files.get(key) for key in STAGED):
+        return meta
+    from terramask.models.sam.backend import SamBackend
+    from terramask.models.sam.mobilesam import MobileSamBackend
+
+    source = Path(str(meta.get("source_checkpoint", "")))
+    if not source.is_file() or _sha256(source) != meta.get("source_sha256"):
+        log.warning("%s predates the staged decoder and its source checkpoint %s is gone or changed: "
+                    "prompts run the slower one-graph decoder (export again to fix)", out, source)
+        return meta
+    log.info("adding the staged decoder to the ONNX export %s", out)
+    loader = MobileSamBackend if meta["family"] == "mobilesam" else SamBackend
+    export_staged_decoder(loader.from_checkpoint(source).model.eval(), out, int(meta.get("opset", DEFAULT_OPSET)))
+    meta = {**meta, "files": {**files, **STAGED}}
+    write_metadata(out, meta)
+    return meta
+
+
 def read_metadata(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """The metadata of an export directory; :class:`InputError` when it is not a
     (complete) terramask ONNX export."""
