@@ -289,3 +289,35 @@ def test_find_similar_to_an_object_of_the_layer_gives_its_kind_as_candidates(tmp
         assert not found(blue[0]), "a blue object is not like the red example"
     finally:
         app.state.terramask.close()
+
+
+def test_a_reloaded_tab_gets_its_running_then_its_unreviewed_job_back_and_no_other_tab_does(make_client, classic):
+    gated = Gated(classic)
+    c = make_client(gated)
+
+    def latest(session):
+        r = c.get("/everything", params={"session_id": session})
+        assert r.status_code == 200, r.text
+        return r.json()["job"]
+
+    assert latest("tab1") is None, "a tab that never started a job has none"
+    job = _start(c, session_id="tab1", window=WHOLE)
+    running = latest("tab1")
+    assert (running["job_id"], running["state"]) == (job["job_id"], "running")
+    assert latest("tab2") is None, "another tab does not see it"
+    gated.gate.release()
+    done = _wait(c, job["job_id"])
+    assert latest("tab1")["job_id"] == job["job_id"] and latest("tab1")["state"] == "done"
+    ids = list(range(1, done["candidates"] + 1))
+    c.post(f"/everything/{job['job_id']}/accept", json={"ids": ids[:2]})
+    assert latest("tab1")["counts"]["accepted"] == 2, "half reviewed: still shown"
+    c.post(f"/everything/{job['job_id']}/discard", json={"ids": ids})
+    assert latest("tab1") is None, "every candidate decided: nothing to come back to"
+
+    cancelled = _start(c, session_id="tab1", window=WHOLE)
+    c.post(f"/everything/{cancelled['job_id']}/cancel")
+    gated.gate.release()
+    assert _wait(c, cancelled["job_id"])["state"] == "cancelled"
+    assert latest("tab1") is None, "a cancelled job is not brought back"
+    assert c.get("/everything", params={"session_id": "../x"}).status_code == 422
+    assert c.get("/everything").status_code == 422

@@ -204,6 +204,11 @@ class Job:
                 raise InputError(f"job {self.id} has no candidate {unknown[0]}; it has candidates 1..{len(by_id)}")
             return [by_id[i] for i in dict.fromkeys(ids) if self.states[i] == OPEN]
 
+    def has_open(self) -> bool:
+        """True when some candidate is neither accepted nor discarded."""
+        with self.lock:
+            return OPEN in self.states.values()
+
     def mark(self, ids: list[int], state: str) -> None:
         with self.lock:
             for i in ids:
@@ -343,6 +348,17 @@ class EverythingJobs:
             raise JobNotFound(f"no segment-everything job {job_id!r} on this server (it keeps the last "
                               f"{self.max_jobs}); start it again")
         return job
+
+    def latest(self, session_id: str) -> Job | None:
+        """The job a reloaded tab of ``session_id`` re-attaches to: its running job, else
+        its last finished job that still has open candidates (not yet accepted or
+        discarded); None when there is neither (failed and cancelled jobs are not kept)."""
+        with self._registry:
+            jobs = [j for j in self._jobs.values() if j.session_id == session_id]
+        running = next((j for j in reversed(jobs) if j.running), None)
+        if running is not None:
+            return running
+        return next((j for j in reversed(jobs) if j.state == "done" and j.has_open()), None)
 
     def close(self, wait: float = 1.0) -> None:
         """Cancel every running job and wait up to ``wait`` seconds for their threads."""

@@ -4,6 +4,8 @@
 ``POST /everything``                  start a job on the shown window or the whole scene, find
                                       objects similar to objects of the layer, or every instance
                                       of phrases (202; 409 while the session's last job runs)
+``GET /everything?session_id=``       the session's running job, or its finished one with open
+                                      candidates (a reloaded tab re-attaches to it); ``null``
 ``GET /everything/text``              whether the text box works here (the server's text model)
 ``GET /everything/{job_id}``          state, stage, progress (``done``/``total`` ``unit``), error
 ``POST /everything/{job_id}/cancel``  stop it between tiles / point batches (nothing is kept)
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import FastAPI, Path
+from fastapi import FastAPI, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from terramask.core.geometry import Window
@@ -98,6 +100,14 @@ def add_everything_routes(app: FastAPI, jobs: EverythingJobs, layer: ObjectLayer
         exemplars = tuple(_example(layer, object_id) for object_id in dict.fromkeys(req.object_ids))
         spec = JobSpec(req.scope, window, params, req.tile_size, exemplars, req.similarity, tuple(req.phrases))
         return jobs.start(req.session_id or new_id(), spec).snapshot()
+
+    @app.get("/everything", responses=error_responses(422, 500))
+    def session_everything(session_id: Annotated[str, Query(pattern=ID_PATTERN)]) -> dict:
+        """``{job}``: the job of browser session ``session_id`` that its page shows, so a
+        reloaded tab gets it back: the running one, else the last finished one with open
+        candidates; ``null`` when there is none. Another tab (another session) never sees it."""
+        job = jobs.latest(session_id)
+        return {"job": None if job is None else job.snapshot()}
 
     @app.get("/everything/text", responses=error_responses(500))
     def everything_text() -> dict:

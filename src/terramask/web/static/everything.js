@@ -8,7 +8,9 @@
  * find-similar jobs carry a proposed class (the phrase, the example's class): accepting
  * them uses the layer's class of that name (created when missing); the others get the
  * active class.
- * Server routes: POST everything, GET everything/text, GET everything/{id},
+ * After a reload the page re-attaches to this tab's job (GET everything?session_id=): a
+ * running one with its progress and cancel, or a finished one with open candidates.
+ * Server routes: POST everything, GET everything?session_id=, GET everything/text, GET everything/{id},
  * POST everything/{id}/cancel, GET everything/{id}/candidates,
  * POST everything/{id}/accept | discard (terramask/web/everything_routes.py).
  * Outlines arrive in scene pixels.
@@ -331,6 +333,31 @@
     });
     render();
     loadTextStatus();
+    reattach();
+  }
+
+  // After a reload: this tab's running job (progress, cancel) or its finished job whose
+  // candidates are not all decided yet (the list comes back). Another tab has another
+  // session id and never gets it.
+  async function reattach() {
+    const id = ev.hooks.sessionId();
+    if (!id) return;
+    let data;
+    try {
+      data = await ev.hooks.api("everything?session_id=" + encodeURIComponent(id));
+    } catch (err) {
+      return;  // nothing to re-attach to is no error for the page
+    }
+    if (!data || !data.job || ev.job) return;
+    ev.job = data.job;
+    ev.sessionId = data.job.session_id;
+    render();
+    if (ev.job.state === "running") {
+      say(jobName() + ": still running (" + ev.job.stage + ").");
+      poll();
+    } else {
+      loadCandidates();
+    }
   }
 
   // Whether the server has a text model; without one the box is off with the reason.
