@@ -156,10 +156,11 @@ def test_predict_returns_candidates_sorted_with_scores_areas_polygons_and_pngs(f
         assert c["title"] == f"Mask {i + 1}, Score: {c['score']:.3f}"
         assert c["area_px"] == int(mask.sum())
         assert c["area_m2"] == pytest.approx(c["area_px"] * 0.25)
-        # the PNG is the mask cropped to its bounding box (grey, 255 = mask), placed in scene pixels
+        # the PNG is the mask cropped to its bounding box (opaque = mask), placed in scene pixels
         png = c["png"]
-        alpha = _data_uri_png(png["data"]) == 255
-        assert set(np.unique(_data_uri_png(png["data"]))) <= {0, 255}
+        rgba = _data_uri_png(png["data"])
+        alpha = rgba[..., 3] == 255
+        assert set(np.unique(rgba[..., 3])) <= {0, 255}
         assert alpha.shape == (png["height"], png["width"])
         placed = np.zeros_like(mask)
         placed[png["row_off"]:png["row_off"] + png["height"], png["col_off"]:png["col_off"] + png["width"]] = alpha

@@ -103,7 +103,7 @@ def test_a_click_draws_a_mask_and_lists_the_candidates(page):
     _keep_canvas(page)
     body = _click(page, 140, 100)
     assert body["points"] == [{"x": pytest.approx(140, abs=1.5), "y": pytest.approx(100, abs=1.5), "label": 1}]
-    assert body["include"] == ["png"], "a click asks for the masks to draw, no polygons"
+    assert body["include"] == ["png_best"], "a click asks for the best mask to draw, no polygons"
     assert page.locator("#candidates li.choice").count() == 3
     page.wait_for_timeout(300)  # the PNG decodes asynchronously
     assert _changed_pixels(page) > 1000, "the mask (and the star) were drawn"

@@ -68,3 +68,25 @@ def test_setting_the_current_mask_answers_what_was_set_not_the_prediction(client
     assert got["prediction"]["prediction_id"] == pred["prediction_id"] and got["prediction"]["candidates"][0]["png"]
     cleared = client.put("/session", json={"session_id": "timing-tab", "prediction_id": None})
     assert cleared.json() == {"session_id": "timing-tab", "current": None}
+
+
+def test_a_page_click_carries_the_best_pictures_and_the_others_come_on_request(client):
+    """``include: ["png_best"]`` (what the page sends): only the best candidate's pictures
+    travel with the answer; ``GET /prediction/candidate`` gives any candidate's, the same
+    as a full answer."""
+    full = client.post("/predict", json={"points": [INSIDE], "session_id": "lazy-tab"}).json()
+    best = client.post("/predict", json={"points": [INSIDE], "session_id": "lazy-tab", "include": ["png_best"]})
+    body = best.json()
+    assert "png" in body["candidates"][0] and all("png" not in c for c in body["candidates"][1:])
+    assert body["candidates"][0]["png"] == full["candidates"][0]["png"]
+    assert len(best.content) < len(client.post("/predict", json={"points": [INSIDE]}).content)
+    for c in full["candidates"]:
+        got = client.get("/prediction/candidate", params={"session_id": "lazy-tab", "prediction_id": body["prediction_id"],
+                                                         "candidate": c["index"]})
+        assert got.status_code == 200
+        assert got.json() == {"prediction_id": body["prediction_id"], "index": c["index"], "png": c["png"]}
+    missing = client.get("/prediction/candidate", params={"session_id": "lazy-tab", "candidate": 7})
+    assert missing.status_code == 400 and "does not exist" in missing.json()["detail"]
+    other_tab = client.get("/prediction/candidate", params={"session_id": "another-tab",
+                                                           "prediction_id": body["prediction_id"]})
+    assert other_tab.status_code == 404

@@ -15,6 +15,7 @@ encoded window, reused by every click) and
 ``POST /predict``                     candidates (score, areas, polygon GeoJSON, PNG) for points
                                       and boxes in pixel/lonlat/map frame; refinement with
                                       ``session_id`` + ``refine_from`` (see :mod:`.schemas`)
+``GET /prediction/candidate?session_id=&prediction_id=&candidate=``  one candidate's pictures
 ``GET /prediction.geojson?session_id=&prediction_id=&candidate=``  one candidate's polygon
                                       (lon/lat, or ``frame=map`` for the scene CRS) as a download
 ``POST /export``                      write a chosen candidate like ``terramask predict``
@@ -72,6 +73,7 @@ from terramask.web.render import (
     MAX_PREVIEW_SIDE,
     MAX_WINDOW_SIDE,
     candidate_collection,
+    candidate_picture,
     candidate_title,
     parse_window,
     png_bytes,
@@ -350,6 +352,20 @@ def create_app(
                  len(prediction.candidates), float(prediction.candidates.scores[0]))
         return prediction_payload(prediction, prediction_id, session_id, opened, refined=answer.refined,
                                   note=answer.note, include=include)
+
+    @app.get("/prediction/candidate", responses=error_responses(400, 404, 422, 500))
+    def prediction_candidate(
+        session_id: str = Query(..., pattern=ID_PATTERN),
+        prediction_id: str = Query("last", pattern=ID_PATTERN),
+        candidate: int = Query(0, ge=0),
+    ) -> dict:
+        """One candidate's pictures, ``{prediction_id, index, png}`` with ``png`` as in a
+        ``/predict`` answer (``null`` for an empty mask): a click asked with ``include:
+        ["png_best"]`` carries the best candidate's only; the page fetches the others when
+        it shows them."""
+        prediction_id, prediction = state.store.get(session_id, prediction_id)
+        return {"prediction_id": prediction_id, "index": candidate,
+                "png": candidate_picture(prediction, candidate, opened)}
 
     @app.get("/prediction.geojson", response_class=JSONResponse,
              responses={200: {"content": {"application/geo+json": {}}}, **error_responses(400, 404, 422, 500)})

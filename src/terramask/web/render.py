@@ -190,6 +190,15 @@ def _data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def candidate_picture(prediction: Prediction, candidate: int, scene: Scene) -> dict | None:
+    """The ``png`` of candidate ``candidate`` (0-based) as :func:`candidates_payload` gives
+    it (``None`` for an empty mask); :class:`InputError` for a candidate that does not exist."""
+    c = prediction.candidates
+    if not 0 <= candidate < len(c):
+        raise InputError(f"candidate {candidate} does not exist; this prediction has candidates 0..{len(c) - 1}")
+    return _mask_png(c.masks[candidate], prediction.window or scene.window)
+
+
 def candidate_title(number: int, score: float) -> str:
     """``"Mask 3, Score: 0.912"``: the name of candidate ``number`` (1-based) everywhere
     (list, GeoJSON button, exported files)."""
@@ -200,7 +209,8 @@ def candidates_payload(prediction: Prediction, scene: Scene, include: tuple[str,
     """One dict per candidate (best first): ``index`` (0-based), ``number`` (1-based, as
     in "Mask 3"), ``title``, ``score``, ``area_px`` and ``area_m2`` from the pixel count
     (:mod:`terramask.web.measures`; ``None`` without ground units), ``bbox_px`` (xyxy,
-    scene pixels); per ``include`` a cropped PNG (``png``) and/or the polygon as GeoJSON
+    scene pixels); per ``include`` the cropped PNGs (``png``; ``png_best``: the first
+    candidate's only, the key absent from the others) and/or the polygon as GeoJSON
     Features in the scene CRS (``geojson``) and lon/lat (``geojson_lonlat``; ``None``
     without CRS) with the polygon's ``perimeter_m``. Polygons cost most of a response,
     so the page asks for ``png`` only."""
@@ -232,7 +242,7 @@ def candidates_payload(prediction: Prediction, scene: Scene, include: tuple[str,
             item["perimeter_m"] = props.get("perimeter_m")
             item["geojson"] = _feature(geometry, props)
             item["geojson_lonlat"] = _feature(_to_lonlat(geometry, c.crs), props) if c.crs is not None else None
-        if "png" in include:
+        if "png" in include or ("png_best" in include and i == 0):
             item["png"] = _mask_png(masks[i], window)
         out.append(item)
     return out

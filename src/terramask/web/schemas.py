@@ -17,7 +17,7 @@ SessionId = Annotated[str, Field(pattern=ID_PATTERN, description="Browser sessio
 #: Export folder names: a plain name, never a path (checked with ``fullmatch``).
 EXPORT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
 #: What ``/predict`` can send per candidate.
-Include = Literal["geojson", "png"]
+Include = Literal["geojson", "png", "png_best"]
 INCLUDE_ALL: tuple[Include, ...] = ("geojson", "png")
 #: What the page asks per click: the masks to draw (polygons cost most of a response).
 INCLUDE_DEFAULT: tuple[Include, ...] = ("png",)
@@ -57,8 +57,10 @@ class PredictRequest(BaseModel):
       are added to that prediction's prompts and the low-res logits of its candidate
       ``refine_candidate`` (0 = best) are the prior mask. Boxes cannot be added this way.
     - ``include``: what to send per candidate besides score and areas: ``png`` (the mask
-      for display, cropped, base64; the default) and/or ``geojson`` (polygons in the scene
-      CRS and lon/lat, with perimeters: several times slower, for scripts, not clicks).
+      for display, cropped, base64; the default), ``png_best`` (the best candidate's only,
+      the others from ``GET /prediction/candidate`` when needed: what the page asks per
+      click) and/or ``geojson`` (polygons in the scene CRS and lon/lat, with perimeters:
+      several times slower, for scripts, not clicks).
 
     At most :data:`~terramask.web.limits.MAX_POINTS` points and
     :data:`~terramask.web.limits.MAX_BOXES` boxes; coordinates must be finite.

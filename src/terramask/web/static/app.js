@@ -269,43 +269,57 @@
   // the mask (render.py): the mask in its colour and its boundary pixels in white. They
   // are decoded off the main thread and drawn as they are.
   function pngBitmap(dataUrl) {
-    const text = atob(dataUrl.slice(dataUrl.indexOf(",") + 1));
+    const text = atob(dataUrl.slice(dataUrl.indexOf(",") + 1));  // throws in a .then: a rejection
     const bytes = new Uint8Array(text.length);
     for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
     return createImageBitmap(new Blob([bytes], { type: "image/png" }), { colorSpaceConversion: "none" });
   }
 
-  // Candidates are prepared one after the other, the chosen one first: the page announces
-  // "terramask:drawn" (benchmarks/web_clicks.py times clicks to it) once that one is on
-  // screen, and the others follow while the user looks at it.
+  // A click's answer carries the best candidate's pictures only (include png_best), the one
+  // shown first: "terramask:drawn" (benchmarks/web_clicks.py times clicks to it) is
+  // announced once it is on screen. The others are fetched (GET prediction/candidate) when
+  // shown (hover, choose) or once the page has been idle for PREFETCH_MS, so they never
+  // compete with the next click for the server or the CPU.
+  const PREFETCH_MS = 300;
+
   function prepareMasks(entry) {
-    const order = entry.response.candidates.map((c, i) => i).filter((i) => i !== entry.chosen);
-    order.unshift(entry.chosen);
-    entry.masks = entry.response.candidates.map(() => ({ fill: null, edge: null, ready: false }));
+    entry.masks = entry.response.candidates.map(() => ({ fill: null, edge: null, ready: false, asked: false }));
     let announced = false;
-    const announce = () => {
+    entry.announce = () => {
       if (announced) return;
       announced = true;
       performance.mark("terramask:drawn");
       window.dispatchEvent(new CustomEvent("terramask:drawn", { detail: entry.response.prediction_id }));
+      setTimeout(() => {
+        if (state.current === entry && !state.pending) entry.masks.forEach((m, i) => loadMask(entry, i));
+      }, PREFETCH_MS);
     };
-    const next = () => {
-      const i = order.shift();
-      if (i === undefined) { announce(); return; }
-      const c = entry.response.candidates[i];
-      if (!c.png) { next(); return; }
-      const settled = () => {
-        if (state.current === entry && (i === entry.chosen || i === state.hover)) draw();
-        if (i === entry.chosen) announce();
-        setTimeout(next, 0);
-      };
-      Promise.all([c.png.data, c.png.outline].map((url) => Promise.resolve(url).then(pngBitmap))).then(([fill, edge]) => {
+    loadMask(entry, entry.chosen);
+  }
+
+  // Decode candidate i's pictures (fetched first when the answer did not carry them),
+  // then redraw if it is the one shown. Each candidate is asked for once.
+  function loadMask(entry, i) {
+    const m = entry.masks[i];
+    const c = entry.response.candidates[i];
+    if (!m || m.asked) return;
+    m.asked = true;
+    const r = entry.response;
+    const picture = "png" in c ? Promise.resolve(c.png) : api("prediction/candidate?session_id=" +
+      encodeURIComponent(r.session_id) + "&prediction_id=" + encodeURIComponent(r.prediction_id) +
+      "&candidate=" + i).then((answer) => answer.png);
+    picture.then((png) => {
+      c.png = png;
+      if (!png) return null;  // an empty mask: nothing to draw
+      return Promise.all([png.data, png.outline].map(pngBitmap)).then(([fill, edge]) => {
         if (i === entry.chosen) performance.mark("terramask:decoded");
-        entry.masks[i] = { fill: fill, edge: edge, ready: true };
-        settled();
-      }, settled);  // a broken picture is skipped
-    };
-    next();
+        entry.masks[i] = { fill: fill, edge: edge, ready: true, asked: true };
+      });
+    }).catch(() => { /* a picture that cannot be had is not drawn; the list still shows the candidate */ })
+      .then(() => {
+        if (state.current === entry && (i === entry.chosen || i === state.hover)) draw();
+        if (i === entry.chosen) entry.announce();
+      });
   }
 
   // ---------------------------------------------------------------- drawing
@@ -426,7 +440,7 @@
       li.appendChild(title);
       li.appendChild(meta);
       li.addEventListener("click", () => choose(i));
-      li.addEventListener("mouseenter", () => { state.hover = i; draw(); });
+      li.addEventListener("mouseenter", () => { state.hover = i; loadMask(entry, i); draw(); });
       li.addEventListener("mouseleave", () => { state.hover = null; draw(); });
       list.appendChild(li);
     });
@@ -437,6 +451,7 @@
     const entry = state.current;
     if (!entry || i < 0 || i >= entry.response.candidates.length) return;
     entry.chosen = i;
+    loadMask(entry, i);
     renderCandidates();
     draw();
     syncSession();
@@ -465,7 +480,7 @@
   async function send(body, fallback) {
     body.session_id = state.sessionId || undefined;
     body.multimask = $("multimask").checked;
-    body.include = ["png"];  // polygons are fetched only for download (prediction.geojson)
+    body.include = ["png_best"];  // the other candidates' pictures when shown; polygons only for download
     const first = !state.embedded;
     setBusy(true, first ? "Computing the embedding" + (state.lastEncoder ? " (last took " + fmt(state.lastEncoder, 1) + " s)" : "") +
       " and segmenting…" : "Segmenting…");
