@@ -154,6 +154,8 @@ def test_find_by_text_in_the_window_and_the_scene_then_accept_with_the_phrase_as
     assert page.locator("#classes li", has_text="square").count() == 1, "the phrase became a class of the layer"
 
     # the whole scene, tiled: progress in tiles, the squares again, now proposed as the layer's class
+    # (and duplicates of the accepted ones: shown on request)
+    page.check("#ev-show-duplicates")
     page.fill("#ev-text", "square")
     with page.expect_response("**/everything") as started:
         page.click("#ev-text-scene")
@@ -162,6 +164,7 @@ def test_find_by_text_in_the_window_and_the_scene_then_accept_with_the_phrase_as
     page.wait_for_function("() => window.TerramaskEverything.shown().some((c) => c.class_id !== null)")
     shown = page.evaluate("() => window.TerramaskEverything.shown()")
     assert len(shown) == 24 and len({c["class_id"] for c in shown}) == 1 and shown[0]["class_id"] is not None
+    assert all(c["duplicate_of"] for c in shown) and page.evaluate("() => window.TerramaskEverything.bulk()") == []
     assert "24 candidate" in page.locator("#status").inner_text()
     page.close()
 

@@ -1,7 +1,8 @@
 """The labelling workflow of issue 10 in a real browser (Playwright + Debian's chromium):
 open a scene -> click 20 objects in 2 classes (accept each) -> segment everything in the
-shown window -> accept 10 candidates (area sliders, then one by one), discard the rest in
-bulk -> download the GeoPackage and check its features (count, classes, CRS); and the
+shown window (the 20 come back as duplicates of layer objects: hidden, never accepted in
+bulk) -> accept the 4 new squares in bulk (area sliders), discard the rest in bulk ->
+download the GeoPackage and check its features (count, classes, CRS); and the
 "find similar to the selected object" button's answer on a model without embeddings.
 
 The app runs in this process (uvicorn on 127.0.0.1) with the weight-free classic engine
@@ -120,25 +121,28 @@ def test_click_20_objects_segment_everything_accept_10_and_export_the_geopackage
     page.wait_for_function("() => document.getElementById('ev-shown').textContent.includes('shown')")
     assert page.locator("#ev-progress").evaluate("p => p.value === p.max")
     candidates = page.evaluate("() => window.TerramaskEverything.shown()")
-    assert len(candidates) >= 20
+    assert len(candidates) >= 4
     _shot(page, "web-everything", "#everything")
-    # the area sliders keep the squares (896 px each; the ground is one large candidate)
+    # the area sliders keep the squares (896 px each; the ground is one large candidate); the 20
+    # squares already in the layer are duplicates: hidden, and never accepted in bulk
     _set_slider(page, "ev-max-area", 1000)
     _set_slider(page, "ev-min-area", 800)
     squares = page.evaluate("() => window.TerramaskEverything.shown()")
-    assert len(squares) == 24 and all(800 <= c["area_px"] <= 1000 for c in squares)
-    assert page.locator("#ev-shown").inner_text().startswith("24 shown of 25 open")
-    for k in range(10):  # accept 10 one by one (with the active class: roof)
-        with page.expect_response("**/accept") as accepted:
-            page.locator("#ev-list li").first.get_by_role("button", name="✓").click()
-        assert accepted.value.status == 200 and len(accepted.value.json()["accepted"]) == 1
-        page.wait_for_function(f"() => document.querySelectorAll('#objects li.choice').length === {21 + k}")
-    assert page.locator("#ev-shown").inner_text().startswith("14 shown of 15 open")
+    assert len(squares) == 4 and all(800 <= c["area_px"] <= 1000 and not c["duplicate_of"] for c in squares)
+    assert page.locator("#ev-shown").inner_text().startswith("4 shown of 25 open (20 duplicate(s)")
+    page.check("#ev-show-duplicates")
+    assert len(page.evaluate("() => window.TerramaskEverything.shown()")) == 24
+    with page.expect_response("**/accept") as accepted:  # the new squares, with the active class: roof
+        page.click("#ev-accept-shown")
+    assert accepted.value.status == 200 and len(accepted.value.json()["accepted"]) == 4
+    assert accepted.value.json()["duplicates"] == [], "the page never sends a duplicate in bulk"
+    page.wait_for_function("() => document.querySelectorAll('#objects li.choice').length === 24")
+    assert page.locator("#ev-shown").inner_text().startswith("20 shown of 21 open")
     with page.expect_response("**/discard") as discarded:
         page.click("#ev-discard-shown")
-    assert len(discarded.value.json()["discarded"]) == 14
+    assert len(discarded.value.json()["discarded"]) == 20
     page.wait_for_function("() => document.getElementById('ev-shown').textContent.startsWith('0 shown of 1 open')")
-    assert _objects(page) == 30
+    assert _objects(page) == 24
 
     # find similar to a selected object: the classic engine has no embedding to compare, and says so
     page.locator("#objects li.choice").first.click()
@@ -154,6 +158,6 @@ def test_click_20_objects_segment_everything_accept_10_and_export_the_geopackage
     download.value.save_as(path)
     meta, _, wkbs, fields = pyogrio.raw.read(path, layer="objects")
     columns = dict(zip(meta["fields"], fields))
-    assert len(wkbs) == 30
-    assert Counter(columns["class_name"].tolist()) == {"object": 10, "roof": 20}
+    assert len(wkbs) == 24
+    assert Counter(columns["class_name"].tolist()) == {"object": 10, "roof": 14}
     assert "32633" in meta["crs"]

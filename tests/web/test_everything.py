@@ -321,3 +321,43 @@ def test_a_reloaded_tab_gets_its_running_then_its_unreviewed_job_back_and_no_oth
     assert latest("tab1") is None, "a cancelled job is not brought back"
     assert c.get("/everything", params={"session_id": "../x"}).status_code == 422
     assert c.get("/everything").status_code == 422
+
+
+def test_candidates_that_duplicate_layer_objects_are_marked_and_bulk_accept_leaves_them(squares, classic, tmp_path):
+    import shapely
+    import shapely.affinity
+
+    from terramask.web.app import create_app
+
+    app = create_app(squares, classic, out_dir=tmp_path / "out")
+    try:
+        c = TestClient(app)
+        job = _start(c, window=WHOLE)
+        _wait(c, job["job_id"])
+        cands = c.get(f"/everything/{job['job_id']}/candidates").json()["candidates"]
+        assert all(x["duplicate_of"] is None for x in cands), "an empty layer has nothing to duplicate"
+        squares_found = [x for x in cands if abs(x["area_px"] - 900) <= 150][:3]
+        assert len(squares_found) == 3
+        geometry = {cand.id: cand.geometry for cand in app.state.terramask.everything.get(job["job_id"]).candidates}
+        same, part, whole = (geometry[x["id"]] for x in squares_found)
+        layer = app.state.terramask.layer
+        layer.add(shapely.affinity.translate(same, 1.5, 1.0), 1, 0.9, 900, 225.0)  # the same square, 3 px off
+        layer.add(part.envelope.buffer(6.0), 1, 0.9, 2800, 700.0)  # holds the second square, IoU ~0.3
+        layer.add(whole.centroid.buffer(2.0, cap_style="square"), 1, 0.9, 64, 16.0)  # small, inside the third
+        marks = {x["id"]: x["duplicate_of"] for x in c.get(f"/everything/{job['job_id']}/candidates").json()["candidates"]}
+        first, second, third = (x["id"] for x in squares_found)
+        assert marks[first] == 1 and marks[second] == 2, marks
+        assert marks[third] is None, "a candidate holding a smaller object is a new object"
+        duplicates = sorted(k for k, v in marks.items() if v is not None)
+
+        r = c.post(f"/everything/{job['job_id']}/accept", json={"ids": [x["id"] for x in cands]})
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert got["duplicates"] == duplicates and got["skipped"] == []
+        assert len(got["accepted"]) == len(cands) - len(duplicates) and len(got["objects"]) == 3 + len(got["accepted"])
+        assert {int(k) for k in got["duplicate_of"]} == set(duplicates), "they stay open, still marked"
+        assert got["job"]["counts"]["open"] == len(duplicates)
+        one = c.post(f"/everything/{job['job_id']}/accept", json={"ids": [first], "duplicates": True}).json()
+        assert len(one["accepted"]) == 1 and one["duplicates"] == [], "picked by hand, a duplicate is accepted"
+    finally:
+        app.state.terramask.close()

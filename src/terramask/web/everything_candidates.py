@@ -118,12 +118,13 @@ def outline_px(geometry: Any, transform: Affine) -> list[list[list[float]]]:
 
 
 def candidate_payload(candidate: Candidate, state: str, transform: Affine,
-                      class_ids: dict[str, int] | None = None) -> dict:
+                      class_ids: dict[str, int] | None = None, duplicate_of: int | None = None) -> dict:
     """One candidate for the page: ``id``, ``state`` (open/accepted/discarded), ``score``,
     ``stability``, ``area_px``, ``area_m2``, ``bbox_px`` (xyxy) and ``outline_px`` (rings),
     both in scene pixels of the grid ``transform``; ``class`` (the proposed class name or
     ``None``) and ``class_id``: the layer class of that name (``class_ids``: lower-case
-    name -> id), ``None`` when the layer has none."""
+    name -> id), ``None`` when the layer has none; ``duplicate_of``: the id of the layer
+    object it duplicates (:mod:`terramask.web.everything_duplicates`) or ``None``."""
     rings = outline_px(candidate.geometry, transform)
     xs = [x for ring in rings for x, _ in ring]
     ys = [y for ring in rings for _, y in ring]
@@ -132,4 +133,5 @@ def candidate_payload(candidate: Candidate, state: str, transform: Affine,
         "stability": round(candidate.stability, 4), "area_px": candidate.area_px, "area_m2": candidate.area_m2,
         "bbox_px": [min(xs), min(ys), max(xs), max(ys)], "outline_px": rings, "class": candidate.cls,
         "class_id": None if candidate.cls is None else (class_ids or {}).get(candidate.cls.lower()),
+        "duplicate_of": duplicate_of,
     }

@@ -26,8 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from terramask.core.geometry import Window
 from terramask.io.scene import Scene
-from terramask.web.everything import ACCEPTED, DISCARDED, EverythingJobs, JobSpec
+from terramask.web.everything import ACCEPTED, DISCARDED, OPEN, EverythingJobs, Job, JobSpec
 from terramask.web.everything_candidates import Candidate, candidate_payload
+from terramask.web.everything_duplicates import duplicate_of
 from terramask.web.everything_find import MAX_PHRASES, text_status
 from terramask.web.object_files import layer_payload
 from terramask.web.objects import ObjectLayer
@@ -78,13 +79,16 @@ class CandidateIds(BaseModel):
     """``POST /everything/{job_id}/accept`` / ``discard``: candidate ids (1-based) and,
     to accept, the class they get: ``class_id``, or with ``proposed`` each candidate's
     proposed class (the phrase or the example's class: the layer's class of that name,
-    created when the layer has none) and ``class_id`` for candidates without one."""
+    created when the layer has none) and ``class_id`` for candidates without one.
+    Candidates that duplicate an object of the layer are not accepted unless
+    ``duplicates`` is true (one the user picked by hand)."""
 
     model_config = ConfigDict(extra="forbid")
 
     ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(..., min_length=1, max_length=MAX_IDS)
     class_id: ClassId = 1
     proposed: bool = False
+    duplicates: bool = False
 
 
 def add_everything_routes(app: FastAPI, jobs: EverythingJobs, layer: ObjectLayer, scene: Scene) -> None:
@@ -131,33 +135,42 @@ def add_everything_routes(app: FastAPI, jobs: EverythingJobs, layer: ObjectLayer
     @app.get("/everything/{job_id}/candidates", responses=error_responses(404, 409, 422, 500))
     def everything_candidates(job_id: JobId) -> dict:
         """``{job, candidates: [{id, state, score, stability, area_px, area_m2, bbox_px,
-        outline_px, class, class_id}]}`` (scene pixels), best score first; ``class``: the
-        proposed class (text and find-similar jobs), ``class_id``: the layer's class of
-        that name, if any."""
+        outline_px, class, class_id, duplicate_of}]}`` (scene pixels), best score first;
+        ``class``: the proposed class (text and find-similar jobs), ``class_id``: the
+        layer's class of that name, if any; ``duplicate_of``: the layer object an open
+        candidate duplicates (IoU >= 0.5, or 80 % of it inside the object), else null."""
         job = jobs.get(job_id)
         candidates = job.results()
         with job.lock:
             states = dict(job.states)
         ids = _class_ids(layer)
+        dup = _open_duplicates(job, layer)
         return {"job": job.snapshot(),
-                "candidates": [candidate_payload(c, states[c.id], scene.transform, ids) for c in candidates]}
+                "candidates": [candidate_payload(c, states[c.id], scene.transform, ids, dup.get(c.id))
+                               for c in candidates]}
 
     @app.post("/everything/{job_id}/accept", responses=error_responses(400, 404, 409, 413, 422, 500))
     def accept_candidates(job_id: JobId, req: CandidateIds) -> dict:
         """Accept the open candidates among ``ids`` as objects of ``class_id`` (one change of
-        the layer: one undo step); returns the layer, ``accepted`` (new object ids) and
-        ``skipped`` (candidate ids already accepted or discarded)."""
+        the layer: one undo step); returns the layer, ``accepted`` (new object ids),
+        ``skipped`` (candidate ids already accepted or discarded), ``duplicates`` (open
+        ones left open because they duplicate a layer object; none with ``duplicates``)
+        and ``duplicate_of`` (``{candidate id: object id}`` of the open candidates now)."""
         job = jobs.get(job_id)
-        with job.lock:
+        with job.lock, layer.lock:
             picked = job.pick(req.ids)
             layer.class_of(req.class_id)  # an unknown class: 404 before any class is created
+            dup = {} if req.duplicates else duplicate_of(picked, _geometries(layer))
+            picked = [c for c in picked if c.id not in dup]
             classes = _proposed_classes(layer, picked) if req.proposed else {}
             objects = layer.add_many([(c.geometry, classes.get(c.cls or "", req.class_id), c.score, c.area_px,
                                        c.area_m2) for c in picked]) if picked else []
             job.mark([c.id for c in picked], ACCEPTED)
+            remaining = _open_duplicates(job, layer)
         chosen = {c.id for c in picked}
         return layer_payload(layer, scene) | {
-            "accepted": [o.id for o in objects], "skipped": [i for i in req.ids if i not in chosen],
+            "accepted": [o.id for o in objects], "skipped": [i for i in req.ids if i not in chosen and i not in dup],
+            "duplicates": sorted(dup), "duplicate_of": {str(k): v for k, v in remaining.items()},
             "job": job.snapshot()}
 
     @app.post("/everything/{job_id}/discard", responses=error_responses(400, 404, 409, 413, 422, 500))
@@ -175,6 +188,19 @@ def _example(layer: ObjectLayer, object_id: int) -> tuple[object, str]:
     with layer.lock:
         obj = layer.get(object_id)
         return obj.geometry, str(layer.class_of(obj.class_id)["name"])
+
+
+def _geometries(layer: ObjectLayer) -> dict[int, object]:
+    """Object id -> polygon (scene CRS) of the layer's objects now."""
+    with layer.lock:
+        return {obj.id: obj.geometry for obj in layer.objects.values()}
+
+
+def _open_duplicates(job: Job, layer: ObjectLayer) -> dict[int, int]:
+    """``{candidate id: layer object id}`` of the job's open candidates that duplicate an object."""
+    with job.lock:
+        open_ = [c for c in job.results() if job.states[c.id] == OPEN]
+    return duplicate_of(open_, _geometries(layer))
 
 
 def _class_ids(layer: ObjectLayer) -> dict[str, int]:

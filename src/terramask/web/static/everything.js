@@ -7,7 +7,10 @@
  * layer or discarded, in bulk ("all shown") or one by one. Candidates of text and
  * find-similar jobs carry a proposed class (the phrase, the example's class): accepting
  * them uses the layer's class of that name (created when missing); the others get the
- * active class.
+ * active class. Candidates that duplicate an object already in the layer (the server's
+ * duplicate_of: IoU >= 0.5, or 80 % inside it) are hidden unless "show duplicates" is
+ * ticked, drawn grey when shown, and never accepted in bulk (the server leaves them
+ * out too); one accepted by its own ✓ is taken as the user's choice.
  * After a reload the page re-attaches to this tab's job (GET everything?session_id=): a
  * running one with its progress and cancel, or a finished one with open candidates.
  * Server routes: POST everything, GET everything?session_id=, GET everything/text, GET everything/{id},
@@ -25,6 +28,7 @@
   const $ = (id) => document.getElementById(id);
   const POLL_MS = 250;
   const CANDIDATE_COLOR = "#ff2bd6";   // magenta, dashed: not an accepted object yet
+  const DUPLICATE_COLOR = "#9aa4b2";   // grey, dashed: repeats an object of the layer
   const MAX_LISTED = 100;              // rows in the panel list (the canvas shows every one)
   const ev = { hooks: null, job: null, candidates: [], timer: null, hover: null, sessionId: null,
     text: { available: false, model: null, reason: "" } };
@@ -172,14 +176,21 @@
     };
   }
 
-  // Open candidates that pass the sliders.
+  // Open candidates that pass the sliders (duplicates of layer objects only when asked for).
   function shown() {
     const l = limits();
+    const duplicates = $("ev-show-duplicates").checked;
     return ev.candidates.filter((c) => c.state === "open" && c.score >= l.score &&
-      c.area_px >= l.minArea && c.area_px <= l.maxArea);
+      c.area_px >= l.minArea && c.area_px <= l.maxArea && (duplicates || !c.duplicate_of));
   }
 
-  async function decide(ids, how) {
+  // What "accept all shown" takes: never a duplicate of a layer object.
+  function bulk() {
+    return shown().filter((c) => !c.duplicate_of);
+  }
+
+  // single: one candidate picked by its own button (a duplicate too, when it is one)
+  async function decide(ids, how, single) {
     if (!ids.length || !ev.job) return;
     const path = jobPath(how);
     const body = { ids: ids };
@@ -187,6 +198,7 @@
       body.class_id = root.TerramaskObjects.classId();
       // text / find-similar candidates: each with its proposed class (the layer's class of that name)
       if (ev.candidates.some((c) => ids.includes(c.id) && c.class)) body.proposed = true;
+      if (single) body.duplicates = true;
     }
     let data;
     try {
@@ -196,13 +208,19 @@
       return;
     }
     const skipped = new Set(data.skipped || []);
+    const left = new Set(data.duplicates || []);
     ev.candidates.forEach((c) => {
-      if (ids.includes(c.id) && !skipped.has(c.id)) c.state = how === "accept" ? "accepted" : "discarded";
+      if (ids.includes(c.id) && !skipped.has(c.id) && !left.has(c.id)) {
+        c.state = how === "accept" ? "accepted" : "discarded";
+      }
+      if (data.duplicate_of && c.state === "open") c.duplicate_of = data.duplicate_of[c.id] || null;
     });
     if (how === "accept") {
       root.TerramaskObjects.apply(data);
-      say(data.accepted.length + " candidate(s) accepted as objects" + (skipped.size ? " (" + skipped.size +
-        " already decided in another tab)" : "") + ".");
+      const notes = [];
+      if (skipped.size) notes.push(skipped.size + " already decided in another tab");
+      if (left.size) notes.push(left.size + " duplicate(s) of layer objects left out");
+      say(data.accepted.length + " candidate(s) accepted as objects" + (notes.length ? " (" + notes.join("; ") + ")" : "") + ".");
     } else {
       say(data.discarded.length + " candidate(s) discarded.");
     }
@@ -247,15 +265,18 @@
     $("ev-min-score-value").textContent = l.score.toFixed(3);
     $("ev-area-values").textContent = l.minArea.toLocaleString() + "–" + l.maxArea.toLocaleString() + " px";
     const list = shown();
-    $("ev-shown").textContent = ev.candidates.length ?
-      list.length + " shown of " + ev.candidates.filter((c) => c.state === "open").length + " open" : "";
-    $("ev-accept-shown").disabled = !list.length;
+    const open = ev.candidates.filter((c) => c.state === "open");
+    const duplicates = open.filter((c) => c.duplicate_of).length;
+    $("ev-duplicates").textContent = duplicates ? "(" + duplicates + ")" : "";
+    $("ev-shown").textContent = ev.candidates.length ? list.length + " shown of " + open.length + " open" +
+      (duplicates && !$("ev-show-duplicates").checked ? " (" + duplicates + " duplicate(s) of layer objects hidden)" : "") : "";
+    $("ev-accept-shown").disabled = !bulk().length;
     $("ev-discard-shown").disabled = !list.length;
     const ol = $("ev-list");
     ol.textContent = "";
     list.slice(0, MAX_LISTED).forEach((c) => {
       const li = document.createElement("li");
-      li.className = "choice" + (c.id === ev.hover ? " chosen" : "");
+      li.className = "choice" + (c.id === ev.hover ? " chosen" : "") + (c.duplicate_of ? " duplicate" : "");
       li.dataset.candidateId = c.id;
       const text = document.createElement("span");
       if (c.class) {
@@ -265,14 +286,15 @@
         cls.title = c.class_id ? "class of the layer" : "a new class when accepted";
         text.appendChild(cls);
       }
-      text.appendChild(document.createTextNode("#" + c.id + " · " + c.score.toFixed(3) + " · " + formatArea(c)));
+      text.appendChild(document.createTextNode("#" + c.id + " · " + c.score.toFixed(3) + " · " + formatArea(c) +
+        (c.duplicate_of ? " · duplicate of object #" + c.duplicate_of : "")));
       li.appendChild(text);
       const yes = document.createElement("button");
       yes.type = "button";
       yes.className = "mini";
       yes.textContent = "✓";
       yes.title = c.class ? "Accept as " + c.class : "Accept with the active class";
-      yes.addEventListener("click", () => decide([c.id], "accept"));
+      yes.addEventListener("click", () => decide([c.id], "accept", true));
       const no = document.createElement("button");
       no.type = "button";
       no.className = "mini";
@@ -291,9 +313,10 @@
   function draw(ctx) {
     if (!ev.candidates.length || !$("show-objects").checked) return;
     ctx.save();
-    ctx.strokeStyle = CANDIDATE_COLOR;
     ctx.setLineDash([5, 3]);
     shown().forEach((c) => {
+      const colour = c.duplicate_of ? DUPLICATE_COLOR : CANDIDATE_COLOR;
+      ctx.strokeStyle = colour;
       ctx.lineWidth = c.id === ev.hover ? 3 : 1.5;
       ctx.beginPath();
       c.outline_px.forEach((ring) => {
@@ -304,7 +327,7 @@
         ctx.closePath();
       });
       if (c.id === ev.hover) {
-        ctx.fillStyle = CANDIDATE_COLOR + "44";
+        ctx.fillStyle = colour + "44";
         ctx.fill("evenodd");
       }
       ctx.stroke();
@@ -323,7 +346,8 @@
     $("ev-scene").addEventListener("click", () => start("scene"));
     $("ev-similar").addEventListener("click", () => start("similar"));
     $("ev-cancel").addEventListener("click", cancel);
-    $("ev-accept-shown").addEventListener("click", () => decide(shown().map((c) => c.id), "accept"));
+    $("ev-accept-shown").addEventListener("click", () => decide(bulk().map((c) => c.id), "accept"));
+    $("ev-show-duplicates").addEventListener("change", onSlider);
     $("ev-discard-shown").addEventListener("click", () => decide(shown().map((c) => c.id), "discard"));
     ["ev-min-score", "ev-min-area", "ev-max-area"].forEach((id) => $(id).addEventListener("input", onSlider));
     $("ev-text-window").addEventListener("click", () => start("text-window"));
@@ -371,5 +395,5 @@
     render();
   }
 
-  root.TerramaskEverything = { init: init, draw: draw, shown: shown, visibleWindow: visibleWindow };
+  root.TerramaskEverything = { init: init, draw: draw, shown: shown, bulk: bulk, visibleWindow: visibleWindow };
 })(window);
