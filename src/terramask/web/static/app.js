@@ -290,11 +290,13 @@
       announced = true;
       performance.mark("terramask:drawn");
       window.dispatchEvent(new CustomEvent("terramask:drawn", { detail: entry.response.prediction_id }));
+      entry.afterDrawn();
       setTimeout(() => {
         if (state.current === entry && !state.pending) entry.masks.forEach((m, i) => loadMask(entry, i));
       }, PREFETCH_MS);
     };
-    loadMask(entry, entry.chosen);
+    if (entry.masks.length) loadMask(entry, entry.chosen);
+    else entry.announce();  // nothing to draw
   }
 
   // Decode candidate i's pictures (fetched first when the answer did not carry them),
@@ -511,25 +513,29 @@
       return;
     }
     performance.mark("terramask:parsed");
-    setBusy(false);
     const t = response.timings || {};
     if (t.embedding === "computed" && t.encoder_s) state.lastEncoder = t.encoder_s;
     state.embedded = true;
     // refining a re-opened object keeps its id (a click that started a new object does not)
     const reopened = response.refined && state.current ? state.current.reopened : null;
-    showPrediction(response, 0, reopened || null, true);
-    const best = response.candidates[0];
-    setStatus(response.candidates.length + " candidate(s), best " + best.title.toLowerCase() +
-      (response.prompts.prior_mask ? " (refined with the previous mask)" : "") +
-      (response.note ? "\n" + response.note.charAt(0).toUpperCase() + response.note.slice(1) + "." : "") +
-      "\n" + response.model + ": " + timingText(response));
-    $("export-result").textContent = "";  // the list and the canvas were redrawn by showPrediction
+    showPrediction(response, 0, reopened || null, true, () => {
+      setBusy(false);
+      const best = response.candidates[0];
+      setStatus(response.candidates.length + " candidate(s), best " + best.title.toLowerCase() +
+        (response.prompts.prior_mask ? " (refined with the previous mask)" : "") +
+        (response.note ? "\n" + response.note.charAt(0).toUpperCase() + response.note.slice(1) + "." : "") +
+        "\n" + response.model + ": " + timingText(response));
+      $("export-result").textContent = "";
+      runQueue();
+    });
     performance.mark("terramask:shown");
-    runQueue();
   }
 
   // A /predict answer becomes the current mask (the earlier one goes to the undo history).
-  function showPrediction(response, chosen, reopened, keepHistory) {
+  // The chosen mask is drawn first (decoded off the main thread); the candidate list, the
+  // server's note of the current mask and then ``after`` (the status line) follow at once,
+  // so no layout or paint of the panel delays the mask.
+  function showPrediction(response, chosen, reopened, keepHistory, after) {
     state.sessionId = response.session_id;
     const entry = {
       points: response.prompts.points,
@@ -539,15 +545,18 @@
       chosen: Math.min(chosen, response.candidates.length - 1),
       masks: [],
       reopened: reopened,
+      afterDrawn: () => {
+        if (state.current === entry) renderCandidates();
+        syncSession();
+        if (after) after();
+      },
     };
-    prepareMasks(entry);
     if (state.current && keepHistory) state.history.push(state.current);
     state.current = entry;
     state.hover = null;
-    renderCandidates();
+    prepareMasks(entry);
     const shown = response.candidates[entry.chosen];
     if (!shown || !shown.png) draw();  // else prepareMasks draws once, when the chosen mask is decoded
-    syncSession();
   }
 
   // The current object as requests.js needs it.
