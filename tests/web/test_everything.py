@@ -151,7 +151,8 @@ def test_a_sam_window_job_counts_points_and_cancel_stops_between_point_batches(s
     from terramask.core.geometry import Window
     from terramask.io.scene import open_scene
     from terramask.models.resolve import load_backend
-    from terramask.web.everything import EverythingJobs, JobSpec
+    from terramask.web.everything import EverythingJobs
+    from terramask.web.everything_job import JobSpec
 
     sam = load_backend(None, checkpoint=tiny_sam_checkpoint)
     params = {"points_per_side": 4, "points_per_batch": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}

@@ -13,24 +13,25 @@ find-similar and text prompts in the page.
   :class:`~terramask.pipelines.find.segmenter.FindSegmenter` (cross-tile merge,
   per-class NMS) into the job's folder.
 
-Every model call goes through :class:`~terramask.web.everything.GuardedBackend` (model
+Every model call goes through :class:`~terramask.web.everything_guards.GuardedBackend` (model
 lock, cancel check). Candidates carry their class (the phrase, or the example's class),
 which the page proposes when accepting them.
 """
 
 from __future__ import annotations
 
-from functools import partial
-from typing import TYPE_CHECKING, Any, Sequence, cast
+from typing import TYPE_CHECKING, Sequence, cast
 
 from terramask.core.errors import InputError
-from terramask.core.geometry import plan_tiles
 from terramask.models.base import Backend
 from terramask.models.concept.base import ConceptQuery, check_phrase
-from terramask.web.everything_candidates import Candidate, from_masks, from_scene_run
+from terramask.web.everything_candidates import Candidate, from_masks
+from terramask.web.everything_guards import GuardedBackend
+from terramask.web.everything_runs import run_tiled, tiled_config
 
 if TYPE_CHECKING:
-    from terramask.web.everything import EverythingJobs, Job
+    from terramask.web.everything import EverythingJobs
+    from terramask.web.everything_job import Job
 
 #: Why the text box is off, and which option turns it on (shown in the page).
 NO_TEXT_MODEL = ("text search needs a text model: start the server with --detector grounding-dino-tiny "
@@ -57,36 +58,12 @@ def text_status(jobs: EverythingJobs) -> dict:
     return {"available": True, "model": text.name, "reason": None}
 
 
-def tiled_config(jobs: EverythingJobs, job: Job) -> Any:
-    """The scene-run configuration of a tiled job on ``jobs``' scene."""
-    from terramask.pipelines.scene.config import SceneRunConfig, default_overlap
-
-    return SceneRunConfig(bands=tuple(b + 1 for b in jobs.scene.bands), tile_size=job.spec.tile_size,
-                          overlap=default_overlap(job.spec.tile_size), progress=False)
-
-
-def _tiled(jobs: EverythingJobs, job: Job, segmenter: Any, config: Any, stage: str) -> list[Candidate]:
-    """Run ``segmenter`` over the scene in tiles (progress per tile) and read the candidates."""
-    from terramask.pipelines.scene.run import run_scene
-    from terramask.web.everything import CountingSegmenter, _tile_done
-
-    assert job.folder is not None  # set by EverythingJobs.start for tiled jobs
-    scene = jobs.scene
-    tiles = plan_tiles(scene.path, scene.width, scene.height, config.tile_size, config.overlap)
-    job.progress(stage, 0, len(tiles))
-    run = run_scene(scene.source, job.folder, CountingSegmenter(segmenter, partial(_tile_done, job)), config)
-    job.check()
-    job.progress("reading the objects", len(tiles))
-    return from_scene_run(run)
-
-
 def run_similar(jobs: EverythingJobs, job: Job) -> list[Candidate]:
     """Find objects like the exemplars (the layer's objects) over the whole scene."""
     from terramask.io.exemplars import ExemplarFeature
     from terramask.models.concept.similar import SimilarFinder
     from terramask.pipelines.find.run import scene_prototypes
     from terramask.pipelines.find.segmenter import FindSegmenter
-    from terramask.web.everything import GuardedBackend
 
     config = tiled_config(jobs, job)
     backend = cast(Backend, GuardedBackend(jobs.backend, jobs.lock, job.check))
@@ -95,13 +72,12 @@ def run_similar(jobs: EverythingJobs, job: Job) -> list[Candidate]:
                 for k, (geometry, cls) in enumerate(job.spec.exemplars)]
     protos = scene_prototypes(jobs.scene.source, backend, features, config)
     finder = SimilarFinder(backend, protos, similarity=job.spec.similarity)
-    return _tiled(jobs, job, FindSegmenter(finder, None, protos.names), config, "finding similar objects")
+    return run_tiled(jobs, job, FindSegmenter(finder, None, protos.names), config, "finding similar objects")
 
 
 def run_text(jobs: EverythingJobs, job: Job) -> list[Candidate]:
     """Every instance of the job's phrases in its window, or over the whole scene."""
     from terramask.pipelines.find.segmenter import FindSegmenter, per_class_nms
-    from terramask.web.everything import GuardedBackend
 
     if jobs.text is None:
         raise InputError(NO_TEXT_MODEL)
@@ -112,7 +88,7 @@ def run_text(jobs: EverythingJobs, job: Job) -> list[Candidate]:
     words = ", ".join(phrases)
     if job.spec.window is None:
         segmenter = FindSegmenter(concept, query, classes, route="text")
-        return _tiled(jobs, job, segmenter, tiled_config(jobs, job), f"finding {words}")
+        return run_tiled(jobs, job, segmenter, tiled_config(jobs, job), f"finding {words}")
     job.progress("reading the window")
     job.check()
     with jobs.lock:

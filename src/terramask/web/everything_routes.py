@@ -26,10 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from terramask.core.geometry import Window
 from terramask.io.scene import Scene
-from terramask.web.everything import ACCEPTED, DISCARDED, OPEN, EverythingJobs, Job, JobSpec
+from terramask.web.everything import EverythingJobs
 from terramask.web.everything_candidates import Candidate, candidate_payload
 from terramask.web.everything_duplicates import duplicate_of
 from terramask.web.everything_find import MAX_PHRASES, text_status
+from terramask.web.everything_job import ACCEPTED, DISCARDED, OPEN, Job, JobSpec
 from terramask.web.object_files import layer_payload
 from terramask.web.objects import ObjectLayer
 from terramask.web.schemas import ID_PATTERN, ClassId, SessionId, error_responses
