@@ -17,9 +17,7 @@ from terramask.models.concept.similar import (
     ExemplarImage,
     SimilarFinder,
     build_prototypes,
-    cell_coverage,
     local_peaks,
-    low_res_coverage,
 )
 
 RED = [(16, 16, 56, 48), (120, 24, 168, 64), (40, 160, 88, 200), (180, 180, 232, 224)]
@@ -126,14 +124,7 @@ def test_backend_without_features_is_refused():
         SimilarFinder(FixedGenerator(np.zeros((1, 4, 4), bool)))
 
 
-def test_coverage_and_peaks():
-    mask = np.zeros((20, 20), bool)
-    mask[0:10, 0:5] = True
-    cover = cell_coverage(mask, (2, 2), (10.0, 10.0))
-    np.testing.assert_allclose(cover, [[0.5, 0.0], [0.0, 0.0]])
-    low = np.full((1, 8, 8), -1.0, np.float32)
-    low[0, :4, :2] = 1.0
-    np.testing.assert_allclose(low_res_coverage(low, 0.0, (2, 2), 4)[0], [[0.5, 0.0], [0.0, 0.0]])
+def test_peaks():
     score = np.array([[0.1, 0.9, 0.2], [0.3, 0.5, 0.8], [0.7, 0.1, 0.0]])  # 0.8 has 0.9 as a diagonal neighbour
     assert local_peaks(score).tolist() == [[False, True, False], [False, False, False], [True, False, False]]
 
