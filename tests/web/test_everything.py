@@ -241,6 +241,8 @@ def test_errors_are_sentences_with_documented_statuses(make_client, classic):
     job = _start(c, session_id="tab1", window=WHOLE)
     assert "still running" in check("POST", "/everything", "/everything", 409, json={"session_id": "tab1", "window": WHOLE})
     check("GET", f"/everything/{job['job_id']}/candidates", "/everything/{job_id}/candidates", 409)
+    check("GET", f"/everything/{job['job_id']}/duplicates", "/everything/{job_id}/duplicates", 409)
+    check("GET", "/everything/nope/duplicates", "/everything/{job_id}/duplicates", 404)
     check("POST", f"/everything/{job['job_id']}/accept", "/everything/{job_id}/accept", 409, json={"ids": [1]})
     gated.gate.release()
     assert _wait(c, job["job_id"])["state"] == "done"
@@ -350,6 +352,8 @@ def test_candidates_that_duplicate_layer_objects_are_marked_and_bulk_accept_leav
         assert marks[first] == 1 and marks[second] == 2, marks
         assert marks[third] is None, "a candidate holding a smaller object is a new object"
         duplicates = sorted(k for k, v in marks.items() if v is not None)
+        ids_only = c.get(f"/everything/{job['job_id']}/duplicates").json()
+        assert ids_only == {"duplicate_of": {str(k): marks[k] for k in duplicates}, "revision": layer.revision}
 
         r = c.post(f"/everything/{job['job_id']}/accept", json={"ids": [x["id"] for x in cands]})
         assert r.status_code == 200, r.text

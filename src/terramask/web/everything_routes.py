@@ -10,6 +10,7 @@
 ``GET /everything/{job_id}``          state, stage, progress (``done``/``total`` ``unit``), error
 ``POST /everything/{job_id}/cancel``  stop it between tiles / point batches (nothing is kept)
 ``GET /everything/{job_id}/candidates``  the candidates with outlines (409 until done)
+``GET /everything/{job_id}/duplicates``  which open candidates duplicate a layer object now
 ``POST /everything/{job_id}/accept``  accept candidates into the object layer with a class, or
                                       each with its proposed class (one undo step for the
                                       objects); answers with the layer
@@ -150,6 +151,19 @@ def add_everything_routes(app: FastAPI, jobs: EverythingJobs, layer: ObjectLayer
                 "candidates": [candidate_payload(c, states[c.id], scene.transform, ids, dup.get(c.id))
                                for c in candidates]}
 
+    @app.get("/everything/{job_id}/duplicates", responses=error_responses(404, 409, 422, 500))
+    def everything_duplicates(job_id: JobId) -> dict:
+        """``{duplicate_of: {candidate id: layer object id}, revision}``: the open candidates
+        that duplicate an object of the layer at ``revision`` (the page asks again when
+        its layer changes: an object clicked, deleted, undone); 409 until the job is done."""
+        job = jobs.get(job_id)
+        candidates = _open_candidates(job)
+        with layer.lock:  # never inside the job's lock: accept takes the job's, then the layer's
+            revision = layer.revision
+            objects = _geometries(layer)
+        found = duplicate_of(candidates, objects)
+        return {"duplicate_of": {str(k): v for k, v in found.items()}, "revision": revision}
+
     @app.post("/everything/{job_id}/accept", responses=error_responses(400, 404, 409, 413, 422, 500))
     def accept_candidates(job_id: JobId, req: CandidateIds) -> dict:
         """Accept the open candidates among ``ids`` as objects of ``class_id`` (one change of
@@ -197,11 +211,15 @@ def _geometries(layer: ObjectLayer) -> dict[int, object]:
         return {obj.id: obj.geometry for obj in layer.objects.values()}
 
 
+def _open_candidates(job: Job) -> list[Candidate]:
+    """The job's open candidates (:class:`JobConflict` until it is done)."""
+    with job.lock:
+        return [c for c in job.results() if job.states[c.id] == OPEN]
+
+
 def _open_duplicates(job: Job, layer: ObjectLayer) -> dict[int, int]:
     """``{candidate id: layer object id}`` of the job's open candidates that duplicate an object."""
-    with job.lock:
-        open_ = [c for c in job.results() if job.states[c.id] == OPEN]
-    return duplicate_of(open_, _geometries(layer))
+    return duplicate_of(_open_candidates(job), _geometries(layer))
 
 
 def _class_ids(layer: ObjectLayer) -> dict[str, int]:

@@ -14,7 +14,8 @@
  * After a reload the page re-attaches to this tab's job (GET everything?session_id=): a
  * running one with its progress and cancel, or a finished one with open candidates.
  * Server routes: POST everything, GET everything?session_id=, GET everything/text, GET everything/{id},
- * POST everything/{id}/cancel, GET everything/{id}/candidates,
+ * POST everything/{id}/cancel, GET everything/{id}/candidates, GET everything/{id}/duplicates
+ * (asked again whenever the object layer's revision changes),
  * POST everything/{id}/accept | discard (terramask/web/everything_routes.py).
  * Outlines arrive in scene pixels.
  *
@@ -30,7 +31,9 @@
   const CANDIDATE_COLOR = "#ff2bd6";   // magenta, dashed: not an accepted object yet
   const DUPLICATE_COLOR = "#9aa4b2";   // grey, dashed: repeats an object of the layer
   const MAX_LISTED = 100;              // rows in the panel list (the canvas shows every one)
+  // marked: the layer revision the duplicate marks were computed against (null: none yet)
   const ev = { hooks: null, job: null, candidates: [], timer: null, hover: null, sessionId: null,
+    marked: null, marking: false,
     text: { available: false, model: null, reason: "" } };
   const NAMES = { window: "segment everything", scene: "segment everything", similar: "find similar",
     text: "find by text" };
@@ -148,6 +151,7 @@
 
   async function loadCandidates() {
     const path = jobPath("candidates");
+    const revision = layerRevision();
     let data;
     try {
       data = await ev.hooks.api(path);
@@ -156,6 +160,7 @@
       return;
     }
     ev.candidates = data.candidates;
+    ev.marked = revision;  // the marks came with the candidates; a later layer change asks again
     const maxArea = ev.candidates.reduce((m, c) => Math.max(m, c.area_px), 1);
     $("ev-min-area").max = maxArea;
     $("ev-max-area").max = maxArea;
@@ -216,6 +221,7 @@
       if (data.duplicate_of && c.state === "open") c.duplicate_of = data.duplicate_of[c.id] || null;
     });
     if (how === "accept") {
+      ev.marked = data.revision;
       root.TerramaskObjects.apply(data);
       const notes = [];
       if (skipped.size) notes.push(skipped.size + " already decided in another tab");
@@ -309,8 +315,35 @@
     });
   }
 
+  function layerRevision() {
+    const objects = root.TerramaskObjects;
+    return objects && objects.layer ? objects.layer.revision : null;
+  }
+
+  // The layer changed since the marks were made (an object clicked, deleted, undone): ask
+  // again which open candidates duplicate an object (ids only, no outlines).
+  async function remark() {
+    const revision = layerRevision();
+    if (!ev.job || ev.job.state !== "done" || !ev.candidates.length || ev.marking || revision === ev.marked) return;
+    ev.marking = true;
+    const job = ev.job;
+    try {
+      const data = await ev.hooks.api(jobPath("duplicates"));
+      if (ev.job !== job) return;
+      ev.marked = revision;
+      ev.candidates.forEach((c) => { if (c.state === "open") c.duplicate_of = data.duplicate_of[c.id] || null; });
+      render();
+      ev.hooks.draw();
+    } catch (err) {
+      ev.marked = revision;  // no retry loop on every frame; the next change asks again
+    } finally {
+      ev.marking = false;
+    }
+  }
+
   // Shown candidates as dashed outlines (screen pixels); the hovered one filled.
   function draw(ctx) {
+    if (ev.candidates.length && layerRevision() !== ev.marked) remark();
     if (!ev.candidates.length || !$("show-objects").checked) return;
     ctx.save();
     ctx.setLineDash([5, 3]);
