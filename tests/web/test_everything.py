@@ -290,6 +290,9 @@ def test_find_similar_to_an_object_of_the_layer_gives_its_kind_as_candidates(tmp
 
         assert found(red[1]) and found(red[2]), boxes
         assert not found(blue[0]), "a blue object is not like the red example"
+        again = [x for x in cands if max(abs(a - b) for a, b in zip(x["bbox_px"], red[0])) <= 2]
+        assert again and all(x["duplicate_of"] == 1 for x in again), "the example itself is found: a duplicate"
+        assert all(x["duplicate_of"] is None for x in cands if x not in again)
     finally:
         app.state.terramask.close()
 
