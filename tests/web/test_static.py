@@ -108,7 +108,8 @@ def test_long_status_messages_wrap_inside_the_panel():
 
 def test_the_page_loads_the_request_builders_before_the_app():
     refs = [r for r in _page_refs_of_index() if r.endswith(".js")]
-    assert refs == ["static/requests.js", "static/objects.js", "static/everything.js", "static/scenes.js",
+    assert refs == ["static/requests.js", "static/objects.js", "static/everything_text.js",
+                    "static/everything_candidates.js", "static/everything.js", "static/scenes.js",
                     "static/app.js"]
 
 
