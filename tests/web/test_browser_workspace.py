@@ -1,13 +1,14 @@
-"""The labelling workflow of issue 10 in a real browser (Playwright + Debian's chromium):
-open a scene -> click 20 objects in 2 classes (accept each) -> segment everything in the
-shown window (the 20 come back as duplicates of layer objects: hidden, never accepted in
-bulk) -> accept the 4 new squares in bulk (area sliders), discard the rest in bulk ->
-download the GeoPackage and check its features (count, classes, CRS); and the
-"find similar to the selected object" button's answer on a model without embeddings.
+"""The labelling workflow of issue 10 in a real browser (Playwright + Debian's chromium),
+literally: open a scene -> click 20 objects in 2 classes (accept each) -> segment everything
+in the shown window (the 20 come back as duplicates of layer objects: hidden) -> accept 10
+of the new candidates, one by one, 5 with each class -> export the GeoPackage and check its
+features on disk (count, classes, CRS, each a square of the scene, inside its bounds); and
+the "find similar to the selected object" button's answer on a model without embeddings.
 
 The app runs in this process (uvicorn on 127.0.0.1) with the weight-free classic engine
-on a generated scene of 24 squares. Set ``TERRAMASK_SCREENSHOTS=DIR`` to save pictures of
-the workspace with objects and of the segment-everything candidates (docs/img/ holds them).
+on a generated scene of 36 squares (6 x 6), all in the fitted view. Set
+``TERRAMASK_SCREENSHOTS=DIR`` to save pictures of the workspace with objects and of the
+segment-everything candidates (docs/img/ holds them).
 """
 
 from __future__ import annotations
@@ -19,17 +20,23 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyogrio.raw
 import pytest
+import shapely
 from browsers import CHROMIUM, sync_api  # skips this module without a browser
 
-from helpers.scenes import write_geotiff
-from helpers.squares_scene import CENTRES, SCENE_H, SCENE_W, squares_scene
+from helpers.scenes import UTM33_TRANSFORM, write_geotiff
+from helpers.squares_scene import SCENE_W, SIDE, centres, corners, scene_height, squares_scene
 
 pytestmark = pytest.mark.slow
 
 
 WAIT_MS = 60_000
+#: Rows of squares: 36 squares, so 16 are new after the 20 clicked ones (10 of them accepted).
+ROWS = 6
+SCENE_H = scene_height(ROWS)
+CENTRES = centres(ROWS)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +48,7 @@ def server(tmp_path_factory):
     from terramask.web.app import create_app
 
     root = tmp_path_factory.mktemp("workspace")
-    scene = write_geotiff(root / "squares.tif", squares_scene())
+    scene = write_geotiff(root / "squares.tif", squares_scene(ROWS))
     app = create_app(scene, load_backend("classic"), out_dir=root / "out")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -97,6 +104,26 @@ def _set_slider(page, element_id: str, value: float) -> None:
         el.dispatchEvent(new Event('input', { bubbles: true })); }""", [element_id, value])
 
 
+def _accept_first_listed(page, class_index: int) -> dict:
+    """Accept the first candidate row by its own ✓ with class ``class_index``; returns its candidate."""
+    page.locator("#classes li").nth(class_index).click()
+    row = page.locator("#ev-list li.choice").first
+    cid = int(row.get_attribute("data-candidate-id"))
+    candidate = page.evaluate(f"() => window.TerramaskEverything.shown().find((c) => c.id === {cid})")
+    with page.expect_response("**/accept") as accepted:
+        row.locator("button", has_text="✓").click()
+    assert accepted.value.status == 200 and len(accepted.value.json()["accepted"]) == 1, accepted.value.text()
+    return candidate
+
+
+def _square_of(x: float, y: float) -> int | None:
+    """Index of the square (row by row) holding scene pixel (x, y), or None."""
+    for k, (x0, y0) in enumerate(corners(ROWS)):
+        if x0 <= x < x0 + SIDE and y0 <= y < y0 + SIDE:
+            return k
+    return None
+
+
 def test_click_20_objects_segment_everything_accept_10_and_export_the_geopackage(page, tmp_path):
     page.fill("#class-name", "roof")
     page.click("#add-class")
@@ -120,29 +147,33 @@ def test_click_20_objects_segment_everything_accept_10_and_export_the_geopackage
     assert window == {"col_off": 0, "row_off": 0, "width": SCENE_W, "height": SCENE_H}, "the fitted view shows it all"
     page.wait_for_function("() => document.getElementById('ev-shown').textContent.includes('shown')")
     assert page.locator("#ev-progress").evaluate("p => p.value === p.max")
-    candidates = page.evaluate("() => window.TerramaskEverything.shown()")
-    assert len(candidates) >= 4
     _shot(page, "web-everything", "#everything")
-    # the area sliders keep the squares (896 px each; the ground is one large candidate); the 20
-    # squares already in the layer are duplicates: hidden, and never accepted in bulk
+    # the area sliders keep the squares (900 px each; the ground is one large candidate); the 20
+    # squares already in the layer come back as duplicates of their objects: hidden
     _set_slider(page, "ev-max-area", 1000)
     _set_slider(page, "ev-min-area", 800)
-    squares = page.evaluate("() => window.TerramaskEverything.shown()")
-    assert len(squares) == 4 and all(800 <= c["area_px"] <= 1000 and not c["duplicate_of"] for c in squares)
-    assert page.locator("#ev-shown").inner_text().startswith("4 shown of 25 open (20 duplicate(s)")
+    new = page.evaluate("() => window.TerramaskEverything.shown()")
+    assert len(new) == len(CENTRES) - 20 and all(800 <= c["area_px"] <= 1000 and not c["duplicate_of"] for c in new)
+    assert "(20 duplicate(s) of layer objects hidden)" in page.locator("#ev-shown").inner_text()
     page.check("#ev-show-duplicates")
-    assert len(page.evaluate("() => window.TerramaskEverything.shown()")) == 24
-    with page.expect_response("**/accept") as accepted:  # the new squares, with the active class: roof
-        page.click("#ev-accept-shown")
-    assert accepted.value.status == 200 and len(accepted.value.json()["accepted"]) == 4
-    assert accepted.value.json()["duplicates"] == [], "the page never sends a duplicate in bulk"
-    page.wait_for_function("() => document.querySelectorAll('#objects li.choice').length === 24")
-    assert page.locator("#ev-shown").inner_text().startswith("20 shown of 21 open")
+    everything = page.evaluate("() => window.TerramaskEverything.shown()")
+    assert len(everything) == len(CENTRES)
+    assert sorted(c["duplicate_of"] for c in everything if c["duplicate_of"]) == list(range(1, 21)), \
+        "each clicked square is one layer object's duplicate"
+    page.uncheck("#ev-show-duplicates")
+    assert page.locator("#ev-list li.duplicate").count() == 0
+
+    # accept 10 of the new candidates by their own ✓: 5 with "object", 5 with "roof"
+    accepted = [_accept_first_listed(page, 0 if k < 5 else 1) for k in range(10)]
+    page.wait_for_function("() => document.querySelectorAll('#objects li.choice').length === 30")
+    assert not any(c["duplicate_of"] for c in accepted)
+    left = len(CENTRES) - 30
+    assert page.locator("#ev-shown").inner_text().startswith(f"{left} shown of ")
     with page.expect_response("**/discard") as discarded:
         page.click("#ev-discard-shown")
-    assert len(discarded.value.json()["discarded"]) == 20
-    page.wait_for_function("() => document.getElementById('ev-shown').textContent.startsWith('0 shown of 1 open')")
-    assert _objects(page) == 24
+    assert len(discarded.value.json()["discarded"]) == left
+    page.wait_for_function("() => document.getElementById('ev-shown').textContent.startsWith('0 shown of ')")
+    assert _objects(page) == 30
 
     # find similar to a selected object: the classic engine has no embedding to compare, and says so
     page.locator("#objects li.choice").first.click()
@@ -158,6 +189,17 @@ def test_click_20_objects_segment_everything_accept_10_and_export_the_geopackage
     download.value.save_as(path)
     meta, _, wkbs, fields = pyogrio.raw.read(path, layer="objects")
     columns = dict(zip(meta["fields"], fields))
-    assert len(wkbs) == 24
-    assert Counter(columns["class_name"].tolist()) == {"object": 10, "roof": 14}
+    assert len(wkbs) == 30
+    assert Counter(columns["class_name"].tolist()) == {"object": 15, "roof": 15}
     assert "32633" in meta["crs"]
+    geometries = shapely.from_wkb(wkbs)
+    x0, y1 = UTM33_TRANSFORM @ (0, 0)
+    x1, y0 = UTM33_TRANSFORM @ (SCENE_W, SCENE_H)
+    assert shapely.contains(shapely.box(x0, y0, x1, y1), geometries).all(), "every object inside the scene"
+    # each object is one square (in map units: 0.5 m pixels), 30 different squares
+    inverse = ~UTM33_TRANSFORM
+    centroids = [inverse @ (p.x, p.y) for p in shapely.centroid(geometries)]
+    squares = [_square_of(x, y) for x, y in centroids]
+    assert None not in squares and len(set(squares)) == 30 and set(range(20)) <= set(squares)
+    areas_px = shapely.area(geometries) / (UTM33_TRANSFORM.a * -UTM33_TRANSFORM.e)
+    assert np.all(np.abs(areas_px - SIDE * SIDE) < 0.2 * SIDE * SIDE)
