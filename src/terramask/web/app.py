@@ -125,7 +125,9 @@ class WebState:
         self.ledger = EmbeddingLedger()
         self.layer = layer or ObjectLayer(layer_folder(out_dir, _safe_stem(scene.path)), scene.crs)
         # segment everything: jobs on their own threads, each backend call under ``lock``
-        self.everything = EverythingJobs(scene, backend, self.lock, out_dir / "work" / _safe_stem(scene.path))
+        # named like the layer's folder: the scene id on a multi-scene server, where two files
+        # may share a stem (a/x.tif, b/x.tif -> x, x-2), else the file's stem
+        self.everything = EverythingJobs(scene, backend, self.lock, out_dir / "work" / self.layer.folder.name)
 
     @property
     def model(self) -> str:
