@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "terramask_large_scene"))
     parser.add_argument("--size", type=int, default=10000, help="scene side in pixels (default 10000)")
-    parser.add_argument("--runtimes", default="onnx", help="comma-separated: torch, onnx")
+    parser.add_argument("--runtimes", default="onnx", help="comma-separated: torch, onnx, openvino")
     parser.add_argument("--cases", default="default,all", help=f"comma-separated: {', '.join(CASES)}")
     parser.add_argument("--extra", default="", help="further options for terramask auto, space-separated")
     parser.add_argument("--json", help="append the results here (JSON lines)")

@@ -190,10 +190,11 @@ def main(argv=None) -> int:
             runtimes = backends(name, checkpoint(name, work), work, args.threads)
             times = measure(name, runtimes, args)
             results[name] = times
+            print("\n".join(table(name, times)), flush=True)  # as soon as it is known
             lines += table(name, times)
             del runtimes
     results["load_end"] = os.getloadavg()[0]
-    print("\n".join(lines))
+    print("\n## all models" + "\n".join(lines))
     print(f"\nload average {load:.1f} at start, {results['load_end']:.1f} at the end")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

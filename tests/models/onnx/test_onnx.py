@@ -89,15 +89,21 @@ def test_preprocessing_equals_segment_anything():
 
 
 def test_onnx_upscaling_is_the_shared_numpy_upscaler(onnx_backend):
-    """The ONNX backend upsamples with :class:`Upscaler` (numpy engine, SAM rule): equal to
-    PyTorch's two-step chain on a window touching the bottom-right corner."""
+    """The ONNX backend upsamples with :class:`Upscaler` (torch engine where installed, else
+    numpy; SAM rule): the numpy engine equals PyTorch's two-step chain on a window touching
+    the bottom-right corner."""
     low = torch.randn(2, 1, 256, 256)
     ref = torch.nn.functional.interpolate(low, (1024, 1024), mode="bilinear", align_corners=False)[..., :683, :1024]
     ref = torch.nn.functional.interpolate(ref, (200, 300), mode="bilinear", align_corners=False)[:, 0].numpy()
     emb = Embedding(onnx_backend.name, None, (200, 300), (683, 1024))
-    assert onnx_backend._upscaler.engine == "numpy" and onnx_backend._upscaler.model_size == 1024
-    ours = onnx_backend.upscale_logits(emb, low[:, 0].numpy(), window=(250, 150, 300, 200))
-    np.testing.assert_allclose(ours, ref[:, 150:200, 250:300], atol=1e-5)
+    assert onnx_backend._upscaler.engine == "torch" and onnx_backend._upscaler.model_size == 1024  # torch installed
+    for engine in ("torch", "numpy"):  # numpy: the engine of installs without torch (also test_runs_without_torch)
+        onnx_backend._upscaler.engine = engine
+        try:
+            ours = onnx_backend.upscale_logits(emb, low[:, 0].numpy(), window=(250, 150, 300, 200))
+        finally:
+            onnx_backend._upscaler.engine = "torch"
+        np.testing.assert_allclose(ours, ref[:, 150:200, 250:300], atol=1e-5)
 
 
 @pytest.mark.slow
@@ -158,15 +164,16 @@ def test_runs_without_torch(export, sam_test_image, tmp_path):
     np.save(tmp_path / "img.npy", sam_test_image)
     code = (
         "import sys, numpy as np\n"
+        "sys.modules['torch'] = None  # as if torch were not installed: any import of it fails\n"
         "from terramask.models.onnx.backend import OnnxSamBackend\n"
         "from terramask.core.prompts import Prompts\n"
         f"b = OnnxSamBackend({str(export.directory)!r}, threads=1)\n"
         f"e = b.set_image(np.load({str(tmp_path / 'img.npy')!r}))\n"
         "r = b.predict(e, Prompts(points=[[210, 150]], labels=[1]))\n"
-        "print(len(r), 'torch' in sys.modules)\n"
+        "print(len(r), b._upscaler.engine)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["3", "False"]
+    assert out.stdout.split() == ["3", "numpy"]
 
 
 def test_errors(export, onnx_backend, sam_backend, sam_test_image, tmp_path, tiny_sam_checkpoint):
