@@ -111,3 +111,39 @@ def test_uploads_can_be_switched_off(server, tif_bytes, tmp_path):
     assert r.status_code == 403 and "--max-upload-mb 0" in r.json()["detail"]
     assert c.get("/scenes").json()["max_upload_mb"] == 0
     assert _files(tmp_path) == []
+
+
+def test_the_upload_folder_has_a_total_quota(server, tif_bytes, tmp_path):
+    """--upload-quota-mb: published uploads plus the one streaming may not pass it; a
+    refused upload leaves nothing and gives its bytes back; files deleted by hand free room."""
+    quota = int(len(tif_bytes) * 1.5)
+    c = server(upload_quota_mb=quota / 1e6)
+    assert c.get("/scenes").json()["upload_room_mb"] == pytest.approx(quota / 1e6)
+    first = c.post("/scenes", params={"name": "a.tif"}, content=tif_bytes)
+    assert first.status_code == 201, first.text
+    assert c.get("/scenes").json()["upload_room_mb"] == pytest.approx((quota - len(tif_bytes)) / 1e6)
+    announced = c.post("/scenes", params={"name": "b.tif"}, content=tif_bytes)
+    assert announced.status_code == 413 and "--upload-quota-mb" in announced.json()["detail"]
+
+    def chunks():  # no Content-Length: refused when the streamed bytes pass the quota
+        for k in range(0, len(tif_bytes), 256):
+            yield tif_bytes[k:k + 256]
+
+    streamed = c.post("/scenes", params={"name": "b.tif"}, content=chunks())
+    assert streamed.status_code == 413 and "quota" in streamed.json()["detail"]
+    assert _files(tmp_path) == ["a.tif"]
+    assert c.get("/scenes").json()["upload_room_mb"] == pytest.approx((quota - len(tif_bytes)) / 1e6), \
+        "a refused upload gives its bytes back"
+    rejected = c.post("/scenes", params={"name": "c.png"}, content=b"\x89PNG\r\n\x1a\n broken")
+    assert rejected.status_code == 422
+    (tmp_path / "out" / "uploads" / "a.tif").unlink()
+    again = c.post("/scenes", params={"name": "b.tif"}, content=tif_bytes)
+    assert again.status_code == 201, "room freed by hand is seen at the next upload"
+    assert _files(tmp_path) == ["b.tif"]
+
+
+def test_no_total_quota_when_zero(server, tif_bytes, tmp_path):
+    c = server(upload_quota_mb=0)
+    assert c.get("/scenes").json()["upload_room_mb"] is None
+    for name in ("a.tif", "b.tif", "c.tif"):
+        assert c.post("/scenes", params={"name": name}, content=tif_bytes).status_code == 201

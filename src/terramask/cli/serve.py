@@ -60,9 +60,11 @@ def _url(host: str, port: int) -> str:
               "(layers/<scene>/objects.gpkg, kept across restarts).")
 @click.option("--max-upload-mb", default=500.0, show_default=True, type=click.FloatRange(min=0),
               help="Largest GeoTIFF/PNG/JPEG the page may upload (saved under OUT/uploads/); 0 turns uploads off.")
+@click.option("--upload-quota-mb", default=5000.0, show_default=True, type=click.FloatRange(min=0),
+              help="Most the upload folder OUT/uploads/ may hold in all (uploads past it get 413); 0: no total limit.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the app in the default web browser.")
 def command(scenes, bands, model, checkpoint, device, runtime, detector, detector_checkpoint, box_threshold,
-            text_threshold, threshold, host, port, out_dir, max_upload_mb, open_browser):
+            text_threshold, threshold, host, port, out_dir, max_upload_mb, upload_quota_mb, open_browser):
     """Segment SCENES interactively in a web browser.
 
     SCENES are GeoTIFF/PNG/JPEG files and directories holding them; the page lists them
@@ -97,7 +99,8 @@ def command(scenes, bands, model, checkpoint, device, runtime, detector, detecto
         raise InputError("--box-threshold/--text-threshold/--threshold tune the text model; give it with --detector")
     app = create_server(
         scenes, model=model, checkpoint=checkpoint, device=device, runtime=runtime, bands=bands, out_dir=out_dir,
-        allowed_hosts=list(LOOPBACK_HOSTS) if loopback else None, max_upload_mb=max_upload_mb, text_model=text_model,
+        allowed_hosts=list(LOOPBACK_HOSTS) if loopback else None, max_upload_mb=max_upload_mb,
+        upload_quota_mb=upload_quota_mb, text_model=text_model,
     )
     views = app.state.views
     listed = views.catalog.entries()
@@ -111,8 +114,9 @@ def command(scenes, bands, model, checkpoint, device, runtime, detector, detecto
                "terramask: text box off (start with --detector grounding-dino-tiny, owlv2-base or sam3 to use it)",
                err=True)
     if max_upload_mb > 0:
-        click.echo(f"terramask: the page may upload scenes up to {max_upload_mb:g} MB into {views.out_dir / 'uploads'}",
-                   err=True)
+        total = f", {upload_quota_mb:g} MB in all" if upload_quota_mb > 0 else ""
+        click.echo(f"terramask: the page may upload scenes up to {max_upload_mb:g} MB{total} into "
+                   f"{views.out_dir / 'uploads'}", err=True)
     if not loopback:
         click.echo(f"terramask: warning: listening on {host}: anyone who can reach this machine can use the app "
                    "and write exports", err=True)

@@ -54,6 +54,8 @@ from terramask.web.scenes import SCENE_ID_PATTERN, SceneCatalog, SceneNotListed,
 from terramask.web.schemas import error_responses
 from terramask.web.uploads import (
     DEFAULT_MAX_UPLOAD_MB,
+    DEFAULT_UPLOAD_QUOTA_MB,
+    UploadQuota,
     UploadsDisabled,
     check_raster,
     publish,
@@ -320,6 +322,7 @@ def create_server(
     out_dir: str | os.PathLike | None = None,
     allowed_hosts: Sequence[str] | None = None,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    upload_quota_mb: float = DEFAULT_UPLOAD_QUOTA_MB,
     models: Sequence[str] | None = None,
     max_views: int = MAX_VIEWS,
     request_budget: float = REQUEST_BUDGET_S,
@@ -332,7 +335,8 @@ def create_server(
     ``backend`` (or ``model``/``checkpoint``/``device``/``runtime``, loaded here) is the
     default model; ``models``: other model names to offer (default: ``classic`` and the
     cached registry models). ``bands``: display bands of the default view. Uploads go to
-    ``<out>/uploads/`` up to ``max_upload_mb`` MB each (0: no uploads). The default view
+    ``<out>/uploads/`` up to ``max_upload_mb`` MB each (0: no uploads) and
+    ``upload_quota_mb`` MB in all (0: no total limit). The default view
     is opened here, so a bad first scene or model fails at start-up with one line.
     Other ``app_options`` go to :func:`create_app` (``window_size``, ``max_body_bytes`` …).
     """
@@ -355,6 +359,7 @@ def create_server(
         views.close()
         raise
     max_upload_bytes = int(max_upload_mb * 1_000_000)
+    quota = UploadQuota(catalog.upload_dir or out / "uploads", int(upload_quota_mb * 1_000_000))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -372,13 +377,16 @@ def create_server(
     @app.get("/scenes", responses=error_responses(500))
     def list_scenes() -> dict:
         """The scenes (``id``, ``name``, ``uploaded``) and models this server offers, the
-        default view and the upload limit (``max_upload_mb``, 0 = no uploads)."""
+        default view, the upload limit (``max_upload_mb``, 0 = no uploads) and the room
+        left in the upload folder's quota (``upload_room_mb``, ``null`` without a quota)."""
+        room = quota.room()
         return {
             "scenes": [e.to_dict() for e in catalog.entries()],
             "models": offered.names,
             "default": {"scene": catalog.default.id, "model": offered.default,
                         "bands": "default" if default_bands is None else "-".join(map(str, default_bands))},
             "max_upload_mb": max_upload_mb,
+            "upload_room_mb": None if room is None else room / 1_000_000,
         }
 
     @app.post("/scenes", status_code=201, responses=error_responses(400, 403, 413, 422, 500), openapi_extra={
@@ -392,13 +400,18 @@ def create_server(
         final_name = upload_name(name)
         announced = request.headers.get("content-length")
         tmp = await save_upload(request.stream(), catalog.upload_dir or out / "uploads", final_name,
-                                max_upload_bytes, int(announced) if announced and announced.isdigit() else None)
+                                max_upload_bytes, int(announced) if announced and announced.isdigit() else None,
+                                quota=quota)
+        size, published = tmp.stat().st_size, False
         try:
             await asyncio.to_thread(check_raster, tmp, final_name)
             path = publish(tmp, tmp.parent, final_name)
+            published = True
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        finally:
+            quota.end(size, published)
         entry = catalog.add_upload(path)
         return {"scene": entry.to_dict(), "url": ViewKey(entry.id, None, offered.default).prefix}
 

@@ -11,6 +11,10 @@ opened dataset's driver is checked again. Only then is it linked under its final
 the client's file name reduced to a safe stem (``../../x.tif`` -> ``x.tif``; ``x-2.tif``
 when taken), so a half-written or rejected upload never appears under a scene name and
 nothing is written outside the upload folder.
+
+Besides the per-file limit (``--max-upload-mb``), the upload folder as a whole has a quota
+(``--upload-quota-mb``, :class:`UploadQuota`): the bytes of its published files plus those
+of uploads still streaming may not pass it, so many uploads cannot fill the disk either.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: Default upload limit of ``terramask serve`` (``--max-upload-mb``).
 DEFAULT_MAX_UPLOAD_MB = 500
+#: Default total size of the upload folder (``--upload-quota-mb``).
+DEFAULT_UPLOAD_QUOTA_MB = 5000
 #: File signatures -> the GDAL drivers allowed to read them.
 SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"II*\x00", "GTiff"), (b"MM\x00*", "GTiff"), (b"II+\x00", "GTiff"), (b"MM\x00+", "GTiff"),
@@ -48,6 +54,54 @@ class NotARaster(InputError):
     """The uploaded bytes are not a GeoTIFF, PNG or JPEG that GDAL can read (HTTP 422)."""
 
 
+class UploadQuota:
+    """The total bytes the upload folder may hold: published files (counted from disk at
+    the start of each upload, so files deleted by hand give their room back) plus the
+    bytes of every upload still streaming in this server (counted as they arrive, so two
+    uploads at once cannot pass the quota together). ``limit_bytes`` <= 0: no quota."""
+
+    def __init__(self, folder: Path, limit_bytes: int) -> None:
+        self.folder = folder
+        self.limit_bytes = int(limit_bytes)
+        self._stored = 0
+        self._streaming = 0
+
+    def stored(self) -> int:
+        """Bytes of the published uploads in the folder (hidden temporary files aside)."""
+        if not self.folder.is_dir():
+            return 0
+        return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+    def room(self) -> int | None:
+        """Bytes a new upload may still take (``None`` without a quota)."""
+        if self.limit_bytes <= 0:
+            return None
+        return max(0, self.limit_bytes - self.stored() - self._streaming)
+
+    def begin(self) -> None:
+        """An upload starts: count the folder again (the only scan per upload)."""
+        self._stored = self.stored()
+
+    def check(self, n: int, name: str) -> None:
+        """:class:`UploadTooLarge` when ``n`` more bytes would pass the quota."""
+        if self.limit_bytes > 0 and self._stored + self._streaming + n > self.limit_bytes:
+            raise UploadTooLarge(
+                f"{name}: the upload folder {self.folder} would pass its quota of {self.limit_bytes / 1e6:,.0f} MB "
+                f"({self._stored / 1e6:,.0f} MB used; terramask serve --upload-quota-mb): delete uploads or raise it"
+            )
+
+    def take(self, n: int, name: str) -> None:
+        """Count ``n`` more streamed bytes of an upload (:meth:`check` first)."""
+        self.check(n, name)
+        self._streaming += n
+
+    def end(self, n: int, published: bool) -> None:
+        """An upload of ``n`` streamed bytes ended; published ones now count as stored."""
+        self._streaming -= n
+        if published:
+            self._stored += n
+
+
 def upload_name(name: str) -> str:
     """The file name an upload called ``name`` gets: a safe stem plus its lower-case
     suffix, which must be a GeoTIFF/PNG/JPEG one; else :class:`InputError`."""
@@ -64,21 +118,30 @@ def kind_of(head: bytes) -> str | None:
 
 
 async def save_upload(chunks: AsyncIterator[bytes], folder: Path, name: str, max_bytes: int,
-                      announced: int | None = None) -> Path:
+                      announced: int | None = None, quota: UploadQuota | None = None) -> Path:
     """Stream ``chunks`` into ``folder`` under a hidden temporary name and return that
-    path; :class:`UploadTooLarge` past ``max_bytes`` (the partial file removed)."""
+    path; :class:`UploadTooLarge` past ``max_bytes`` or past the folder's ``quota`` (the
+    partial file removed and its bytes given back). On success the file's bytes stay
+    counted by ``quota`` until the caller's :meth:`UploadQuota.end` (published or not)."""
     limit_text = f"the upload limit of {max_bytes / 1e6:,.0f} MB (terramask serve --max-upload-mb)"
     if announced is not None and announced > max_bytes:
         raise UploadTooLarge(f"{name}: {announced:,} bytes is more than {limit_text}")
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".upload-{secrets.token_hex(6)}.part"
-    size = 0
+    size = taken = 0
+    if quota is not None:
+        quota.begin()
+        if announced is not None:
+            quota.check(announced, name)
     try:
         with open(tmp, "xb") as out:
             async for chunk in chunks:
                 size += len(chunk)
                 if size > max_bytes:
                     raise UploadTooLarge(f"{name}: more than {limit_text}")
+                if quota is not None:
+                    quota.take(len(chunk), name)
+                    taken += len(chunk)
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
@@ -86,6 +149,8 @@ async def save_upload(chunks: AsyncIterator[bytes], folder: Path, name: str, max
             raise NotARaster(f"{name}: the upload is empty")
     except BaseException:
         tmp.unlink(missing_ok=True)
+        if quota is not None:
+            quota.end(taken, published=False)
         raise
     return tmp
 

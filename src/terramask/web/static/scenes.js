@@ -50,6 +50,12 @@
       hooks.setStatus(file.name + " is larger than this server's upload limit of " + listing.max_upload_mb + " MB.", true);
       return;
     }
+    const room = listing.upload_room_mb;  // null: no total quota
+    if (room !== null && room !== undefined && file.size > room * 1e6) {
+      hooks.setStatus(file.name + " does not fit: the server's upload folder has " + room.toFixed(1) +
+        " MB left of its quota (terramask serve --upload-quota-mb).", true);
+      return;
+    }
     hooks.setStatus("Uploading " + file.name + "…");
     let response, data = null;
     try {
