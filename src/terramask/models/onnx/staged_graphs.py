@@ -24,9 +24,8 @@ for (they stay correct, if not the cheapest form, for any other count).
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from terramask.core.lazy import require
 from terramask.models.sam import decoder as sam_decoder
@@ -78,18 +77,6 @@ def image_to_token_rows(mod: Any, k_tok: Any, v_tok: Any, xq: Any = None, qh: An
     return attn.reshape(bsz, n, n_heads * t) @ m.reshape(bsz, n_heads * t, c)
 
 
-@contextlib.contextmanager
-def _rows_layout() -> Iterator[None]:
-    """Trace :func:`sam_decoder.transformer` with :func:`image_to_token_rows` in place of
-    its image-to-token attention (restored on exit; used only while exporting)."""
-    original = sam_decoder._image_to_token
-    sam_decoder._image_to_token = image_to_token_rows
-    try:
-        yield
-    finally:
-        sam_decoder._image_to_token = original
-
-
 def sam_state_graph(sam: Any) -> nn.Module:
     """``image_embeddings (1, C, h, w)`` -> ``src, k0, v0, q0`` (:func:`sam_decoder.image_state`,
     ``q0`` as ``(1, N, H*d)`` for :func:`image_to_token_rows`)."""
@@ -126,8 +113,7 @@ def sam_tokens_graph(sam: Any, grid: tuple[int, int]) -> nn.Module:
             sam = self.sam
             sparse = embed_points(sam.prompt_encoder, point_coords, point_labels)
             state = sam_decoder.ImageState(src=src, pe=self.pe, k0=k0, v0=v0, q0=q0, grid=grid)
-            with _rows_layout():
-                ts = sam_decoder.transformer(sam, state, None, sparse)
+            ts = sam_decoder.transformer(sam, state, None, sparse, image_to_token=image_to_token_rows)
             mlps = sam.mask_decoder.output_hypernetworks_mlps
             hyper = torch.stack([mlp(ts.queries[:, t + 1, :]) for t, mlp in enumerate(mlps)], dim=1)
             return sam_decoder.iou_scores(sam, ts), hyper, ts.keys

@@ -190,10 +190,12 @@ class TokenState:
     grid: tuple[int, int]
 
 
-def transformer(sam, state: ImageState, features, sparse, mask_dense=None) -> TokenState:
+def transformer(sam, state: ImageState, features, sparse, mask_dense=None, image_to_token=None) -> TokenState:
     """``TwoWayTransformer`` for ``B`` prompts: ``sparse (B, T', C)`` from the prompt
     encoder; ``mask_dense`` ``(1 or B, C, h, w)`` embedding of a prior mask or ``None``
-    (then layer 0 reuses the image's projections in ``state``)."""
+    (then layer 0 reuses the image's projections in ``state``). ``image_to_token``: the
+    image-to-token attention, :func:`_image_to_token` unless an exporter passes the same
+    maths in another layout (:mod:`terramask.models.onnx.staged_graphs`)."""
     torch = torch_module()
     dec = sam.mask_decoder
     tr = dec.transformer
@@ -212,6 +214,7 @@ def transformer(sam, state: ImageState, features, sparse, mask_dense=None) -> To
         else:
             k0 = v0 = q0 = None
 
+    image_to_token = _image_to_token if image_to_token is None else image_to_token
     queries, query_pe = tokens, tokens
     for i, layer in enumerate(tr.layers):
         if layer.skip_first_layer_pe:
@@ -233,9 +236,9 @@ def transformer(sam, state: ImageState, features, sparse, mask_dense=None) -> To
 
         q = queries + query_pe
         if shared:
-            attn_out = _image_to_token(layer.cross_attn_image_to_token, q, queries, qh=q0)
+            attn_out = image_to_token(layer.cross_attn_image_to_token, q, queries, qh=q0)
         else:
-            attn_out = _image_to_token(layer.cross_attn_image_to_token, q, queries, xq=kp)
+            attn_out = image_to_token(layer.cross_attn_image_to_token, q, queries, xq=kp)
         keys = layer.norm4(keys + attn_out)
 
     q = queries + query_pe
