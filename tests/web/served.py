@@ -1,5 +1,6 @@
 """``terramask serve`` in a subprocess on 127.0.0.1, for the limits tests that need a real
-server: signals, process memory, a client that hangs up, requests in parallel.
+server: signals, process memory, a client that hangs up, requests in parallel; and
+:func:`serve_in_thread`, an app served by uvicorn in this process (the browser tests).
 
 The subprocess runs the real CLI entry point (``terramask.cli.main.main(["serve", ...])``).
 ``encoder_delay`` makes every encoder run sleep that long first (the tiny SAM encodes in
@@ -13,8 +14,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 import httpx
 
@@ -46,6 +50,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve_in_thread(app: Any, timeout: float = 60) -> Iterator[str]:
+    """Serve the ASGI ``app`` with uvicorn on a free 127.0.0.1 port in a daemon thread;
+    yields its URL, stops the server on exit."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def rss_bytes(pid: int) -> int:

@@ -10,12 +10,9 @@ generated scene of 24 squares.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import pytest
 from browsers import CHROMIUM, sync_api  # skips this module without a browser
+from served import serve_in_thread
 
 from helpers.scenes import write_geotiff
 from helpers.squares_scene import CENTRES, SCENE_H, SCENE_W, squares_scene
@@ -26,27 +23,14 @@ WAIT_MS = 60_000
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import uvicorn
-
     from terramask.models.resolve import load_backend
     from terramask.web.app import create_app
 
     root = tmp_path_factory.mktemp("duplicates")
     app = create_app(write_geotiff(root / "squares.tif", squares_scene()), load_backend("classic"),
                      out_dir=root / "out")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(10)
+    with serve_in_thread(app) as url:
+        yield url
     app.state.terramask.close()
 
 

@@ -11,12 +11,11 @@ still running when the page reloads.
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
 
 import pytest
 from browsers import CHROMIUM, sync_api  # skips this module without a browser
+from served import serve_in_thread
 
 from helpers.scenes import write_geotiff
 from helpers.squares_scene import squares_scene
@@ -46,8 +45,6 @@ class Gated:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """``(url, gated backend)``: the squares scene served by uvicorn."""
-    import uvicorn
-
     from terramask.models.resolve import load_backend
     from terramask.web.app import create_app
 
@@ -55,21 +52,10 @@ def served(tmp_path_factory):
     scene = write_geotiff(root / "squares.tif", squares_scene())
     gated = Gated(load_backend("classic"))
     app = create_app(scene, gated, out_dir=root / "out")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", gated
-    for _ in range(8):
-        gated.gate.release()  # a job the test left waiting ends
-    uv.should_exit = True
-    thread.join(10)
+    with serve_in_thread(app) as url:
+        yield url, gated
+        for _ in range(8):
+            gated.gate.release()  # a job the test left waiting ends
     app.state.terramask.close()
 
 

@@ -14,15 +14,13 @@ detector path through HTTP is tests/web/test_everything_text.py's.
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from browsers import CHROMIUM, sync_api  # skips this module without a browser
 from scipy import ndimage
+from served import serve_in_thread
 
 from helpers.scenes import write_geotiff
 from helpers.squares_scene import SCENE_H, SCENE_W, squares_scene
@@ -53,22 +51,6 @@ class SquareFinder:
                        crs=image.crs)
 
 
-def _serve(app):
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    return uv, thread, f"http://127.0.0.1:{port}"
-
-
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     """Two apps on the squares scene: with the stand-in text model, and without one."""
@@ -81,11 +63,8 @@ def servers(tmp_path_factory):
     apps = {"text": create_app(scene, classic, out_dir=root / "out",
                                text_model=TextModel("square-finder", sam3=SquareFinder())),
             "plain": create_app(scene, classic, out_dir=root / "plain")}
-    running = {name: _serve(app) for name, app in apps.items()}
-    yield {name: url for name, (_, _, url) in running.items()}
-    for uv, thread, _ in running.values():
-        uv.should_exit = True
-        thread.join(10)
+    with serve_in_thread(apps["text"]) as text_url, serve_in_thread(apps["plain"]) as plain_url:
+        yield {"text": text_url, "plain": plain_url}
     for app in apps.values():
         app.state.terramask.close()
 

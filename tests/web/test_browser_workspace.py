@@ -14,9 +14,6 @@ segment-everything candidates (docs/img/ holds them).
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +22,7 @@ import pyogrio.raw
 import pytest
 import shapely
 from browsers import CHROMIUM, sync_api  # skips this module without a browser
+from served import serve_in_thread
 
 from helpers.scenes import UTM33_TRANSFORM, write_geotiff
 from helpers.squares_scene import SCENE_W, SIDE, centres, corners, scene_height, squares_scene
@@ -42,27 +40,14 @@ CENTRES = centres(ROWS)
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``create_app`` on the squares scene with the classic engine, served by uvicorn."""
-    import uvicorn
-
     from terramask.models.resolve import load_backend
     from terramask.web.app import create_app
 
     root = tmp_path_factory.mktemp("workspace")
     scene = write_geotiff(root / "squares.tif", squares_scene(ROWS))
     app = create_app(scene, load_backend("classic"), out_dir=root / "out")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(10)
+    with serve_in_thread(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
