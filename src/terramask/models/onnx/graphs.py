@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from terramask.core.lazy import require
+from terramask.models.onnx.staged_graphs import embed_points
 
 if TYPE_CHECKING:
     from torch import nn
@@ -28,19 +29,9 @@ def sam_decoder_graph(sam: Any) -> nn.Module:
             self.mask_decoder = sam.mask_decoder
             self.register_buffer("dense_pe", sam.prompt_encoder.get_dense_pe().detach().clone())
 
-        def _embed_points(self, coords, labels):
-            pe = self.prompt_encoder
-            emb = pe.pe_layer.forward_with_coords(coords + 0.5, pe.input_image_size)
-            lab = labels.unsqueeze(-1)
-            dtype = emb.dtype
-            emb = emb * (lab != -1).to(dtype) + pe.not_a_point_embed.weight * (lab == -1).to(dtype)
-            for k in range(pe.num_point_embeddings):
-                emb = emb + pe.point_embeddings[k].weight * (lab == k).to(dtype)
-            return emb
-
         def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
             pe, dec = self.prompt_encoder, self.mask_decoder
-            sparse = self._embed_points(point_coords, point_labels)
+            sparse = embed_points(pe, point_coords, point_labels)
             no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
             dense = pe.mask_downscaling(mask_input) * has_mask_input + no_mask * (1.0 - has_mask_input)
             # MaskDecoder.predict_masks with broadcasting instead of repeat_interleave, so
